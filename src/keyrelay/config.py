@@ -1,0 +1,294 @@
+"""Settings: a TOML file plus environment overrides, parsed once into frozen values.
+
+This is the only module that reads the environment, and it takes ``environ`` as a parameter.
+Every error is a :class:`ConfigError` naming the field, e.g. ``pools[0].strategy: unknown
+strategy 'fastest' (choose from random, round_robin, least_busy)``.
+
+Environment overrides (all optional):
+
+- ``KEYRELAY_CONFIG`` — the file, when ``--config`` is not given
+- ``KEYRELAY_HOST``, ``KEYRELAY_PORT``, ``KEYRELAY_LOG_LEVEL`` — ``[server]``
+- ``KEYRELAY_STORE_URL`` — ``[store] url``
+- ``KEYRELAY_POOL_<NAME>_BASE_URL`` — a pool's ``base_url`` (name upper-cased, ``-`` → ``_``)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from keyrelay.core.policy import CoolingPolicy, RetryPolicy
+from keyrelay.core.selection import STRATEGIES
+from keyrelay.providers import DIALECTS
+from keyrelay.stores.base import hash_token
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "ServerSettings",
+    "PoolSettings",
+    "TokenSettings",
+    "load_settings",
+    "parse_settings",
+    "DEFAULT_STORE_URL",
+]
+
+DEFAULT_STORE_URL = "sqlite:///keyrelay.db"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the field at fault."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    log_level: str = "info"
+    #: refresh interval of the in-memory pool from the store (seconds)
+    sync_interval: float = 0.5
+    #: how often batched counters are written (seconds)
+    flush_interval: float = 1.0
+    #: upper bound on concurrent upstream connections (all pools)
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    name: str
+    provider: str = "openai"
+    base_url: str = DEFAULT_BASE_URL
+    strategy: str = "random"
+    default: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    cooling: CoolingPolicy = field(default_factory=CoolingPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    """A client token declared in the config file (tokens can also live in the store)."""
+
+    name: str
+    pools: tuple[str, ...]
+    token_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store_url: str = DEFAULT_STORE_URL
+    pools: tuple[PoolSettings, ...] = (PoolSettings("openai", default=True),)
+    tokens: tuple[TokenSettings, ...] = ()
+    source: str = ""
+
+    @property
+    def default_pool(self) -> PoolSettings:
+        for p in self.pools:
+            if p.default:
+                return p
+        return self.pools[0]
+
+    def pool(self, name: str) -> PoolSettings:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+# -- parsing helpers -----------------------------------------------------------------------
+
+
+def _table(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    v = doc.get(key, {})
+    if not isinstance(v, dict):
+        raise ConfigError(where, "must be a table")
+    return v
+
+
+def _frozen(cls: type, raw: Mapping[str, Any], where: str, **extra: Any) -> Any:
+    """Build a frozen dataclass from a table, checking names and types of every field."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = dict(extra)
+    for k, v in raw.items():
+        if k not in known or k in extra:
+            raise ConfigError(f"{where}.{k}", f"unknown field (known: {', '.join(sorted(set(known) - set(extra)))})")
+        f = known[k]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+        kwargs[k] = _coerce(v, default, f"{where}.{k}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(where, str(exc)) from None
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(where, f"expected true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise ConfigError(where, f"expected an integer, got {value!r}")
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(where, f"expected an integer, got {value!r}") from None
+        if n < 0:
+            raise ConfigError(where, f"must not be negative, got {n}")
+        return n
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ConfigError(where, f"expected a number, got {value!r}")
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(where, f"expected a number, got {value!r}") from None
+        if x < 0 or x != x:
+            raise ConfigError(where, f"must be a non-negative number, got {value!r}")
+        return x
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(where, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _check_url(url: str, where: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(where, f"expected an http(s) URL, got {url!r}")
+    return url.rstrip("/")
+
+
+def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
+    where = f"pools[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(where, "must be a table ([[pools]])")
+    raw = dict(raw)
+    name = raw.pop("name", None)
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ConfigError(f"{where}.name", "required: letters, digits, '-' or '_'")
+    if name in ("v1", "healthz", "admin", "metrics"):
+        raise ConfigError(f"{where}.name", f"{name!r} is reserved")
+    retry = _frozen(RetryPolicy, raw.pop("retry", {}), f"{where}.retry")
+    cooling = _frozen(CoolingPolicy, raw.pop("cooling", {}), f"{where}.cooling")
+    env_url = environ.get(f"KEYRELAY_POOL_{name.upper().replace('-', '_')}_BASE_URL")
+    if env_url:
+        raw["base_url"] = env_url
+    pool: PoolSettings = _frozen(PoolSettings, raw, where, name=name, retry=retry, cooling=cooling)
+    if pool.provider not in DIALECTS:
+        raise ConfigError(f"{where}.provider", f"unknown provider {pool.provider!r} (known: {', '.join(sorted(DIALECTS))})")
+    if pool.strategy not in STRATEGIES:
+        raise ConfigError(
+            f"{where}.strategy", f"unknown strategy {pool.strategy!r} (choose from {', '.join(STRATEGIES)})"
+        )
+    _check_url(pool.base_url, f"{where}.base_url")
+    return replace(pool, base_url=pool.base_url.rstrip("/"))
+
+
+def _token(raw: Any, i: int, pool_names: set[str], environ: Mapping[str, str]) -> TokenSettings:
+    where = f"tokens[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(where, "must be a table ([[tokens]])")
+    unknown = set(raw) - {"name", "pools", "sha256", "token", "token_env"}
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown field (known: name, pools, sha256, token, token_env)")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name", "required")
+    pools = raw.get("pools", [])
+    if not isinstance(pools, list) or not pools or not all(isinstance(p, str) for p in pools):
+        raise ConfigError(f"{where}.pools", "required: a list of pool names (or [\"*\"] for all)")
+    for p in pools:
+        if p != "*" and p not in pool_names:
+            raise ConfigError(f"{where}.pools", f"no pool named {p!r}")
+    given = [k for k in ("sha256", "token", "token_env") if k in raw]
+    if len(given) != 1:
+        raise ConfigError(where, "give exactly one of sha256, token or token_env")
+    if given[0] == "sha256":
+        h = str(raw["sha256"]).lower()
+        if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+            raise ConfigError(f"{where}.sha256", "expected 64 hex digits (sha256 of the token)")
+    elif given[0] == "token":
+        h = hash_token(str(raw["token"]))
+    else:
+        var = str(raw["token_env"])
+        if not environ.get(var):
+            raise ConfigError(f"{where}.token_env", f"environment variable {var} is not set")
+        h = hash_token(environ[var])
+    return TokenSettings(name, tuple(pools), h)
+
+
+def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: str = "") -> Settings:
+    """Settings from a decoded TOML document and the environment."""
+    known = {"server", "store", "pools", "tokens"}
+    for k in doc:
+        if k not in known:
+            raise ConfigError(k, f"unknown section (known: {', '.join(sorted(known))})")
+    server_raw = dict(_table(doc, "server", "server"))
+    for env, key in (("KEYRELAY_HOST", "host"), ("KEYRELAY_PORT", "port"), ("KEYRELAY_LOG_LEVEL", "log_level")):
+        if environ.get(env):
+            server_raw[key] = environ[env]
+    server: ServerSettings = _frozen(ServerSettings, server_raw, "server")
+    if not 0 < server.port < 65536:
+        raise ConfigError("server.port", f"must be between 1 and 65535, got {server.port}")
+    if server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("server.log_level", f"expected debug, info, warning or error, got {server.log_level!r}")
+    store = dict(_table(doc, "store", "store"))
+    unknown = set(store) - {"url"}
+    if unknown:
+        raise ConfigError(f"store.{sorted(unknown)[0]}", "unknown field (known: url)")
+    store_url = environ.get("KEYRELAY_STORE_URL") or store.get("url", DEFAULT_STORE_URL)
+    if not isinstance(store_url, str) or store_url.split(":", 1)[0] not in ("memory", "sqlite", "redis", "rediss", "unix"):
+        raise ConfigError("store.url", f"expected memory://, sqlite:///path or redis://…, got {store_url!r}")
+    raw_pools = doc.get("pools")
+    if raw_pools is None:
+        pools: tuple[PoolSettings, ...] = (_pool({"name": "openai", "default": True}, 0, environ),)
+    else:
+        if not isinstance(raw_pools, list) or not raw_pools:
+            raise ConfigError("pools", "must be a non-empty array of tables ([[pools]])")
+        pools = tuple(_pool(p, i, environ) for i, p in enumerate(raw_pools))
+    names = [p.name for p in pools]
+    for n in names:
+        if names.count(n) > 1:
+            raise ConfigError("pools", f"pool name {n!r} appears twice")
+    if sum(p.default for p in pools) > 1:
+        raise ConfigError("pools", "more than one pool is marked default")
+    raw_tokens = doc.get("tokens", [])
+    if not isinstance(raw_tokens, list):
+        raise ConfigError("tokens", "must be an array of tables ([[tokens]])")
+    tokens = tuple(_token(t, i, set(names), environ) for i, t in enumerate(raw_tokens))
+    return Settings(server, store_url, pools, tokens, source)
+
+
+def load_settings(path: str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` (or ``$KEYRELAY_CONFIG``; defaults when neither is given)."""
+    env = os.environ if environ is None else environ
+    path = path or env.get("KEYRELAY_CONFIG") or None
+    if path is None:
+        return parse_settings({}, env)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), "config file not found") from None
+    except OSError as exc:
+        raise ConfigError(str(p), f"cannot read config file ({exc.strerror})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), f"invalid TOML: {exc}") from None
+    return parse_settings(doc, env, str(p))

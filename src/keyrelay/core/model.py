@@ -1,0 +1,198 @@
+"""The domain's values: key states, outcomes, verdicts, key records, transitions and events.
+
+Everything here is a frozen value. Nothing here does I/O, reads a clock or draws a random number.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = [
+    "KeyState",
+    "Outcome",
+    "Verdict",
+    "KeyRecord",
+    "Counters",
+    "Transition",
+    "Event",
+    "KEY_OUTCOMES",
+    "RETRYABLE_OUTCOMES",
+]
+
+
+class KeyState(str, enum.Enum):
+    """Where a key stands. See docs/design.md for the full table."""
+
+    ACTIVE = "active"
+    COOLING = "cooling"
+    EXHAUSTED = "exhausted"
+    INVALID = "invalid"
+    DISABLED = "disabled"
+
+
+class Outcome(str, enum.Enum):
+    """What one upstream answer (or probe) says, classified once by a provider dialect."""
+
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    INVALID_KEY = "invalid_key"
+    UPSTREAM_FAULT = "upstream_fault"
+    NETWORK_ERROR = "network_error"
+    CLIENT_ERROR = "client_error"
+    CLIENT_GONE = "client_gone"
+
+
+#: Outcomes that say something about the key itself.
+KEY_OUTCOMES = frozenset(
+    {Outcome.OK, Outcome.RATE_LIMITED, Outcome.QUOTA_EXHAUSTED, Outcome.INVALID_KEY}
+)
+
+#: Outcomes after which the request is tried again on another key.
+RETRYABLE_OUTCOMES = frozenset(
+    {
+        Outcome.RATE_LIMITED,
+        Outcome.QUOTA_EXHAUSTED,
+        Outcome.INVALID_KEY,
+        Outcome.UPSTREAM_FAULT,
+        Outcome.NETWORK_ERROR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A classified upstream answer.
+
+    ``retry_after`` is in seconds (only meaningful for ``rate_limited``); ``status``, ``code``
+    and ``message`` are the evidence, with ``message`` already redacted and shortened.
+    """
+
+    outcome: Outcome
+    status: int = 0
+    code: str | None = None
+    message: str = ""
+    retry_after: float | None = None
+    reason: str = ""
+
+    @property
+    def retryable(self) -> bool:
+        return self.outcome in RETRYABLE_OUTCOMES
+
+    def describe(self) -> str:
+        """A one-line reason for an event: the outcome and its evidence."""
+        parts = [self.reason or self.outcome.value]
+        if self.status:
+            parts.append(f"http {self.status}")
+        if self.code:
+            parts.append(f"code {self.code}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Per-key traffic counters (pool-wide sums once persisted)."""
+
+    requests: int = 0
+    successes: int = 0
+    rate_limited: int = 0
+    quota_exhausted: int = 0
+    invalid_key: int = 0
+    upstream_fault: int = 0
+    network_error: int = 0
+    client_error: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def plus(self, other: Counters) -> Counters:
+        return Counters(
+            *(getattr(self, f) + getattr(other, f) for f in COUNTER_FIELDS)
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in COUNTER_FIELDS}
+
+
+COUNTER_FIELDS: tuple[str, ...] = tuple(Counters.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key and what we know about it.
+
+    ``until`` is an absolute time (epoch seconds): the end of a cooldown for ``cooling``, the
+    next recheck for ``exhausted`` / ``invalid``; 0 when it does not apply. ``version`` grows by
+    one at every transition and guards against late answers and racing writers.
+    """
+
+    id: str
+    pool: str
+    secret: str = field(repr=False)
+    state: KeyState = KeyState.ACTIVE
+    reason: str = ""
+    since: float = 0.0
+    until: float = 0.0
+    version: int = 1
+    weight: float = 1.0
+    label: str = ""
+    added_at: float = 0.0
+    counters: Counters = field(default_factory=Counters)
+    balance: float | None = None
+    currency: str = ""
+
+    @property
+    def masked(self) -> str:
+        from keyrelay.core.masking import mask
+
+        return mask(self.secret)
+
+    def eligible(self, now: float) -> bool:
+        """May this key take traffic at ``now``?"""
+        if self.state is KeyState.ACTIVE:
+            return True
+        return self.state is KeyState.COOLING and self.until <= now
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A decided change of one key's state, to be written atomically if ``expected_version`` holds."""
+
+    key_id: str
+    pool: str
+    expected_version: int
+    from_state: KeyState
+    to_state: KeyState
+    reason: str
+    at: float
+    until: float = 0.0
+    actor: str = "traffic"
+    detail: str = ""
+
+    def applied_to(self, record: KeyRecord) -> KeyRecord:
+        """The record after this transition (the store does the same, atomically)."""
+        from dataclasses import replace
+
+        return replace(
+            record,
+            state=self.to_state,
+            reason=self.reason,
+            since=self.at if self.to_state is not record.state else record.since,
+            until=self.until,
+            version=record.version + 1,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of a key's history."""
+
+    key_id: str
+    pool: str
+    at: float
+    actor: str
+    from_state: str
+    to_state: str
+    reason: str
+    detail: str = ""
+    seq: int = 0

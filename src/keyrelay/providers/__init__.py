@@ -1,0 +1,19 @@
+"""Provider dialects: pure adapters that speak one upstream API's language."""
+
+from __future__ import annotations
+
+from keyrelay.providers.base import Dialect, Usage
+from keyrelay.providers.openai import OpenAIDialect
+
+__all__ = ["Dialect", "Usage", "get_dialect", "DIALECTS"]
+
+DIALECTS: dict[str, type] = {"openai": OpenAIDialect}
+
+
+def get_dialect(name: str) -> Dialect:
+    try:
+        cls = DIALECTS[name]
+    except KeyError:
+        raise ValueError(f"unknown provider {name!r} (known: {', '.join(sorted(DIALECTS))})") from None
+    dialect: Dialect = cls()
+    return dialect
