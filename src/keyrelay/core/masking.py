@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 __all__ = ["mask", "redact", "validate_secret", "InvalidSecret"]
 
-_PREFIX = re.compile(r"^([A-Za-z]{2,6}[-_](?:[A-Za-z]{2,8}[-_])?)")
+_PREFIX = re.compile(r"^(sk-(?:proj|svcacct|admin|ant-api\d\d|or-v1)-|AIza|[A-Za-z]{2,4}[-_])")
 
 # Things that look like API keys (or the masked echoes of them) in free text.
 _KEYLIKE = re.compile(
@@ -31,8 +31,6 @@ def mask(secret: str) -> str:
         return "…" + secret[-2:] if len(secret) > 4 else "…"
     m = _PREFIX.match(secret)
     prefix = m.group(1) if m else ""
-    if len(prefix) > 8:
-        prefix = prefix[:8]
     return f"{prefix}…{secret[-4:]}"
 
 

@@ -74,10 +74,11 @@ class PoolState:
         return None
 
     # -- writing -------------------------------------------------------------------------
-    def upsert(self, record: KeyRecord) -> None:
-        """Insert or replace a key's record (a newer version only; older ones are ignored)."""
+    def upsert(self, record: KeyRecord, force: bool = False) -> None:
+        """Insert or replace a key's record. An older version than the one held is ignored,
+        unless ``force`` (the stored record is authoritative after a write conflict)."""
         old = self._records.get(record.id)
-        if old is not None and old.version > record.version:
+        if not force and old is not None and old.version > record.version:
             return
         self._records[record.id] = record
         if record.state is KeyState.ACTIVE:

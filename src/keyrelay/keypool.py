@@ -1,0 +1,157 @@
+"""A pool at run time: the pure :class:`PoolState` bound to a store, a dialect and a clock.
+
+Reading (choosing a key) is in memory and synchronous; learning (an outcome) updates memory at
+once and returns the :class:`Transition` to persist, which the caller awaits (gateway) or hands
+to a background writer (sync library mode). Counters are batched and flushed by :class:`Runtime`.
+
+Thread-safety: every touch of the in-memory state holds ``self.lock``, so a sync SDK client may
+use a pool from several threads while the runtime's event loop keeps it in sync with the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Collection
+
+from keyrelay.config import PoolSettings
+from keyrelay.core.machine import on_outcome
+from keyrelay.core.masking import mask
+from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, Outcome, Transition, Verdict
+from keyrelay.core.pool import Lease, PoolState
+from keyrelay.providers import Dialect, Usage, get_dialect
+from keyrelay.stores.base import Store
+
+__all__ = ["KeyPool", "Lease"]
+
+log = logging.getLogger("keyrelay.pool")
+
+_OUTCOME_COUNTER = {
+    Outcome.OK: "successes",
+    Outcome.RATE_LIMITED: "rate_limited",
+    Outcome.QUOTA_EXHAUSTED: "quota_exhausted",
+    Outcome.INVALID_KEY: "invalid_key",
+    Outcome.UPSTREAM_FAULT: "upstream_fault",
+    Outcome.NETWORK_ERROR: "network_error",
+    Outcome.CLIENT_ERROR: "client_error",
+}
+_FIELD_INDEX = {f: i for i, f in enumerate(COUNTER_FIELDS)}
+
+
+class KeyPool:
+    """One pool of keys, as the relay sees it."""
+
+    def __init__(
+        self,
+        settings: PoolSettings,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        dialect: Dialect | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.store = store
+        self.dialect = dialect or get_dialect(settings.provider)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.state = PoolState(settings.name, settings.strategy)
+        self.lock = threading.Lock()
+        self._pending: dict[str, list[int]] = {}
+
+    # -- choosing ------------------------------------------------------------------------
+    def acquire(self, exclude: Collection[str] = ()) -> Lease | None:
+        with self.lock:
+            return self.state.acquire(self.clock(), self.rng, exclude)
+
+    def release(self, lease: Lease) -> None:
+        with self.lock:
+            self.state.release(lease)
+
+    def retry_after(self) -> float | None:
+        """Seconds until the soonest cooling key frees up, or ``None`` when none is cooling."""
+        now = self.clock()
+        with self.lock:
+            soonest = self.state.soonest_free(now)
+        return None if soonest is None else max(0.0, soonest - now)
+
+    def eligible_count(self) -> int:
+        with self.lock:
+            return self.state.eligible_count(self.clock())
+
+    # -- learning ------------------------------------------------------------------------
+    def observe(self, lease: Lease, verdict: Verdict, usage: Usage | None = None) -> Transition | None:
+        """Count an outcome and decide what it does to the key. Memory is updated at once (so no
+        new request goes to a retired key); the returned transition must be persisted."""
+        with self.lock:
+            self._count(lease.key_id, verdict.outcome, usage)
+            rec = self.state.get(lease.key_id)
+            if rec is None:
+                return None
+            t = on_outcome(rec, verdict, lease.version, self.settings.cooling, self.clock())
+            if t is not None:
+                self.state.upsert(t.applied_to(rec))
+        if t is not None:
+            level = logging.INFO if t.to_state.value in ("cooling", "active") else logging.WARNING
+            log.log(
+                level,
+                "key state pool=%s key=%s masked=%s %s -> %s reason=%r %s",
+                self.name, lease.key_id, mask(lease.secret), t.from_state.value, t.to_state.value, t.reason, t.detail,
+            )
+        return t
+
+    def _count(self, key_id: str, outcome: Outcome, usage: Usage | None) -> None:
+        row = self._pending.get(key_id)
+        if row is None:
+            row = self._pending[key_id] = [0] * len(COUNTER_FIELDS)
+        if outcome is Outcome.CLIENT_GONE:
+            return
+        row[0] += 1  # requests
+        row[_FIELD_INDEX[_OUTCOME_COUNTER[outcome]]] += 1
+        if usage is not None:
+            row[_FIELD_INDEX["prompt_tokens"]] += usage.prompt_tokens
+            row[_FIELD_INDEX["completion_tokens"]] += usage.completion_tokens
+
+    def take_counters(self) -> dict[str, Counters]:
+        """The counters gathered since the last call (for a batched store write)."""
+        with self.lock:
+            pending, self._pending = self._pending, {}
+        return {k: Counters(*v) for k, v in pending.items() if any(v)}
+
+    async def persist(self, t: Transition, verdict: Verdict, lease_version: int) -> KeyRecord | None:
+        """Write a decided transition. On a version conflict (another writer got there first),
+        reload the key and run the state machine again on what is stored."""
+        for _ in range(5):
+            new = await self.store.apply(t)
+            if new is not None:
+                with self.lock:
+                    self.state.upsert(new)
+                return new
+            stored = await self.store.get(t.key_id)
+            with self.lock:
+                if stored is None:
+                    self.state.remove(t.key_id)
+                    return None
+                self.state.upsert(stored, force=True)
+                again = on_outcome(stored, verdict, lease_version, self.settings.cooling, self.clock())
+                if again is None:
+                    return stored
+                self.state.upsert(again.applied_to(stored))
+            t = again
+        return None
+
+    # -- syncing -------------------------------------------------------------------------
+    def upsert(self, record: KeyRecord) -> None:
+        with self.lock:
+            self.state.upsert(record)
+
+    def remove(self, key_id: str) -> None:
+        with self.lock:
+            self.state.remove(key_id)
+
+    def records(self) -> list[KeyRecord]:
+        with self.lock:
+            return list(self.state)

@@ -1,0 +1,87 @@
+"""The one retry loop: acquire a key → send → classify → record → retry elsewhere or return.
+
+The loop's decisions live in :class:`Attempts`, which knows nothing of HTTP libraries. The
+gateway (aiohttp) and library mode (httpx / httpx2 transports, sync and async) drive it with
+their own I/O, so every caller follows the same rules:
+
+- never the same key twice for one request; at most ``max_attempts`` keys; stop at ``deadline``;
+- retry only on outcomes that say "another key may do better" (see ``RETRYABLE_OUTCOMES``);
+- a ``client_error`` is returned as is; once a byte reached the caller, no more retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from keyrelay.core.model import Outcome, Transition, Verdict
+from keyrelay.core.pool import Lease
+from keyrelay.keypool import KeyPool
+from keyrelay.providers import Usage
+
+__all__ = ["Attempts", "NoKeyAvailable"]
+
+
+class NoKeyAvailable(Exception):
+    """No key of the pool may take this request now.
+
+    ``retry_after`` (seconds) is when the soonest cooling key frees up, or ``None``.
+    """
+
+    def __init__(self, pool: str, retry_after: float | None) -> None:
+        when = f"; the soonest cooling key frees up in {retry_after:.1f}s" if retry_after is not None else ""
+        super().__init__(f"no usable key in pool {pool!r}{when}")
+        self.pool = pool
+        self.retry_after = retry_after
+
+
+class Attempts:
+    """The attempts of one request over one pool."""
+
+    __slots__ = ("pool", "policy", "deadline_at", "tried", "count", "last", "clock", "lease")
+
+    def __init__(self, pool: KeyPool, clock: Callable[[], float] | None = None) -> None:
+        self.pool = pool
+        self.policy = pool.settings.retry
+        self.clock = clock or pool.clock
+        self.deadline_at = self.clock() + self.policy.deadline
+        self.tried: list[str] = []
+        self.count = 0
+        self.last: Verdict | None = None
+        self.lease: Lease | None = None
+
+    def next(self) -> Lease | None:
+        """The key for the next attempt, or ``None`` when the loop must stop and answer with the
+        last verdict. Raises :class:`NoKeyAvailable` when the very first attempt finds no key."""
+        if self.count >= self.policy.max_attempts or (self.count and self.clock() >= self.deadline_at):
+            return None
+        lease = self.pool.acquire(self.tried)
+        if lease is None:
+            if self.last is None:
+                raise NoKeyAvailable(self.pool.name, self.pool.retry_after())
+            return None
+        self.count += 1
+        self.tried.append(lease.key_id)
+        self.lease = lease
+        return lease
+
+    def record(self, lease: Lease, verdict: Verdict, usage: Usage | None = None) -> Transition | None:
+        """Count the outcome, release the key, and return the transition to persist (if any)."""
+        self.last = verdict
+        self.lease = None
+        t = self.pool.observe(lease, verdict, usage)
+        self.pool.release(lease)
+        return t
+
+    def abandon(self, lease: Lease) -> None:
+        """The caller went away: release the key, at no cost to it."""
+        self.lease = None
+        self.pool.observe(lease, Verdict(Outcome.CLIENT_GONE))
+        self.pool.release(lease)
+
+    def should_retry(self, verdict: Verdict) -> bool:
+        """Try another key after this verdict? (Before any byte reached the caller.)"""
+        return (
+            verdict.retryable
+            and self.count < self.policy.max_attempts
+            and self.clock() < self.deadline_at
+        )

@@ -1,0 +1,144 @@
+"""The running pools of one process: loads them from the store, keeps them in sync with what
+other processes (the CLI, other gateways) change, and flushes batched counters.
+
+Used by the gateway and by library mode alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+from keyrelay.config import Settings
+from keyrelay.core.model import KeyRecord
+from keyrelay.keypool import KeyPool
+from keyrelay.stores import Store, TokenRecord, hash_token, open_store
+
+__all__ = ["Runtime", "Client"]
+
+log = logging.getLogger("keyrelay.runtime")
+
+
+class Client:
+    """An authenticated caller: a token's name and the pools it may use."""
+
+    __slots__ = ("name", "pools")
+
+    def __init__(self, name: str, pools: tuple[str, ...]) -> None:
+        self.name = name
+        self.pools = pools
+
+    def may_use(self, pool: str) -> bool:
+        return "*" in self.pools or pool in self.pools
+
+
+class Runtime:
+    """All pools of a settings file, bound to one store."""
+
+    def __init__(self, settings: Settings, store: Store | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.store_url)
+        self.clock = clock
+        self.pools: dict[str, KeyPool] = {p.name: KeyPool(p, self.store, clock=clock) for p in settings.pools}
+        self.default_pool = self.pools[settings.default_pool.name]
+        self._cursor = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._config_tokens = {t.token_hash: Client(t.name, t.pools) for t in settings.tokens}
+        self._token_cache: dict[str, tuple[Client | None, float]] = {}
+        self._writes: set[asyncio.Task[object]] = set()
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self, background: bool = True) -> None:
+        await self.store.open()
+        await self.sync()
+        if background:
+            self._tasks = [
+                asyncio.create_task(self._every(self.settings.server.sync_interval, self.sync), name="keyrelay-sync"),
+                asyncio.create_task(self._every(self.settings.server.flush_interval, self.flush), name="keyrelay-flush"),
+            ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self.flush()
+        await self.store.close()
+
+    async def _every(self, interval: float, job: Callable[[], object]) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()  # type: ignore[misc]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store may be briefly unavailable: say so once
+                if not failing:
+                    log.error("background %s failed: %s", getattr(job, "__name__", "job"), type(exc).__name__)
+                failing = True
+            else:
+                if failing:
+                    log.warning("background %s recovered", getattr(job, "__name__", "job"))
+                failing = False
+
+    # -- store sync ----------------------------------------------------------------------
+    async def sync(self) -> None:
+        """Apply every change made to the store since the last call (by anyone)."""
+        ch = await self.store.changes(self._cursor)
+        for rec in ch.records:
+            pool = self.pools.get(rec.pool)
+            if pool is not None:
+                pool.upsert(rec)
+        for kid in ch.removed:
+            for pool in self.pools.values():
+                pool.remove(kid)
+        self._cursor = ch.cursor
+        self._token_cache.clear()
+
+    async def flush(self) -> None:
+        """Write the batched counters of every pool."""
+        deltas = {}
+        for pool in self.pools.values():
+            deltas.update(pool.take_counters())
+        if deltas:
+            await self.store.add_counters(deltas)
+
+    def spawn_write(self, coro: object) -> None:
+        """Run a store write in the background, keeping a reference until it is done."""
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    # -- clients -------------------------------------------------------------------------
+    async def authenticate(self, token: str) -> Client | None:
+        """The client a bearer token belongs to, or ``None``. Tokens are compared by hash."""
+        if not token:
+            return None
+        h = hash_token(token)
+        client = self._config_tokens.get(h)
+        if client is not None:
+            return client
+        hit = self._token_cache.get(h)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        rec: TokenRecord | None = await self.store.find_token(h)
+        found = None
+        if rec is not None and hmac.compare_digest(rec.token_hash, h):
+            found = Client(rec.name, rec.pools)
+        if len(self._token_cache) > 10_000:
+            self._token_cache.clear()
+        self._token_cache[h] = (found, now + (30.0 if found else 1.0))
+        return found
+
+    def records(self) -> list[KeyRecord]:
+        return [r for p in self.pools.values() for r in p.records()]

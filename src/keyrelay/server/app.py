@@ -1,0 +1,118 @@
+"""The gateway application: routes, start-up and shutdown, and ``serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+import aiohttp
+from aiohttp import web
+
+from keyrelay.config import Settings
+from keyrelay.runtime import Runtime
+from keyrelay.server.proxy import Proxy
+
+__all__ = ["build_app", "serve", "run_server"]
+
+log = logging.getLogger("keyrelay.server")
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def build_app(runtime: Runtime, *, own_runtime: bool = True) -> web.Application:
+    """An aiohttp app serving ``runtime``'s pools. With ``own_runtime`` the app starts and stops
+    the runtime with itself."""
+    settings = runtime.settings
+    max_body = max(p.retry.max_body_bytes for p in settings.pools)
+    app = web.Application(client_max_size=max_body + 1)
+    app[RUNTIME] = runtime
+    state: dict[str, object] = {}
+
+    async def on_startup(app: web.Application) -> None:
+        if own_runtime:
+            await runtime.start()
+        connector = aiohttp.TCPConnector(
+            limit=settings.server.max_connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True
+        )
+        session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",), cookie_jar=aiohttp.DummyCookieJar()
+        )
+        state["session"] = session
+        state["proxy"] = Proxy(runtime, session)
+
+    async def on_cleanup(app: web.Application) -> None:
+        session = state.get("session")
+        if isinstance(session, aiohttp.ClientSession):
+            await session.close()
+        if own_runtime:
+            await runtime.stop()
+
+    async def healthz(request: web.Request) -> web.Response:
+        pools = {name: p.eligible_count() for name, p in runtime.pools.items()}
+        return web.json_response({"status": "ok", "eligible_keys": pools})
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        handler = state["proxy"]
+        assert isinstance(handler, Proxy)
+        return await handler.handle(request)
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app
+
+
+async def run_server(settings: Settings, *, sock: socket.socket | None = None, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled or SIGTERM/SIGINT."""
+    runtime = Runtime(settings)
+    app = build_app(runtime)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    if sock is not None:
+        site: web.BaseSite = web.SockSite(runner, sock)
+    else:
+        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
+    await site.start()
+    log.info(
+        "keyrelay serving on http://%s:%d (store %s; pools %s)",
+        settings.server.host, settings.server.port, _safe_url(settings.store_url),
+        ", ".join(f"{p.name}→{p.base_url}" for p in settings.pools),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _safe_url(url: str) -> str:
+    """A store URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def serve(settings: Settings) -> None:
+    """Run the gateway in this process (uvloop when available)."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - non-Linux
+        runner = asyncio.run  # type: ignore[assignment]
+    runner(run_server(settings))

@@ -1,0 +1,260 @@
+"""The gateway's proxy route: route → authenticate → buffer the body → the relay loop over
+aiohttp's client → stream or return the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from keyrelay.core.masking import mask
+from keyrelay.core.model import Outcome, Verdict
+from keyrelay.core.pool import Lease
+from keyrelay.keypool import KeyPool
+from keyrelay.providers import Usage
+from keyrelay.relay import Attempts, NoKeyAvailable
+from keyrelay.runtime import Runtime
+from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
+from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data
+
+__all__ = ["Proxy"]
+
+access = logging.getLogger("keyrelay.access")
+log = logging.getLogger("keyrelay.proxy")
+
+_NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_SSE = "text/event-stream"
+
+
+class Proxy:
+    """Forwards client requests to a pool's upstream, one key per attempt."""
+
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession) -> None:
+        self.runtime = runtime
+        self.session = session
+        self._masked: dict[str, str] = {}
+
+    # -- entry ---------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        pool, rest = self._route(request.path)
+        if pool is None:
+            return error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        client = await self.runtime.authenticate(token)
+        if client is None:
+            return error_response(
+                401,
+                "Missing or unknown keyrelay token. Send 'Authorization: Bearer <token>' with a token "
+                "from 'keyrelay tokens create'.",
+                code="invalid_api_key",
+            )
+        if not client.may_use(pool.name):
+            return error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
+        policy = pool.settings.retry
+        if request.content_length is not None and request.content_length > policy.max_body_bytes:
+            return _too_large(policy.max_body_bytes)
+        try:
+            body = await _read_body(request, policy.max_body_bytes)
+        except _TooLarge:
+            return _too_large(policy.max_body_bytes)
+        url = join_upstream(pool.settings.base_url, rest, request.query_string)
+        status, outcome, attempts, lease = 0, "", None, None
+        try:
+            attempts = Attempts(pool)
+            resp = await self._relay(request, pool, attempts, url, body)
+            status = resp.status
+            outcome = attempts.last.outcome.value if attempts.last else ""
+            return resp
+        except NoKeyAvailable as exc:
+            status, outcome = 503, "no_key"
+            return error_response(503, str(exc), "server_error", "no_key_available", retry_after=exc.retry_after)
+        except asyncio.CancelledError:
+            status, outcome = 499, "client_gone"
+            raise
+        finally:
+            if access.isEnabledFor(logging.INFO):
+                key_id = attempts.tried[-1] if attempts and attempts.tried else "-"
+                access.info(
+                    "pool=%s key=%s masked=%s method=%s path=%s status=%d outcome=%s attempts=%d ms=%.1f client=%s",
+                    pool.name, key_id, self._masked.get(key_id, "-"), request.method, request.path, status,
+                    outcome, attempts.count if attempts else 0, (time.perf_counter() - started) * 1000, client.name,
+                )
+
+    def _route(self, path: str) -> tuple[KeyPool | None, str]:
+        if path.startswith("/v1/") or path == "/v1":
+            return self.runtime.default_pool, path
+        name, _, tail = path[1:].partition("/")
+        return self.runtime.pools.get(name), "/" + tail
+
+    # -- the loop ------------------------------------------------------------------------
+    async def _relay(
+        self, request: web.Request, pool: KeyPool, attempts: Attempts, url: str, body: bytes
+    ) -> web.StreamResponse:
+        dialect = pool.dialect
+        fwd = forward_request_headers(request.headers)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=pool.settings.retry.connect_timeout, sock_read=pool.settings.retry.read_timeout
+        )
+        lease = attempts.next()  # raises NoKeyAvailable
+        last: web.Response | None = None
+        while lease is not None:
+            if lease.key_id not in self._masked:
+                self._masked[lease.key_id] = mask(lease.secret)
+            headers = {**fwd, **dialect.auth_headers(lease.secret)}
+            try:
+                up = await self.session.request(
+                    request.method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
+                )
+            except asyncio.CancelledError:
+                attempts.abandon(lease)
+                raise
+            except _NETWORK_ERRORS as exc:
+                verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
+                await self._record(pool, attempts, lease, verdict)
+                last = error_response(502, f"upstream unreachable ({type(exc).__name__})", "upstream_error", "upstream_unreachable")
+                lease = attempts.next() if attempts.should_retry(verdict) else None
+                continue
+            try:
+                ctype = up.headers.get("Content-Type", "")
+                if up.status == 200 and ctype.startswith(_SSE):
+                    first, verdict = await self._peek(up, pool)
+                    if verdict.outcome is Outcome.OK:
+                        return await self._stream(request, up, first, pool, attempts, lease)
+                    await self._record(pool, attempts, lease, verdict)
+                    last = web.Response(
+                        status=200,
+                        body=b"data: " + dialect.error_body(200, first_data(first) or b"", (lease.secret,)) + b"\n\ndata: [DONE]\n\n",
+                        headers=response_headers(up.headers),
+                    )
+                else:
+                    data = await up.read()
+                    verdict = dialect.classify(up.status, up.headers, data, pool.clock())
+                    usage = None
+                    if verdict.outcome is Outcome.OK:
+                        usage = _json_usage(pool, ctype, data)
+                        await self._record(pool, attempts, lease, verdict, usage)
+                        hdrs = response_headers(up.headers)
+                        hdrs["x-keyrelay-attempts"] = str(attempts.count)
+                        hdrs["x-keyrelay-key"] = lease.key_id
+                        return web.Response(status=up.status, body=data, headers=hdrs)
+                    await self._record(pool, attempts, lease, verdict)
+                    hdrs = response_headers(up.headers)
+                    hdrs["Content-Type"] = "application/json"
+                    last = web.Response(status=up.status, body=dialect.error_body(up.status, data, (lease.secret,)), headers=hdrs)
+            except asyncio.CancelledError:
+                if attempts.lease is lease:
+                    attempts.abandon(lease)
+                raise
+            except _NETWORK_ERRORS as exc:  # the answer broke off before we had it whole
+                verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
+                if attempts.lease is lease:
+                    await self._record(pool, attempts, lease, verdict)
+                last = error_response(502, f"upstream answer broke off ({type(exc).__name__})", "upstream_error", "upstream_unreachable")
+            finally:
+                up.release()
+            lease = attempts.next() if attempts.should_retry(verdict) else None
+        assert last is not None
+        last.headers["x-keyrelay-attempts"] = str(attempts.count)
+        return last
+
+    async def _record(
+        self, pool: KeyPool, attempts: Attempts, lease: Lease, verdict: Verdict, usage: Usage | None = None
+    ) -> None:
+        t = attempts.record(lease, verdict, usage)
+        if t is not None:
+            await pool.persist(t, verdict, lease.version)
+
+    async def _peek(self, up: aiohttp.ClientResponse, pool: KeyPool) -> tuple[bytes, Verdict]:
+        """Read up to the first data event, and classify it."""
+        buf = b""
+        while True:
+            chunk = await up.content.readany()
+            if not chunk:
+                break
+            buf += chunk
+            data = first_data(buf)
+            if data is not None:
+                v = pool.dialect.classify_event(data)
+                return buf, v if v is not None else Verdict(Outcome.OK, 200)
+            if len(buf) > FIRST_EVENT_LIMIT:
+                break
+        if not buf:
+            return buf, Verdict(Outcome.UPSTREAM_FAULT, 200, message="empty stream", reason="empty stream")
+        return buf, Verdict(Outcome.OK, 200)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        up: aiohttp.ClientResponse,
+        first: bytes,
+        pool: KeyPool,
+        attempts: Attempts,
+        lease: Lease,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=up.status, headers=response_headers(up.headers))
+        resp.headers["x-keyrelay-attempts"] = str(attempts.count)
+        resp.headers["x-keyrelay-key"] = lease.key_id
+        scanner = UsageScanner(pool.dialect)
+        scanner.feed(first)
+        verdict = Verdict(Outcome.OK, 200)
+        try:
+            await resp.prepare(request)
+            await resp.write(first)
+            try:
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                    if b'"usage"' in chunk or scanner._tail:
+                        scanner.feed(chunk)
+            except _UPSTREAM_BROKE as exc:  # the upstream cut the stream: too late to fail over
+                verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
+                err = orjson.dumps({"error": {"message": "upstream stream broke off", "type": "upstream_error", "param": None, "code": "stream_cut"}})
+                await resp.write(b"data: " + err + b"\n\n")
+            await resp.write_eof()
+        except asyncio.CancelledError:
+            attempts.abandon(lease)
+            raise
+        except ConnectionResetError:  # the client went away mid-stream: it costs the key nothing
+            attempts.abandon(lease)
+            return resp
+        await self._record(pool, attempts, lease, verdict, scanner.usage)
+        return resp
+
+
+_UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
+
+
+def _json_usage(pool: KeyPool, ctype: str, data: bytes) -> Usage | None:
+    if b'"usage"' not in data or not ctype.startswith("application/json"):
+        return None
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return pool.dialect.usage(doc) if isinstance(doc, dict) else None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if not request.body_exists:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> web.Response:
+    return error_response(413, f"request body larger than the limit of {limit} bytes", code="request_too_large")

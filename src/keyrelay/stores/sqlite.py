@@ -1,0 +1,358 @@
+"""``sqlite:///path``: the embedded default store, one file shared by every local process.
+
+The CLI, the gateway and its worker processes may open the same file at once. WAL lets
+readers run alongside the one writer; every write is a ``BEGIN IMMEDIATE`` transaction, so
+the version check of :meth:`SQLiteStore.apply` and its write are one atomic step across
+processes. Other processes learn of changes by polling :meth:`SQLiteStore.changes` with the
+cursor kept in ``meta``: every key add, transition and removal bumps it and stamps the row
+with the new value; counters and balances do not.
+
+All database calls run on one dedicated worker thread that owns the only connection, so
+the event loop never blocks on disk or on another process's lock. A call cancelled while
+its transaction runs still completes (or rolls back) on the worker: never half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, KeyState, Transition
+from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION = 1
+_PREFIX = "sqlite:///"
+_CHUNK = 500  # ids per ``IN (...)`` query, under SQLite's bound-parameter limit
+
+_T = TypeVar("_T")
+
+_KEY_COLUMNS = (
+    "id, pool, secret, state, reason, since, until, version, weight, label, added_at, "
+    + ", ".join(COUNTER_FIELDS)
+    + ", balance, currency"
+)
+_EVENT_COLUMNS = "key_id, pool, at, actor, from_state, to_state, reason, detail"
+_TOKEN_COLUMNS = "id, name, pools, token_hash, created_at, revoked_at"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY, pool TEXT NOT NULL, secret TEXT NOT NULL,
+    state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    since REAL NOT NULL DEFAULT 0, until REAL NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 1, weight REAL NOT NULL DEFAULT 1,
+    label TEXT NOT NULL DEFAULT '', added_at REAL NOT NULL DEFAULT 0,
+    {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in COUNTER_FIELDS)},
+    balance REAL NULL, currency TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_seq ON keys(seq);
+CREATE INDEX IF NOT EXISTS keys_pool ON keys(pool);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, key_id TEXT NOT NULL, pool TEXT NOT NULL,
+    at REAL NOT NULL, actor TEXT NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL,
+    reason TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_key_seq ON events(key_id, seq);
+CREATE TABLE IF NOT EXISTS removed (key_id TEXT PRIMARY KEY, pool TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_seq ON removed(seq);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, pools TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL, revoked_at REAL NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', {SCHEMA_VERSION}), ('cursor', 0);
+"""
+
+
+def _path_of(url: str) -> str:
+    """What follows ``sqlite:///``, as SQLAlchemy reads it: relative, or absolute with a 4th slash."""
+    if not url.startswith(_PREFIX) or len(url) == len(_PREFIX):
+        raise ValueError(f"expected sqlite:///relative/path.db or sqlite:////absolute/path.db, got {url!r}")
+    path = url[len(_PREFIX):]
+    if "?" in path:
+        raise ValueError(f"query parameters are not supported in a sqlite store URL: {url!r}")
+    return path
+
+
+def _record(row: Sequence[Any]) -> KeyRecord:
+    n = len(COUNTER_FIELDS)
+    return KeyRecord(
+        row[0], row[1], row[2], KeyState(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+        Counters(*row[11:11 + n]), row[11 + n], row[12 + n],
+    )
+
+
+def _token(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5])
+
+
+def _bump(conn: sqlite3.Connection, n: int = 1) -> int:
+    """Advance the change cursor by ``n`` (inside the caller's write); the first new value."""
+    (cursor,) = conn.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
+    conn.execute("UPDATE meta SET value = ? WHERE name = 'cursor'", (cursor + n,))
+    return int(cursor) + 1
+
+
+def _insert_events(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    conn.executemany(f"INSERT INTO events({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _in_tx(begin: str, fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
+    conn.execute(begin)
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+class SQLiteStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = _path_of(url)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing --------------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._executor is None or self._conn is None:
+            raise RuntimeError(f"the SQLite store {self.path!r} is not open (await store.open() first)")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._run(partial(_in_tx, "BEGIN IMMEDIATE", fn))
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Several SELECTs that must see one snapshot (e.g. the cursor and the rows it covers)."""
+        return await self._run(partial(_in_tx, "BEGIN", fn))
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(parent):
+                raise FileNotFoundError(
+                    f"cannot open the SQLite store {os.path.abspath(self.path)!r}: directory {parent!r} does not exist"
+                )
+        # Only the worker thread ever touches the connection; isolation_level=None lets us
+        # issue BEGIN IMMEDIATE / COMMIT ourselves.
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")  # wait up to 5 s for another process's write
+            conn.execute("PRAGMA journal_mode = WAL")
+            # With WAL, NORMAL syncs at checkpoints only: a committed transaction is in the WAL
+            # file (the OS page cache) before COMMIT returns, so it survives a kill -9 of this
+            # process; only a power loss / OS crash may roll back the last few commits.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _in_tx("BEGIN IMMEDIATE", self._create_schema, conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        if row is not None and row[0] > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the SQLite store {self.path!r} has schema version {row[0]}, newer than the "
+                f"{SCHEMA_VERSION} this keyrelay supports: upgrade keyrelay to use it"
+            )
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyrelay-sqlite")
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
+
+    async def close(self) -> None:
+        executor, conn = self._executor, self._conn
+        if executor is None or conn is None:
+            return
+        self._executor = self._conn = None
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        finally:
+            executor.shutdown(wait=True)
+
+    # -- keys ------------------------------------------------------------------------------
+    async def add_keys(
+        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = ""
+    ) -> AddResult:
+        ids = [key_id_for(pool, s) for s in secrets]
+
+        def write(conn: sqlite3.Connection) -> AddResult:
+            present: set[str] = set()
+            unique = list(dict.fromkeys(ids))
+            for i in range(0, len(unique), _CHUNK):
+                chunk = unique[i:i + _CHUNK]
+                sql = f"SELECT id FROM keys WHERE id IN ({', '.join('?' * len(chunk))})"
+                present.update(r[0] for r in conn.execute(sql, chunk))
+            added: list[KeyRecord] = []
+            dups: list[str] = []
+            for kid, secret in zip(ids, secrets):
+                if kid in present:
+                    dups.append(kid)
+                    continue
+                present.add(kid)
+                added.append(KeyRecord(kid, pool, secret, since=now, weight=weight, label=label, added_at=now))
+            if added:
+                first = _bump(conn, len(added))
+                conn.executemany(
+                    "INSERT INTO keys(id, pool, secret, state, since, weight, label, added_at, seq) "
+                    "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+                    ((r.id, pool, r.secret, now, weight, label, now, first + i) for i, r in enumerate(added)),
+                )
+                conn.executemany("DELETE FROM removed WHERE key_id = ?", ((r.id,) for r in added))
+                _insert_events(conn, [(r.id, pool, now, "admin", "", "active", "added", "") for r in added])
+            return AddResult(tuple(added), tuple(dups))
+
+        return await self._write(write)
+
+    async def load(self, pool: str | None = None) -> list[KeyRecord]:
+        def read(conn: sqlite3.Connection) -> list[KeyRecord]:
+            if pool is None:
+                rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY rowid")
+            else:
+                rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE pool = ? ORDER BY rowid", (pool,))
+            return [_record(r) for r in rows]
+
+        return await self._run(read)
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        def read(conn: sqlite3.Connection) -> KeyRecord | None:
+            row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._run(read)
+
+    async def apply(self, transition: Transition) -> KeyRecord | None:
+        t = transition
+
+        def write(conn: sqlite3.Connection) -> KeyRecord | None:
+            row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?", (t.key_id,)).fetchone()
+            if row is None:
+                return None
+            old = _record(row)
+            if old.version != t.expected_version:
+                return None
+            new = t.applied_to(old)
+            conn.execute(
+                "UPDATE keys SET state = ?, reason = ?, since = ?, until = ?, version = ?, seq = ? WHERE id = ?",
+                (new.state.value, new.reason, new.since, new.until, new.version, _bump(conn), t.key_id),
+            )
+            _insert_events(
+                conn, [(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail)]
+            )
+            return new
+
+        return await self._write(write)
+
+    async def remove(self, key_id: str, now: float, actor: str = "admin") -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT pool, state FROM keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM keys WHERE id = ?", (key_id,))
+            conn.execute("INSERT OR REPLACE INTO removed(key_id, pool, seq) VALUES (?, ?, ?)", (key_id, row[0], _bump(conn)))
+            _insert_events(conn, [(key_id, row[0], now, actor, row[1], "removed", "removed by a person", "")])
+            return True
+
+        return await self._write(write)
+
+    async def add_counters(self, deltas: Mapping[str, Counters]) -> None:
+        if not deltas:
+            return
+        sets = ", ".join(f"{c} = {c} + ?" for c in COUNTER_FIELDS)
+        rows = [(*(getattr(d, c) for c in COUNTER_FIELDS), kid) for kid, d in deltas.items()]
+        await self._write(lambda conn: conn.executemany(f"UPDATE keys SET {sets} WHERE id = ?", rows))
+
+    async def set_balance(self, key_id: str, balance: float | None, currency: str) -> None:
+        sql = "UPDATE keys SET balance = ?, currency = ? WHERE id = ?"
+        await self._write(lambda conn: conn.execute(sql, (balance, currency, key_id)))
+
+    async def record_event(self, event: Event) -> None:
+        e = event
+        row = (e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
+        await self._write(lambda conn: _insert_events(conn, [row]))
+
+    async def events(self, key_id: str | None = None, limit: int = 200) -> list[Event]:
+        where, args = ("WHERE key_id = ?", [key_id]) if key_id is not None else ("", [])
+        # limit <= 0 means no limit (MemoryStore returns everything for a falsy limit).
+        sql = f"SELECT {_EVENT_COLUMNS}, seq FROM events {where} ORDER BY seq DESC LIMIT ?"
+
+        def read(conn: sqlite3.Connection) -> list[Event]:
+            rows = conn.execute(sql, [*args, limit if limit > 0 else -1]).fetchall()
+            return [Event(*r) for r in reversed(rows)]
+
+        return await self._run(read)
+
+    async def changes(self, since: int) -> Changes:
+        def read(conn: sqlite3.Connection) -> Changes:
+            (cursor,) = conn.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
+            recs = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE seq > ? ORDER BY seq", (since,))
+            records = tuple(_record(r) for r in recs)
+            gone = tuple(r[0] for r in conn.execute("SELECT key_id FROM removed WHERE seq > ? ORDER BY seq", (since,)))
+            return Changes(int(cursor), records, gone)
+
+        return await self._read(read)
+
+    # -- client tokens ---------------------------------------------------------------------
+    async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord:
+        rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now)
+
+        def write(conn: sqlite3.Connection) -> TokenRecord:
+            if conn.execute("SELECT 1 FROM tokens WHERE name = ? AND revoked_at <= 0", (name,)).fetchone():
+                raise ValueError(f"a live token named {name!r} already exists")
+            # REPLACE, like MemoryStore: a token with the same id (hash prefix) is overwritten.
+            conn.execute(
+                f"INSERT OR REPLACE INTO tokens({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)",
+                (rec.id, name, json.dumps(list(rec.pools)), token_hash, now),
+            )
+            return rec
+
+        return await self._write(write)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        def read(conn: sqlite3.Connection) -> list[TokenRecord]:
+            return [_token(r) for r in conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, rowid")]
+
+        return await self._run(read)
+
+    async def revoke_token(self, name_or_id: str, now: float) -> bool:
+        sql = (
+            "UPDATE tokens SET revoked_at = ? WHERE id = (SELECT id FROM tokens "
+            "WHERE (id = ? OR name = ?) AND revoked_at <= 0 ORDER BY rowid LIMIT 1)"
+        )
+
+        def write(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql, (now, name_or_id, name_or_id)).rowcount > 0
+
+        return await self._write(write)
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        sql = f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ? AND token_hash = ? AND revoked_at <= 0"
+
+        def read(conn: sqlite3.Connection) -> TokenRecord | None:
+            row = conn.execute(sql, ("t" + token_hash[:10], token_hash)).fetchone()
+            return None if row is None else _token(row)
+
+        return await self._run(read)
