@@ -198,7 +198,8 @@ asyncio.run(main())
 """
 
 
-async def test_every_acknowledged_write_survives_kill_9(db: Path, tmp_path: Path) -> None:
+def _run_writer_and_kill_it(db: Path, tmp_path: Path, after_acks: int) -> list[tuple[str, str]]:
+    """Start the writer, SIGKILL it once it printed ``after_acks`` acks; every ack it printed."""
     acks: list[tuple[str, str]] = []
     with (tmp_path / "writer.err").open("w") as err, subprocess.Popen(
         [sys.executable, "-c", _WRITER, url_of(db)], stdout=subprocess.PIPE, stderr=err, text=True
@@ -207,7 +208,7 @@ async def test_every_acknowledged_write_survives_kill_9(db: Path, tmp_path: Path
         watchdog = threading.Timer(60, proc.kill)
         watchdog.start()
         try:
-            while len(acks) < 300:
+            while len(acks) < after_acks:
                 line = proc.stdout.readline()
                 assert line, f"writer died early: {(tmp_path / 'writer.err').read_text()}"
                 kind, kid = line.split()
@@ -219,6 +220,11 @@ async def test_every_acknowledged_write_survives_kill_9(db: Path, tmp_path: Path
         finally:
             watchdog.cancel()
         assert proc.wait() == -signal.SIGKILL
+    return acks
+
+
+async def test_every_acknowledged_write_survives_kill_9(db: Path, tmp_path: Path) -> None:
+    acks = await asyncio.to_thread(_run_writer_and_kill_it, db, tmp_path, 300)
 
     reopened = SQLiteStore(url_of(db))
     await reopened.open()
@@ -227,6 +233,7 @@ async def test_every_acknowledged_write_survives_kill_9(db: Path, tmp_path: Path
         events = await reopened.events(limit=0)
     finally:
         await reopened.close()
+    assert len(acks) >= 300
     logged = {(e.key_id, e.to_state) for e in events}
     for kind, kid in acks:
         assert kid in records

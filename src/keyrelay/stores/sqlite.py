@@ -81,11 +81,15 @@ def _path_of(url: str) -> str:
     return path
 
 
+_ZERO = Counters()  # frozen: one shared instance spares 100k allocations on a big load
+_N = len(COUNTER_FIELDS)
+
+
 def _record(row: Sequence[Any]) -> KeyRecord:
-    n = len(COUNTER_FIELDS)
+    counts = row[11:11 + _N]
     return KeyRecord(
         row[0], row[1], row[2], KeyState(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
-        Counters(*row[11:11 + n]), row[11 + n], row[12 + n],
+        Counters(*counts) if any(counts) else _ZERO, row[11 + _N], row[12 + _N],
     )
 
 
@@ -132,8 +136,7 @@ class SQLiteStore:
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         return await self._run(partial(_in_tx, "BEGIN IMMEDIATE", fn))
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Several SELECTs that must see one snapshot (e.g. the cursor and the rows it covers)."""
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:  # SELECTs seeing one snapshot
         return await self._run(partial(_in_tx, "BEGIN", fn))
 
     def _connect(self) -> sqlite3.Connection:
@@ -175,13 +178,13 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._executor is not None:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyrelay-sqlite")
+        self._executor = executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyrelay-sqlite")
         try:
             self._conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
         except BaseException:
+            self._executor = None
             executor.shutdown(wait=False)
             raise
-        self._executor = executor
 
     async def close(self) -> None:
         executor, conn = self._executor, self._conn
@@ -206,6 +209,7 @@ class SQLiteStore:
                 chunk = unique[i:i + _CHUNK]
                 sql = f"SELECT id FROM keys WHERE id IN ({', '.join('?' * len(chunk))})"
                 present.update(r[0] for r in conn.execute(sql, chunk))
+            new = partial(KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, counters=_ZERO)
             added: list[KeyRecord] = []
             dups: list[str] = []
             for kid, secret in zip(ids, secrets):
@@ -213,7 +217,7 @@ class SQLiteStore:
                     dups.append(kid)
                     continue
                 present.add(kid)
-                added.append(KeyRecord(kid, pool, secret, since=now, weight=weight, label=label, added_at=now))
+                added.append(new(id=kid, secret=secret))
             if added:
                 first = _bump(conn, len(added))
                 conn.executemany(
@@ -221,7 +225,7 @@ class SQLiteStore:
                     "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
                     ((r.id, pool, r.secret, now, weight, label, now, first + i) for i, r in enumerate(added)),
                 )
-                conn.executemany("DELETE FROM removed WHERE key_id = ?", ((r.id,) for r in added))
+                conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
                 _insert_events(conn, [(r.id, pool, now, "admin", "", "active", "added", "") for r in added])
             return AddResult(tuple(added), tuple(dups))
 
@@ -272,7 +276,8 @@ class SQLiteStore:
             if row is None:
                 return False
             conn.execute("DELETE FROM keys WHERE id = ?", (key_id,))
-            conn.execute("INSERT OR REPLACE INTO removed(key_id, pool, seq) VALUES (?, ?, ?)", (key_id, row[0], _bump(conn)))
+            seq = _bump(conn)
+            conn.execute("INSERT OR REPLACE INTO removed(key_id, pool, seq) VALUES (?, ?, ?)", (key_id, row[0], seq))
             _insert_events(conn, [(key_id, row[0], now, actor, row[1], "removed", "removed by a person", "")])
             return True
 

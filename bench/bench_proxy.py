@@ -1,0 +1,242 @@
+"""Gateway hot-path benchmark: keyrelay vs a bare aiohttp pass-through proxy, in one run.
+
+Layout on a 2-core machine: the proxy under test is pinned to core 0; the upstream (nginx when
+installed, else keyrelay's fake upstream) and the load generator (wrk when installed, else an
+aiohttp client) share core 1. Each proxy gets the same load: non-streaming chat completions and
+streaming ones (SSE), then keyrelay again with 10,000 keys in its pool.
+
+Prints requests/s and p50/p99 latency for each, and keyrelay's ratio to the baseline.
+
+    python bench/bench_proxy.py [--seconds 8] [--connections 64] [--log-level info]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TOKEN = "kr-bench-token-0123456789"
+
+CHAT_JSON = (
+    '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini",'
+    '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},'
+    '"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}'
+)
+_CHUNK = (
+    'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini",'
+    '"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\\n\\n'
+)
+SSE = _CHUNK * 5 + (
+    'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","choices":[],'
+    '"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}\\n\\ndata: [DONE]\\n\\n'
+)
+BODY = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if shutil.which("taskset") else argv
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+# -- upstream ------------------------------------------------------------------------------
+
+
+def start_upstream(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx:
+        conf = tmp / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /v1/chat/completions {{ default_type application/json; return 200 '{CHAT_JSON}'; }}
+    location = /v1/sse {{ default_type text/event-stream; return 200 '{SSE}'; }}
+  }}
+}}
+"""
+        )
+        proc = subprocess.Popen(pinned(1, [nginx, "-c", str(conf), "-p", str(tmp)]), stderr=subprocess.DEVNULL)
+        wait_port(port)
+        return proc, f"http://127.0.0.1:{port}/v1", "nginx"
+    proc = subprocess.Popen(
+        pinned(1, [sys.executable, str(HERE / "upstream.py"), str(port)]), stdout=subprocess.DEVNULL
+    )
+    wait_port(port)
+    return proc, f"http://127.0.0.1:{port}/v1", "keyrelay fake upstream (aiohttp)"
+
+
+# -- load ----------------------------------------------------------------------------------
+
+
+def run_load(url: str, seconds: float, connections: int) -> Result:
+    if shutil.which("wrk"):
+        script = Path(tempfile.mkstemp(suffix=".lua")[1])
+        script.write_text(
+            f"wrk.method = 'POST'\nwrk.body = '{BODY}'\n"
+            f"wrk.headers['Content-Type'] = 'application/json'\nwrk.headers['Authorization'] = 'Bearer {TOKEN}'\n"
+        )
+        out = subprocess.run(
+            pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]),
+            capture_output=True, text=True, check=True,
+        ).stdout
+        script.unlink()
+        if "Non-2xx" in out:
+            raise RuntimeError(f"errors during the load:\n{out}")
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        return Result(rps, _wrk_ms(out, "50%"), _wrk_ms(out, "99%"))
+    out = subprocess.run(
+        pinned(1, [sys.executable, str(HERE / "loadgen.py"), url, str(seconds), str(connections), TOKEN, BODY]),
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps, p50, p99 = (float(x) for x in out.split())
+    return Result(rps, p50, p99)
+
+
+def _wrk_ms(out: str, pct: str) -> float:
+    m = re.search(rf"{re.escape(pct)}\s+([\d.]+)(us|ms|s)\b", out)
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+
+# -- proxies -------------------------------------------------------------------------------
+
+
+def start_baseline(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(pinned(0, [sys.executable, str(HERE / "baseline_proxy.py"), str(port), upstream]))
+    wait_port(port)
+    return proc, port
+
+
+def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    db = tmp / f"bench-{keys}.db"
+    conf = tmp / f"bench-{keys}.toml"
+    conf.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nlog_level = "{log_level}"\n'
+        f'[store]\nurl = "sqlite:///{db}"\n'
+        f'[[pools]]\nname = "openai"\nbase_url = "{upstream}"\n'
+        f'[[tokens]]\nname = "bench"\npools = ["*"]\ntoken = "{TOKEN}"\n'
+    )
+    asyncio.run(_seed(f"sqlite:///{db}", keys))
+    log = open(tmp / f"keyrelay-{keys}.log", "wb")
+    proc = subprocess.Popen(pinned(0, [sys.executable, "-m", "keyrelay.cli.main", "serve", "--config", str(conf)]), stderr=log)
+    wait_port(port)
+    return proc, port
+
+
+async def _seed(url: str, n: int) -> None:
+    from keyrelay.stores import open_store
+
+    store = open_store(url)
+    await store.open()
+    await store.add_keys("openai", [f"sk-bench-{i:08d}-abcdefghijklmnopqrstuvwxyz" for i in range(n)], time.time())
+    await store.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def measure(port: int, args: argparse.Namespace) -> tuple[Result, Result]:
+    base = f"http://127.0.0.1:{port}/v1"
+    run_load(base + "/chat/completions", 2, args.connections)  # warm-up
+    plain = run_load(base + "/chat/completions", args.seconds, args.connections)
+    stream = run_load(base + "/sse", args.seconds, args.connections)
+    return plain, stream
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--log-level", default="info", help="keyrelay's log level (access lines are info)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        up, upstream, kind = start_upstream(tmp)
+        load = "wrk" if shutil.which("wrk") else "aiohttp load generator"
+        print(f"upstream: {kind}; load: {load}, {args.connections} connections, {args.seconds:g}s per run; "
+              f"proxies pinned to core 0 (cores: {os.cpu_count()})")
+        rows: list[tuple[str, Result, Result]] = []
+        try:
+            p, port = start_baseline(upstream)
+            try:
+                rows.append(("bare aiohttp proxy", *measure(port, args)))
+            finally:
+                stop(p)
+            for n in (1, 10_000):
+                p, port = start_keyrelay(upstream, tmp, n, args.log_level)
+                try:
+                    rows.append((f"keyrelay, {n:,} key{'s' if n > 1 else ''}", *measure(port, args)))
+                finally:
+                    stop(p)
+        finally:
+            stop(up)
+    base_plain, base_stream = rows[0][1], rows[0][2]
+    print(f"\n{'':24} {'non-streaming':>32}   {'streaming':>32}")
+    print(f"{'':24} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6}   {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6}")
+    for name, plain, stream in rows:
+        print(
+            f"{name:24} {plain.rps:9.0f} {plain.p50_ms:7.2f} {plain.p99_ms:7.2f} {plain.rps / base_plain.rps:6.2f}"
+            f"   {stream.rps:9.0f} {stream.p50_ms:7.2f} {stream.p99_ms:7.2f} {stream.rps / base_stream.rps:6.2f}"
+        )
+    one, many = rows[1], rows[2]
+    print(f"\nselection from 10,000 keys vs 1 key: non-streaming {many[1].rps / one[1].rps:.3f}x, "
+          f"streaming {many[2].rps / one[2].rps:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
