@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from keyrelay.core.policy import CoolingPolicy, RetryPolicy
+from keyrelay.exceptions import KeyrelayError
 from keyrelay.core.selection import STRATEGIES
 from keyrelay.providers import DIALECTS
 from keyrelay.stores.base import hash_token
@@ -42,7 +43,7 @@ DEFAULT_STORE_URL = "sqlite:///keyrelay.db"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class ConfigError(ValueError):
+class ConfigError(KeyrelayError, ValueError):
     """A configuration problem, naming the field at fault."""
 
     def __init__(self, where: str, problem: str) -> None:
@@ -140,8 +141,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(where, f"expected true or false, got {value!r}")
     if isinstance(default, int):
-        if isinstance(value, bool):
-            raise ConfigError(where, f"expected an integer, got {value!r}")
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(where, f"expected an integer, got {value!r}")  # never truncate 8080.5
         try:
             n = int(value)
         except (TypeError, ValueError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from keyrelay.core.model import Outcome, Transition, Verdict
+from keyrelay.exceptions import KeyrelayError
 from keyrelay.core.pool import Lease
 from keyrelay.keypool import KeyPool
 from keyrelay.providers import Usage
@@ -21,7 +22,7 @@ from keyrelay.providers import Usage
 __all__ = ["Attempts", "NoKeyAvailable"]
 
 
-class NoKeyAvailable(Exception):
+class NoKeyAvailable(KeyrelayError):
     """No key of the pool may take this request now.
 
     ``retry_after`` (seconds) is when the soonest cooling key frees up, or ``None``.
