@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection
 
 from keyrelay.config import PoolSettings
@@ -21,6 +22,7 @@ from keyrelay.core.machine import on_outcome
 from keyrelay.core.masking import mask
 from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, Outcome, Transition, Verdict
 from keyrelay.core.pool import Lease, PoolState
+from keyrelay.exceptions import StoreUnavailable
 from keyrelay.providers import Dialect, Usage, get_dialect
 from keyrelay.stores.base import Store
 
@@ -61,6 +63,8 @@ class KeyPool:
         self.state = PoolState(settings.name, settings.strategy)
         self.lock = threading.Lock()
         self._pending: dict[str, list[int]] = {}
+        #: transitions decided while the store was unreachable, written when it is back
+        self.backlog: deque[tuple[Transition, Verdict, int]] = deque(maxlen=10_000)
 
     # -- choosing ------------------------------------------------------------------------
     def acquire(self, exclude: Collection[str] = ()) -> Lease | None:
@@ -121,16 +125,41 @@ class KeyPool:
             pending, self._pending = self._pending, {}
         return {k: Counters(*v) for k, v in pending.items() if any(v)}
 
+    def give_back_counters(self, deltas: dict[str, Counters]) -> None:
+        """Counters that could not be written go back into the batch (the store was down)."""
+        with self.lock:
+            for kid, c in deltas.items():
+                row = self._pending.setdefault(kid, [0] * len(COUNTER_FIELDS))
+                for i, v in enumerate(c.as_dict().values()):
+                    row[i] += v
+
+    async def drain_backlog(self) -> None:
+        """Retry the transitions queued while the store was unreachable, oldest first."""
+        for _ in range(len(self.backlog)):
+            t, verdict, version = self.backlog.popleft()
+            await self.persist(t, verdict, version)
+            if self.backlog and self.backlog[-1][0] is t:
+                self.backlog.appendleft(self.backlog.pop())  # still unreachable: keep the order
+                return
+
     async def persist(self, t: Transition, verdict: Verdict, lease_version: int) -> KeyRecord | None:
         """Write a decided transition. On a version conflict (another writer got there first),
         reload the key and run the state machine again on what is stored."""
         for _ in range(5):
-            new = await self.store.apply(t)
+            try:
+                new = await self.store.apply(t)
+            except StoreUnavailable:
+                self.backlog.append((t, verdict, lease_version))  # memory already holds the new state
+                return None
             if new is not None:
                 with self.lock:
                     self.state.upsert(new)
                 return new
-            stored = await self.store.get(t.key_id)
+            try:
+                stored = await self.store.get(t.key_id)
+            except StoreUnavailable:
+                self.backlog.append((t, verdict, lease_version))
+                return None
             with self.lock:
                 if stored is None:
                     self.state.remove(t.key_id)

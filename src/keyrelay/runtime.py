@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from keyrelay.config import Settings
 from keyrelay.core.model import KeyRecord
+from keyrelay.exceptions import StoreUnavailable
 from keyrelay.keypool import KeyPool
 from keyrelay.stores import Store, TokenRecord, hash_token, open_store
 
@@ -105,12 +106,21 @@ class Runtime:
         self._token_cache.clear()
 
     async def flush(self) -> None:
-        """Write the batched counters of every pool."""
-        deltas = {}
+        """Write the batched counters of every pool, and any transitions queued while the store
+        was unreachable. If the store is still down, everything stays queued (bounded)."""
         for pool in self.pools.values():
-            deltas.update(pool.take_counters())
-        if deltas:
-            await self.store.add_counters(deltas)
+            if pool.backlog:
+                await pool.drain_backlog()
+        for pool in self.pools.values():
+            deltas = pool.take_counters()
+            if not deltas:
+                continue
+            try:
+                await self.store.add_counters(deltas)
+            except StoreUnavailable:
+                if len(deltas) < 100_000:
+                    pool.give_back_counters(deltas)
+                raise
 
     def spawn_write(self, coro: object) -> None:
         """Run a store write in the background, keeping a reference until it is done."""

@@ -96,9 +96,7 @@ TABLE: dict[str, Row] = {
 }
 
 # Outcomes that say nothing about the key leave every state alone.
-for _state, _until, _outcome in itertools.product(
-    list(KeyState), (PAST, FUTURE), NOT_THE_KEYS_FAULT
-):
+for _state, _until, _outcome in itertools.product(list(KeyState), (PAST, FUTURE), NOT_THE_KEYS_FAULT):
     TABLE[f"{_outcome.value} leaves a {_state.value} key alone (until {'past' if _until == PAST else 'future'})"] = Row(
         _state, _outcome, None, until=_until
     )

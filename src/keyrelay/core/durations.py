@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 __all__ = ["parse_duration", "retry_after_from_headers"]
@@ -40,6 +41,8 @@ def parse_duration(value: str, now: float | None = None) -> float | None:
             return None
         if dt is None:
             return None
+        if dt.tzinfo is None:  # "-0000": UTC with no word on the local zone (RFC 5322 §3.3)
+            dt = dt.replace(tzinfo=UTC)
         return max(0.0, dt.timestamp() - now)
     return None
 

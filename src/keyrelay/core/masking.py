@@ -11,7 +11,7 @@ _PREFIX = re.compile(r"^(sk-(?:proj|svcacct|admin|ant-api\d\d|or-v1)-|AIza|[A-Za
 
 # Things that look like API keys (or the masked echoes of them) in free text.
 _KEYLIKE = re.compile(
-    r"(?:sk|pk|rk|gsk|xai|kr)[-_][A-Za-z0-9_\-*.…]{6,}"  # sk-…, sk-proj-…, gsk_…
+    r"(?<![A-Za-z0-9])(?:sk|pk|rk|gsk|xai|kr)[-_][A-Za-z0-9_\-*.…]{6,}"  # sk-…, sk-proj-…, gsk_…
     r"|AIza[0-9A-Za-z_\-]{20,}"  # Google
     r"|api_key:[^\s'\"]+"  # Gemini consumer ids
     r"|\*{3,}[A-Za-z0-9]{2,}"  # ****fcc2 echoes
@@ -31,6 +31,8 @@ def mask(secret: str) -> str:
         return "…" + secret[-2:] if len(secret) > 4 else "…"
     m = _PREFIX.match(secret)
     prefix = m.group(1) if m else ""
+    if len(prefix) + 4 > len(secret) // 2:  # a short key: the prefix would reveal most of it
+        prefix = ""
     return f"{prefix}…{secret[-4:]}"
 
 
@@ -53,5 +55,5 @@ def validate_secret(secret: str) -> str:
         o = ord(ch)
         if o <= 32 or o >= 127:
             what = "whitespace" if ch.isspace() else "a non-printable or non-ASCII character"
-            raise InvalidSecret(f"key {mask(secret)} contains {what}")
+            raise InvalidSecret(f"key {mask(secret)!r} contains {what}")  # repr: no raw CR/LF in logs
     return secret

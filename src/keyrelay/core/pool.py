@@ -8,12 +8,11 @@ it decided itself).
 from __future__ import annotations
 
 import heapq
-import random
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from keyrelay.core.model import KeyRecord, KeyState
-from keyrelay.core.selection import Strategy, make_strategy
+from keyrelay.core.selection import Rng, Strategy, make_strategy
 
 __all__ = ["Lease", "PoolState"]
 
@@ -121,7 +120,7 @@ class PoolState:
                 self._make_eligible(rec)
 
     # -- leasing -------------------------------------------------------------------------
-    def acquire(self, now: float, rng: random.Random, exclude: Collection[str] = ()) -> Lease | None:
+    def acquire(self, now: float, rng: Rng, exclude: Collection[str] = ()) -> Lease | None:
         """Lend an eligible key not in ``exclude``, or ``None`` when there is none."""
         if self._cooling and self._cooling[0][0] <= now:
             self._promote(now)
