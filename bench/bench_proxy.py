@@ -122,7 +122,7 @@ def run_load(url: str, seconds: float, connections: int) -> Result:
             f"wrk.headers['Content-Type'] = 'application/json'\nwrk.headers['Authorization'] = 'Bearer {TOKEN}'\n"
         )
         out = subprocess.run(
-            pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]),
+            pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url]),
             capture_output=True, text=True, check=True,
         ).stdout
         script.unlink()
