@@ -7,17 +7,18 @@ it a real upstream body (see ``tests/fixtures/openai_errors.py`` for their sourc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from keyrelay.core.durations import retry_after_from_headers
+from keyrelay.core.durations import parse_duration, retry_after_from_headers
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers.base import Rule, Usage
 
-__all__ = ["OpenAIDialect", "RULES", "parse_error"]
+__all__ = ["RULES", "OpenAIDialect", "parse_error", "rule_for"]
 
 _F = frozenset
 
@@ -33,30 +34,48 @@ QUOTA_CODES = _F(
 )
 
 #: status + code/type + message → outcome. First match wins; order matters.
+#: A body that is not a JSON error envelope is matched with its text as the message.
 RULES: tuple[Rule, ...] = (
     # -- egress problems: every key fails alike, never the key's fault
     Rule("upstream_fault", "region not supported", _F({403}), codes=_F({"unsupported_country_region_territory"})),
     Rule("upstream_fault", "region not supported", _F({403}), message=("country, region, or territory",)),
+    # an HTML 403 is a CDN/WAF blocking our address (Groq behind Cloudflare), not a verdict on the key
+    Rule("upstream_fault", "blocked at the edge", _F({403}), message=("<html", "<!doctype", "cloudflare")),
     # -- the key itself is bad
     Rule("invalid_key", "account deactivated", _F({401}), codes=_F({"account_deactivated"})),
     Rule("invalid_key", "account deactivated", _F({401}), message=("deactivated account", "has been deactivated")),
     Rule("invalid_key", "invalid api key", _F({401}), codes=_F({"invalid_api_key"})),
     Rule("invalid_key", "ip not authorized", _F({401}), message=("ip not authorized",)),
     Rule("invalid_key", "not a member of an organization", _F({401}), message=("member of an organization",)),
+    # one-api / new-api (≤2025) answer a used-up token with 401
+    Rule("quota_exhausted", "token quota used up", _F({401}), message=("额度已用尽", "tokenstatusexhausted")),
     Rule("invalid_key", "unauthorized", _F({401})),
     # resellers (one-api / new-api family) answer a spent balance with 403
     Rule("quota_exhausted", "quota exhausted", _F({403}), codes=_F({"insufficient_user_quota", "pre_consume_token_quota_failed"})),
+    # ... and a model the token may not use with 403: per (key, model), not the key
+    Rule("client_error", "model not allowed for this key", _F({403}), message=("无权使用模型",)),
     Rule("invalid_key", "key revoked or suspended", _F({403})),
+    # Groq bans an organisation with a 400
+    Rule("invalid_key", "organization restricted", _F({400}), codes=_F({"organization_restricted"})),
     # -- spent
     Rule("quota_exhausted", "payment required", _F({402})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), codes=QUOTA_CODES),
     Rule("quota_exhausted", "spend limit reached", _F({429}), code_suffix=("_spend_limit_exceeded",)),
     Rule("quota_exhausted", "quota exhausted", _F({429}), types=_F({"insufficient_quota"})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), message=("exceeded your current quota", "no credits remaining")),
+    Rule("quota_exhausted", "daily limit reached", _F({429}), message=("per day (tpd)", "per day (rpd)")),
     # -- a 429 that no key can serve: the request is bigger than the tier's TPM
     Rule("client_error", "request too large for rate limit", _F({429}), message=("request too large for",)),
     # -- slow down
     Rule("rate_limited", "slow down", _F({429, 503}), codes=_F({"slow_down"})),
+    # -- capacity errors dressed as rate limits: the other keys fail alike
+    Rule("upstream_fault", "upstream at capacity", _F({429, 498}), codes=_F({"capacity_exceeded"})),
+    Rule(
+        "upstream_fault",
+        "upstream at capacity",
+        _F({429}),
+        message=("capacity exceeded", "experiencing high demand", "上游负载已饱和"),
+    ),
     Rule("rate_limited", "rate limited", _F({429})),
     # -- the request's own fault
     Rule("client_error", "bad request", _F({400, 404, 405, 409, 413, 415, 422})),
@@ -64,6 +83,24 @@ RULES: tuple[Rule, ...] = (
     Rule("upstream_fault", "upstream timeout", _F({408})),
     Rule("upstream_fault", "upstream error", _F(range(500, 600))),
 )
+
+#: The HTTP status an error ``code`` found inside a 200 answer (or a stream event) stands for.
+_CODE_STATUS: dict[str, int] = {
+    **dict.fromkeys(QUOTA_CODES, 429),
+    **dict.fromkeys(("invalid_api_key", "account_deactivated"), 401),
+    **dict.fromkeys(("rate_limit_exceeded", "slow_down"), 429),
+    **dict.fromkeys(("unsupported_country_region_territory", "insufficient_user_quota"), 403),
+    "pre_consume_token_quota_failed": 403,
+    **dict.fromkeys(("context_length_exceeded", "invalid_prompt", "bio_policy", "image_content_policy_violation"), 400),
+    "model_not_found": 404,
+}
+
+#: "Please try again in 9.816s." (OpenAI, Groq), "Please retry after 60 seconds." (Azure)
+_WAIT = re.compile(
+    r"(?:try again|retry) (?:in|after) ((?:\d+(?:\.\d+)?(?:ms|h|m|s)(?![a-z]))+|\d+(?:\.\d+)?)"
+    r"(?: ?(seconds?|secs?|minutes?|mins?|milliseconds?)\b)?"
+)
+_WAIT_UNIT = {"min": 60.0, "mil": 1e-3}
 
 _OUTCOMES = {o.value: o for o in Outcome}
 
@@ -103,13 +140,54 @@ def _status_in_body(err: Mapping[str, Any] | None) -> int:
     code, etype = _s(raw), _s(err.get("type"))
     if code.isdigit() and 400 <= int(code) < 600:
         return int(code)
-    if code in QUOTA_CODES or etype == "insufficient_quota" or code.endswith("_spend_limit_exceeded"):
-        return 429
-    if code in ("invalid_api_key", "account_deactivated"):
-        return 401
-    if code in ("rate_limit_exceeded", "slow_down"):
+    if code in _CODE_STATUS:
+        return _CODE_STATUS[code]
+    if etype == "insufficient_quota" or code.endswith("_spend_limit_exceeded"):
         return 429
     return 500
+
+
+def _error_of(body: bytes) -> dict[str, Any] | None:
+    """The error object of a non-2xx answer: the ``error`` envelope, a bare top-level
+    ``message``/``detail`` (Mistral), or for a body that is not JSON at all its text."""
+    doc, err = parse_error(body)
+    if err is not None:
+        return err
+    if doc is not None:
+        if "message" in doc or "detail" in doc:
+            return {"message": doc.get("message", doc.get("detail")), "type": doc.get("type"), "code": doc.get("code")}
+        return None
+    text = body[:512].decode("utf-8", "replace").strip()
+    return {"message": text} if text else None
+
+
+def _event_error(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Responses API stream errors: ``{"type":"error","code",…}`` and ``response.failed``."""
+    kind = doc.get("type")
+    if kind == "error":
+        return {"message": doc.get("message"), "type": None, "param": doc.get("param"), "code": doc.get("code")}
+    if kind == "response.failed":
+        resp = doc.get("response")
+        err = resp.get("error") if isinstance(resp, dict) else None
+        return err if isinstance(err, dict) and err else None
+    return None
+
+
+def _evidence(status: int, body: bytes, event: bool = False) -> tuple[int, dict[str, Any] | None] | None:
+    """(status to match on, error object) for an answer or SSE event; ``None`` when it is a success.
+
+    An error object inside a 2xx answer or a stream event is matched by the status it stands for.
+    """
+    if event or 200 <= status < 300:
+        if b'"error"' not in body or (not event and body.lstrip()[:1] not in (b"{", b"[")):
+            return None
+        doc, err = parse_error(body)
+        if err is None and event and doc is not None:
+            err = _event_error(doc)
+        if not err:
+            return None
+        return _status_in_body(err), err
+    return status, _error_of(body)
 
 
 def match(status: int, err: Mapping[str, Any] | None) -> Rule | None:
@@ -131,6 +209,23 @@ def match(status: int, err: Mapping[str, Any] | None) -> Rule | None:
     return None
 
 
+def rule_for(status: int, body: bytes, *, event: bool = False) -> Rule | None:
+    """The row of :data:`RULES` that decides this answer (or SSE event payload); ``None`` for a
+    success or when no row matches."""
+    ev = _evidence(status, body, event)
+    return None if ev is None else match(*ev)
+
+
+def _wait_in_message(message: str) -> float | None:
+    m = _WAIT.search(message.lower())
+    if m is None:
+        return None
+    value, unit = m.groups()
+    if unit is None:
+        return parse_duration(value)
+    return float(value) * _WAIT_UNIT.get(unit[:3], 1.0)
+
+
 class OpenAIDialect:
     """OpenAI and OpenAI-compatible upstreams."""
 
@@ -141,44 +236,38 @@ class OpenAIDialect:
         return {"Authorization": f"Bearer {secret}"}
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:
-        if 200 <= status < 300:
-            if body[:1] not in (b"{", b"[") or b'"error"' not in body:
-                return Verdict(Outcome.OK, status)
-            _, err = parse_error(body)
-            if err is None:
-                return Verdict(Outcome.OK, status)
-            return self._from_error(status, err, headers, now, in_body=True)
-        _, err = parse_error(body)
-        return self._from_error(status, err, headers, now)
+        ev = _evidence(status, body)
+        if ev is None:
+            return Verdict(Outcome.OK, status)
+        return self._verdict(status, ev[0], ev[1], headers, now)
 
-    def _from_error(
+    def _verdict(
         self,
         status: int,
+        eff: int,
         err: Mapping[str, Any] | None,
         headers: Mapping[str, str],
         now: float,
-        in_body: bool = False,
     ) -> Verdict:
         code = _s(err.get("code")) if err else ""
-        message = redact(_s(err.get("message")))[:300] if err else ""
-        # An error object inside an HTTP 200 is classified by the status it carries, or as a fault.
-        eff = status
-        if in_body:
-            eff = _status_in_body(err)
+        raw_message = _s(err.get("message")) if err else ""
+        message = redact(raw_message)[:300]
         rule = match(eff, err)
         if rule is None:
             return Verdict(Outcome.CLIENT_ERROR if 400 <= eff < 500 else Outcome.UPSTREAM_FAULT, status, code or None, message)
         outcome = _OUTCOMES[rule.outcome]
-        retry_after = retry_after_from_headers(headers, now) if outcome is Outcome.RATE_LIMITED else None
+        retry_after = None
+        if outcome is Outcome.RATE_LIMITED:
+            retry_after = retry_after_from_headers(headers, now)
+            if retry_after is None:
+                retry_after = _wait_in_message(raw_message)
         return Verdict(outcome, status, code or None, message, retry_after, rule.reason)
 
     def classify_event(self, data: bytes) -> Verdict | None:
-        if b'"error"' not in data:
+        ev = _evidence(200, data, event=True)
+        if ev is None:
             return None
-        doc, err = parse_error(data)
-        if err is None or not err:
-            return None
-        return self._from_error(200, err, {}, 0.0, in_body=True)
+        return self._verdict(200, ev[0], ev[1], {}, 0.0)
 
     def usage(self, payload: Mapping[str, Any]) -> Usage | None:
         u = payload.get("usage")
@@ -189,7 +278,7 @@ class OpenAIDialect:
         return Usage(p if isinstance(p, int) else 0, c if isinstance(c, int) else 0)
 
     def error_body(self, status: int, body: bytes, secrets: tuple[str, ...] = ()) -> bytes:
-        doc, err = parse_error(body)
+        _doc, err = parse_error(body)
         if err is None:
             text = redact(body.decode("utf-8", "replace"), secrets)[:2000] if body else ""
             err = {"message": text or f"upstream answered HTTP {status}", "type": "upstream_error", "param": None, "code": None}
