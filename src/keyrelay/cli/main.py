@@ -1,0 +1,99 @@
+"""``keyrelay``: the command group, error handling and ``keyrelay serve``.
+
+Exit codes: 0 done; 1 aborted or a store failure during the work; 2 a usage, config or input
+error (bad key, unknown pool, unknown key id, store that cannot be opened).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+
+from keyrelay import __version__
+from keyrelay.cli.check import check
+from keyrelay.cli.common import CliError, CliFailure, config_option, load, with_store
+from keyrelay.cli.demo import demo
+from keyrelay.cli.events import events
+from keyrelay.cli.keys import keys
+from keyrelay.cli.migrate import migrate
+from keyrelay.cli.tokens import tokens
+from keyrelay.config import ConfigError
+from keyrelay.stores import Store
+
+__all__ = ["cli", "main"]
+
+
+class _Group(click.Group):
+    """Turns the domain's expected errors into one line on stderr (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise CliError(f"config error: {exc}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="keyrelay", message="%(prog)s %(version)s")
+@config_option
+def cli() -> None:
+    """keyrelay: one OpenAI-compatible endpoint over a pool of upstream API keys.
+
+    Manage the keys and client tokens of the store named in the settings file, read the
+    history of key states, and run the gateway.
+    """
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on (overrides [server] host).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (overrides [server] port).")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the gateway in the foreground until interrupted."""
+    settings = load()
+    changes: dict[str, Any] = {}
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    if changes:
+        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, **changes))
+    try:
+        from keyrelay.logs import setup_logging
+    except ImportError:  # pragma: no cover - logging set-up not available
+        pass
+    else:
+        setup_logging(settings.server.log_level)
+    from keyrelay.server.app import serve as run
+
+    with_store(settings, _noop, warn_memory=False)  # a store that cannot be opened fails here, with exit code 2
+    try:
+        run(settings)
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        pass
+    except OSError as exc:  # e.g. the address is in use
+        where = f"{settings.server.host}:{settings.server.port}"
+        raise CliFailure(f"cannot serve on {where}: {exc.strerror or exc}") from None
+
+
+async def _noop(store: Store) -> None:
+    return None
+
+
+cli.add_command(keys)
+cli.add_command(tokens)
+cli.add_command(events)
+cli.add_command(check)
+cli.add_command(migrate)
+cli.add_command(demo)
+
+
+def main() -> None:
+    """The console script (click exits with the command's code; a closed pipe exits 1 quietly)."""
+    cli.main(prog_name="keyrelay")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
