@@ -7,7 +7,7 @@ whatever the pool size (10,000 keys cost the same as 10). ``rng`` is passed in.
 from __future__ import annotations
 
 import random as _random_type  # for the type only: the generator is always passed in
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 __all__ = ["Strategy", "RandomStrategy", "RoundRobinStrategy", "LeastBusyStrategy", "make_strategy", "STRATEGIES"]
@@ -204,7 +204,7 @@ class LeastBusyStrategy:
         self._move(key_id, inflight)
 
 
-STRATEGIES = {
+STRATEGIES: dict[str, Callable[[], Strategy]] = {
     "random": RandomStrategy,
     "round_robin": RoundRobinStrategy,
     "least_busy": LeastBusyStrategy,
@@ -213,6 +213,6 @@ STRATEGIES = {
 
 def make_strategy(name: str) -> Strategy:
     try:
-        return STRATEGIES[name]()  # type: ignore[abstract]
+        return STRATEGIES[name]()
     except KeyError:
         raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})") from None
