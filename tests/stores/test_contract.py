@@ -351,6 +351,47 @@ async def test_a_name_can_be_reused_after_its_token_is_revoked(store: Store) -> 
     assert [(t.name, t.revoked) for t in await store.list_tokens()] == [("ci", True), ("ci", False)]
 
 
+# -- locks (one probe sweep at a time) ------------------------------------------------------------
+
+
+async def test_a_free_lock_is_taken_and_a_second_owner_is_refused(store: Store) -> None:
+    assert await store.try_lock("checker:openai", "gw-a", 30.0, NOW) is True
+
+    assert await store.try_lock("checker:openai", "gw-b", 30.0, NOW + 10) is False
+    assert await store.try_lock("checker:azure", "gw-b", 30.0, NOW + 10) is True  # another name is free
+
+
+async def test_the_owner_may_take_its_lock_again_and_so_extends_it(store: Store) -> None:
+    await store.try_lock("sweep", "gw-a", 30.0, NOW)
+
+    assert await store.try_lock("sweep", "gw-a", 30.0, NOW + 20) is True
+    assert await store.try_lock("sweep", "gw-b", 30.0, NOW + 40) is False  # held until NOW + 50 now
+
+
+async def test_an_expired_lock_can_be_taken_over(store: Store) -> None:
+    await store.try_lock("sweep", "gw-a", 30.0, NOW)
+
+    assert await store.try_lock("sweep", "gw-b", 30.0, NOW + 30) is True
+    assert await store.try_lock("sweep", "gw-a", 30.0, NOW + 31) is False
+
+
+async def test_unlock_by_a_non_owner_is_ignored(store: Store) -> None:
+    await store.try_lock("sweep", "gw-a", 30.0, NOW)
+
+    await store.unlock("sweep", "gw-b")
+
+    assert await store.try_lock("sweep", "gw-b", 30.0, NOW + 1) is False
+
+
+async def test_unlock_by_the_owner_frees_the_lock(store: Store) -> None:
+    await store.try_lock("sweep", "gw-a", 30.0, NOW)
+
+    await store.unlock("sweep", "gw-a")
+    await store.unlock("never-taken", "gw-a")  # harmless
+
+    assert await store.try_lock("sweep", "gw-b", 30.0, NOW + 1) is True
+
+
 # -- lifecycle --------------------------------------------------------------------------------
 
 

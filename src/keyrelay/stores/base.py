@@ -2,18 +2,23 @@
 
 Backends: ``memory://`` (tests), ``sqlite:///path`` (the embedded default), ``redis://``.
 One contract test-suite (``tests/stores/test_contract.py``) runs against each of them.
+
+A store may also offer ``watch`` (:class:`Watchable`): instant notice of other processes'
+changes (Redis pub/sub). Without it, other processes' changes arrive at the next poll of
+:meth:`Store.changes`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 
-__all__ = ["Store", "AddResult", "TokenRecord", "Changes", "key_id_for", "hash_token"]
+__all__ = ["AddResult", "Changes", "Store", "TokenRecord", "Watchable", "hash_token", "key_id_for", "refuse_import"]
 
 
 def key_id_for(pool: str, secret: str) -> str:
@@ -113,6 +118,17 @@ class Store(Protocol):
         the current cursor with everything. Counter updates do not count as changes."""
         ...
 
+    # -- locks ---------------------------------------------------------------------------
+    async def try_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        """Take (or, for its owner, extend to ``now + ttl``) the named lock. True when ``owner``
+        holds it afterwards: it was free, expired (``now`` at or past its expiry) or already
+        ``owner``'s. One gateway at a time runs a probe sweep this way."""
+        ...
+
+    async def unlock(self, name: str, owner: str) -> None:
+        """Release the lock if ``owner`` holds it; otherwise do nothing."""
+        ...
+
     # -- client tokens -------------------------------------------------------------------
     async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord: ...
 
@@ -123,3 +139,39 @@ class Store(Protocol):
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         """The live (not revoked) token with this hash."""
         ...
+
+    # -- migration -----------------------------------------------------------------------
+    async def import_records(
+        self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
+    ) -> None:
+        """For migration only (``keyrelay migrate``): insert whole records (state, reason,
+        since, until, version, weight, label, added_at, counters, balance), events (in order,
+        renumbered by this store) and tokens (revoked or not) as they are. Imported keys count
+        as changes. Refuses with a ``ValueError`` naming them (see :func:`refuse_import`) when
+        this store already holds any of the key or token ids, or a live token of the same name;
+        then nothing of the records is written."""
+        ...
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """A store that can tell this process when another one changed something."""
+
+    async def watch(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change()`` (cheap, non-blocking) soon after another process adds, changes
+        or removes a key; run until cancelled, riding out lost connections. Notices may be
+        lost or spurious: the caller still polls :meth:`Store.changes` now and then."""
+        ...
+
+
+def refuse_import(records: Iterable[KeyRecord], tokens: Iterable[TokenRecord], taken: Iterable[str]) -> None:
+    """Raise the ``ValueError`` of :meth:`Store.import_records` if ``taken`` (what the store
+    already holds) is not empty or the import repeats a key id, a token id or a live name."""
+    clashes = list(taken)
+    tokens = list(tokens)
+    repeated = Counter(r.id for r in records) + Counter(t.id for t in tokens)
+    repeated += Counter(f"live token {t.name!r}" for t in tokens if not t.revoked)
+    clashes += sorted(k for k, n in repeated.items() if n > 1)
+    if clashes:
+        shown = ", ".join(clashes[:10]) + (f" and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+        raise ValueError(f"cannot import: {len(clashes)} already in the destination store or repeated: {shown}")

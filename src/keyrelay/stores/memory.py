@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
-from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for
+from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
 
 __all__ = ["MemoryStore"]
 
@@ -20,6 +20,7 @@ class MemoryStore:
         self._removed: dict[str, int] = {}
         self._events: list[Event] = []
         self._tokens: dict[str, TokenRecord] = {}
+        self._locks: dict[str, tuple[str, float]] = {}  # name → (owner, expires at)
         self._seq = itertools.count(1)
         self._cursor = 0
 
@@ -104,6 +105,18 @@ class MemoryStore:
         gone = tuple(kid for kid, s in self._removed.items() if s > since)
         return Changes(self._cursor, recs, gone)
 
+    async def try_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        held = self._locks.get(name)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self._locks[name] = (owner, now + ttl)
+        return True
+
+    async def unlock(self, name: str, owner: str) -> None:
+        held = self._locks.get(name)
+        if held is not None and held[0] == owner:
+            del self._locks[name]
+
     async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord:
         if any(t.name == name and not t.revoked for t in self._tokens.values()):
             raise ValueError(f"a live token named {name!r} already exists")
@@ -127,3 +140,19 @@ class MemoryStore:
         if t is None or t.revoked or t.token_hash != token_hash:
             return None
         return t
+
+    async def import_records(
+        self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
+    ) -> None:
+        live_names = {t.name for t in self._tokens.values() if not t.revoked}
+        taken = [r.id for r in records if r.id in self._keys] + [t.id for t in tokens if t.id in self._tokens]
+        taken += [f"live token {t.name!r}" for t in tokens if not t.revoked and t.name in live_names]
+        refuse_import(records, tokens, taken)
+        for rec in records:
+            self._keys[rec.id] = rec
+            self._removed.pop(rec.id, None)
+            self._bump(rec.id)
+        for ev in events:
+            self._event(ev)
+        for tok in sorted(tokens, key=lambda t: t.created_at):
+            self._tokens[tok.id] = tok

@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, KeyState, Transition
-from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for
+from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, pools TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL, revoked_at REAL NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
 INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', {SCHEMA_VERSION}), ('cursor', 0);
 """
 
@@ -320,6 +321,21 @@ class SQLiteStore:
 
         return await self._read(read)
 
+    # -- locks -----------------------------------------------------------------------------
+    async def try_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT owner, expires_at FROM locks WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            conn.execute("INSERT OR REPLACE INTO locks(name, owner, expires_at) VALUES (?, ?, ?)", (name, owner, now + ttl))
+            return True
+
+        return await self._write(write)
+
+    async def unlock(self, name: str, owner: str) -> None:
+        sql = "DELETE FROM locks WHERE name = ? AND owner = ?"
+        await self._write(lambda conn: conn.execute(sql, (name, owner)))
+
     # -- client tokens ---------------------------------------------------------------------
     async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord:
         rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now)
@@ -361,3 +377,49 @@ class SQLiteStore:
             return None if row is None else _token(row)
 
         return await self._run(read)
+
+    # -- migration -------------------------------------------------------------------------
+    async def import_records(
+        self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
+    ) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            ids = [r.id for r in records]
+            taken = [
+                row[0]
+                for i in range(0, len(ids), _CHUNK)
+                for row in conn.execute(
+                    f"SELECT id FROM keys WHERE id IN ({', '.join('?' * len(ids[i:i + _CHUNK]))})", ids[i:i + _CHUNK]
+                )
+            ]
+            held = {r[0]: r[1] for r in conn.execute("SELECT id, revoked_at FROM tokens")}
+            live = {r[0] for r in conn.execute("SELECT name FROM tokens WHERE revoked_at <= 0")}
+            taken += [t.id for t in tokens if t.id in held]
+            taken += [f"live token {t.name!r}" for t in tokens if not t.revoked and t.name in live]
+            refuse_import(records, tokens, taken)
+            if records:
+                first = _bump(conn, len(records))
+                conn.executemany(
+                    f"INSERT INTO keys({_KEY_COLUMNS}, seq) VALUES ({', '.join('?' * (14 + _N))})",
+                    (_row(r) + (first + i,) for i, r in enumerate(records)),
+                )
+                conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
+            _insert_events(
+                conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail) for e in events]
+            )
+            conn.executemany(
+                f"INSERT INTO tokens({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    (t.id, t.name, json.dumps(list(t.pools)), t.token_hash, t.created_at, t.revoked_at)
+                    for t in sorted(tokens, key=lambda t: t.created_at)
+                ),
+            )
+
+        await self._write(write)
+
+
+def _row(r: KeyRecord) -> tuple[object, ...]:
+    """A record as the values of ``_KEY_COLUMNS``, the inverse of :func:`_record`."""
+    return (
+        r.id, r.pool, r.secret, r.state.value, r.reason, r.since, r.until, r.version, r.weight, r.label,
+        r.added_at, *(getattr(r.counters, c) for c in COUNTER_FIELDS), r.balance, r.currency,
+    )

@@ -1,0 +1,412 @@
+"""``redis://host:port/db``, ``rediss://…`` (TLS), ``unix:///path.sock``: the store several
+gateways share, with the ``redis`` package's asyncio client (``pip install 'keyrelay[redis]'``).
+
+URL: anything redis-py's ``from_url`` reads, plus ``?prefix=NAME`` (default ``keyrelay``): every
+Redis key of the store starts with ``NAME:``, so several stores can share one database. The
+layout and the Lua scripts are in :mod:`keyrelay.stores.redis_keys`. Plain hashes, sets, sorted
+sets, lists and EVALSHA only: Redis ≥ 6 or Valkey, no modules; not Redis Cluster.
+
+- **Atomic transitions.** Every add, transition and removal is one Lua script: the version
+  check, the write (``since`` changes only with the state, ``version`` + 1, exactly as
+  :meth:`Transition.applied_to`), the event, the change sequence and a ``PUBLISH`` happen
+  together or not at all. Scripts run through ``register_script`` (EVALSHA; after a
+  ``SCRIPT FLUSH`` or a failover redis-py loads the script again on NOSCRIPT).
+- **Time.** Deadlines (``until``) and event times (``at``) are absolute epoch seconds from the
+  clock of the process that decided (its ``time.time()``), written as given: keep the clocks of
+  the gateways in sync (NTP). Redis's own clock is never read.
+- **History** is capped: the last 100,000 events of the store and the last 1,000 of each key
+  (``MAX_EVENTS`` / ``MAX_KEY_EVENTS``); ``events(key_id)`` reads the key's own list.
+- **Change feed.** :meth:`RedisStore.changes` reads the cursor and the changed ids in one
+  MULTI; :meth:`RedisStore.watch` subscribes to the change channel so other processes sync at
+  once instead of at their next poll.
+- **Errors.** Connection failures and timeouts become :class:`StoreUnavailable` naming only
+  ``host:port`` (never the password), refused credentials a :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import secrets as _secrets
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from keyrelay.core.model import Counters, Event, KeyRecord, Transition
+from keyrelay.exceptions import StoreError, StoreUnavailable
+from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.redis_keys import (
+    FIELDS,
+    LUA,
+    MAX_EVENTS,
+    MAX_KEY_EVENTS,
+    SCHEMA_VERSION,
+    Names,
+    event_json,
+    event_of,
+    hash_of,
+    num,
+    pairs_of,
+    record_of_hash,
+    record_of_values,
+)
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger("keyrelay.store")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_BATCH = 1_000  # keys per Lua call (add, import, counters)
+_READ_CHUNK = 10_000  # keys (or events) per pipeline round trip
+_BACKOFF = (0.1, 5.0)  # watch(): first and longest wait between reconnects
+
+
+def _split_url(url: str) -> tuple[str, str, str]:
+    """``(url for redis-py, prefix, where)``: the prefix taken out of the query; ``where`` is
+    ``host:port`` or the socket path, never the credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got scheme {parts.scheme!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [v for k, v in query if k == "prefix"]
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    where = parts.path if parts.scheme == "unix" else f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    return urlunsplit(parts._replace(query=rest)), (prefixes[-1] if prefixes else "keyrelay"), where
+
+
+def _edge(
+    fn: Callable[Concatenate[RedisStore, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[RedisStore, _P], Coroutine[Any, Any, _R]]:
+    """Map redis-py's connection failures to the store's exceptions, once, at the edge."""
+
+    @functools.wraps(fn)
+    async def call(self: RedisStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await fn(self, *args, **kwargs)
+        except AuthenticationError as exc:
+            raise StoreError(f"redis at {self.where} refused the credentials") from exc
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"redis unreachable at {self.where}") from exc
+
+    return call
+
+
+def _chunks(seq: Sequence[_R], size: int) -> Iterator[Sequence[_R]]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def _flat(rows: Iterable[Iterable[object]]) -> list[object]:
+    return [x for row in rows for x in row]
+
+
+class RedisStore:
+    """The Store protocol on Redis; also :meth:`watch` for instant change notifications."""
+
+    max_events = MAX_EVENTS
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client_url, prefix, self.where = _split_url(url)
+        self.names = Names(prefix)
+        self.origin = _secrets.token_hex(8)  # tags our own change notifications
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    # -- plumbing --------------------------------------------------------------------------
+    @property
+    def _r(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RuntimeError(f"the Redis store at {self.where} is not open (await store.open() first)")
+        return self._redis
+
+    async def _run(self, script: str, keys: Sequence[object], args: Sequence[object], client: Any = None) -> Any:
+        """Run one of ``LUA`` (EVALSHA; loaded again on NOSCRIPT), on ``client`` (a pipeline) if given."""
+        client = client or self._r  # raises when the store is not open
+        return await self._scripts[script](keys=keys, args=args, client=client)
+
+    async def _records(self, ids: Sequence[str]) -> list[KeyRecord]:
+        out: list[KeyRecord] = []
+        for chunk in _chunks(ids, _READ_CHUNK):
+            async with self._r.pipeline(transaction=False) as pipe:
+                for batch in _chunks(chunk, _BATCH):
+                    await self._run("fetch", [self.names.key(k) for k in batch], FIELDS, client=pipe)
+                replies = await pipe.execute()
+            # a key removed meanwhile comes back empty and is skipped
+            out.extend(record_of_values(v) for reply in replies for v in json.loads(reply) if v[0])
+        return out
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @_edge
+    async def open(self) -> None:
+        if self._redis is not None:
+            return
+        client = aioredis.from_url(
+            self._client_url,
+            decode_responses=True,
+            socket_connect_timeout=1.0,
+            socket_timeout=5.0,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),
+        )
+        try:
+            await client.set(self.names.schema, SCHEMA_VERSION, nx=True)
+            found = int(await client.get(self.names.schema) or 0)
+            if found > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the Redis store at {self.where} (prefix {self.names.prefix!r}) has layout version {found}, "
+                    f"newer than the {SCHEMA_VERSION} this keyrelay supports: upgrade keyrelay to use it"
+                )
+        except BaseException:
+            await client.aclose()
+            raise
+        self._scripts = {name: client.register_script(src) for name, src in LUA.items()}
+        self._redis = client
+
+    async def close(self) -> None:
+        client, self._redis = self._redis, None
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    # -- keys ------------------------------------------------------------------------------
+    @_edge
+    async def add_keys(
+        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = ""
+    ) -> AddResult:
+        n = self.names
+        ids = [key_id_for(pool, s) for s in secrets]
+        head_keys = [n.seq, n.changes, n.removed, n.keys, n.pool(pool), n.events, n.event_seq]
+        event_tail = json.dumps([pool, float(now), "admin", "", "active", "added", ""])[1:]  # the script adds the id
+        head_args = [pool, num(now), num(weight), label, MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin, event_tail]
+        async with self._r.pipeline(transaction=False) as pipe:
+            for lo in range(0, len(ids), _BATCH):
+                batch = list(zip(ids[lo:lo + _BATCH], secrets[lo:lo + _BATCH]))
+                keys = head_keys + _flat((n.key(k), n.key_events(k)) for k, _ in batch)
+                await self._run("add", keys, [*head_args, json.dumps(batch)], client=pipe)
+            flags = [x == "1" for batch_flags in await pipe.execute() for x in batch_flags]
+        new = functools.partial(KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now)
+        added = tuple(new(id=k, secret=s) for k, s, ok in zip(ids, secrets, flags) if ok)
+        return AddResult(added, tuple(k for k, ok in zip(ids, flags) if not ok))
+
+    @_edge
+    async def load(self, pool: str | None = None) -> list[KeyRecord]:
+        index = self.names.keys if pool is None else self.names.pool(pool)
+        return await self._records(json.loads(await self._run("members", [index], [])) or [])
+
+    @_edge
+    async def get(self, key_id: str) -> KeyRecord | None:
+        h = cast(dict[str, str], await self._r.hgetall(self.names.key(key_id)))
+        return record_of_hash(h) if h else None
+
+    @_edge
+    async def apply(self, transition: Transition) -> KeyRecord | None:
+        t, n = transition, self.names
+        ev = event_json(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail)
+        keys = [n.key(t.key_id), n.seq, n.changes, n.events, n.event_seq, n.key_events(t.key_id)]
+        args = [
+            t.expected_version, t.to_state.value, t.reason, num(t.at), num(t.until), ev,
+            MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin, t.key_id,
+        ]
+        result = await self._run("apply", keys, args)
+        return record_of_hash(pairs_of(result)) if isinstance(result, list) else None
+
+    @_edge
+    async def remove(self, key_id: str, now: float, actor: str = "admin") -> bool:
+        n = self.names
+        for _ in range(100):  # retried only while the key keeps changing under us
+            got = cast(list[str | None], await self._r.hmget(n.key(key_id), ["pool", "state", "version"]))
+            pool, state, version = got
+            if pool is None or state is None or version is None:
+                return False
+            keys = [
+                n.key(key_id), n.seq, n.changes, n.removed, n.keys, n.pool(pool),
+                n.events, n.event_seq, n.key_events(key_id),
+            ]
+            ev = event_json(key_id, pool, now, actor, state, "removed", "removed by a person", "")
+            args = [version, pool, key_id, ev, MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin]
+            done = int(await self._run("remove", keys, args))
+            if done >= 0:
+                return done == 1
+        raise StoreError(f"key {key_id} kept changing while being removed")
+
+    @_edge
+    async def add_counters(self, deltas: Mapping[str, Counters]) -> None:
+        rows = [(kid, [(f, v) for f, v in d.as_dict().items() if v]) for kid, d in deltas.items()]
+        rows = [(kid, pairs) for kid, pairs in rows if pairs]
+        if not rows:
+            return
+        async with self._r.pipeline(transaction=False) as pipe:
+            for batch in _chunks(rows, _BATCH):
+                keys = [self.names.key(kid) for kid, _ in batch]
+                args = _flat([len(pairs), *_flat(pairs)] for _, pairs in batch)
+                await self._run("counters", keys, args, client=pipe)
+            await pipe.execute()
+
+    @_edge
+    async def set_balance(self, key_id: str, balance: float | None, currency: str) -> None:
+        await self._run("balance", [self.names.key(key_id)], ["" if balance is None else num(balance), currency])
+
+    # -- events and changes ----------------------------------------------------------------
+    @_edge
+    async def record_event(self, event: Event) -> None:
+        e, n = event, self.names
+        ev = event_json(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
+        await self._run("event", [n.events, n.event_seq, n.key_events(e.key_id)], [ev, MAX_EVENTS, MAX_KEY_EVENTS])
+
+    @_edge
+    async def events(self, key_id: str | None = None, limit: int = 200) -> list[Event]:
+        name = self.names.events if key_id is None else self.names.key_events(key_id)
+        lines = await self._run("lines", [name], [-limit if limit > 0 else 0, -1])
+        return [event_of(line) for line in lines.split("\n")] if lines else []
+
+    @_edge
+    async def changes(self, since: int) -> Changes:
+        n = self.names
+        snapshot = await self._run("changes", [n.seq, n.changes, n.removed], [f"({int(since)}"])
+        cursor, ids, gone = json.loads(snapshot)  # the cursor and the ids: one atomic read
+        # Records read after the snapshot may be newer (fine: versions only grow) or gone
+        # (skipped: their removal has a later seq, seen by the next call).
+        return Changes(int(cursor), tuple(await self._records(ids or [])), tuple(gone or []))
+
+    @_edge
+    async def watch(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change()`` whenever another process changes a key, until cancelled.
+
+        Subscribes to the change channel; on a lost connection it reconnects with backoff
+        (logging one line when lost and one when back) and calls ``on_change()`` after every
+        (re)subscription, since messages published meanwhile are gone."""
+        client = self._r
+        own = self.origin + " "
+        delay, lost = _BACKOFF[0], False
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.names.channel)
+                if lost:
+                    log.warning("redis change feed at %s is back", self.where)
+                    lost, delay = False, _BACKOFF[0]
+                on_change()
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message" and not str(msg["data"]).startswith(own):
+                        on_change()
+            except (RedisError, OSError) as exc:
+                if not lost:
+                    log.warning("redis change feed at %s lost (%s); reconnecting", self.where, type(exc).__name__)
+                    lost = True
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF[1])
+
+    # -- locks -----------------------------------------------------------------------------
+    @_edge
+    async def try_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        gc_ms = int((ttl + 60) * 1000)
+        return int(await self._run("lock", [self.names.lock(name)], [owner, num(now), num(now + ttl), gc_ms])) == 1
+
+    @_edge
+    async def unlock(self, name: str, owner: str) -> None:
+        await self._run("unlock", [self.names.lock(name)], [owner])
+
+    # -- client tokens ---------------------------------------------------------------------
+    def _token_keys(self) -> list[str]:
+        n = self.names
+        return [n.tokens, n.token_names, n.token_revoked, n.token_seq]
+
+    async def _put_token(self, t: TokenRecord, client: Any = None) -> Any:
+        body = json.dumps([t.id, t.name, list(t.pools), t.token_hash, float(t.created_at)])
+        revoked = num(t.revoked_at) if t.revoked else ""
+        return await self._run("token", self._token_keys(), [t.id, t.name, body, revoked], client=client)
+
+    @_edge
+    async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord:
+        rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now)
+        if int(await self._put_token(rec)) == 0:
+            raise ValueError(f"a live token named {name!r} already exists")
+        return rec
+
+    @_edge
+    async def list_tokens(self) -> list[TokenRecord]:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.names.tokens)
+            pipe.hgetall(self.names.token_revoked)
+            bodies, revoked = await pipe.execute()
+        rows = sorted(json.loads(b) for b in bodies.values())
+        rows.sort(key=lambda r: r[5])  # by created_at, then creation order (sort is stable)
+        return [
+            TokenRecord(tid, name, tuple(pools), th, float(at), float(revoked.get(tid, 0)))
+            for _, tid, name, pools, th, at in rows
+        ]
+
+    @_edge
+    async def revoke_token(self, name_or_id: str, now: float) -> bool:
+        n = self.names
+        return int(await self._run("revoke", [n.tokens, n.token_names, n.token_revoked], [name_or_id, num(now)])) == 1
+
+    @_edge
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        tid = "t" + token_hash[:10]
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hget(self.names.tokens, tid)
+            pipe.hexists(self.names.token_revoked, tid)
+            body, revoked = await pipe.execute()
+        if body is None or revoked:
+            return None
+        _, tid, name, pools, th, at = json.loads(body)
+        return TokenRecord(tid, name, tuple(pools), th, float(at)) if th == token_hash else None
+
+    # -- migration -------------------------------------------------------------------------
+    @_edge
+    async def import_records(
+        self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
+    ) -> None:
+        """Insert whole records, events (renumbered, order kept) and tokens, for migration only.
+        Refuses, writing nothing, when any key or token id is already here (checked first; a
+        key added meanwhile by someone else stops the import at its batch of 1,000)."""
+        n = self.names
+        async with self._r.pipeline(transaction=False) as pipe:
+            for r in records:
+                pipe.exists(n.key(r.id))
+            for t in tokens:
+                pipe.hexists(n.tokens, t.id)
+                pipe.hexists(n.token_names, t.name)
+            found = await pipe.execute()
+        taken = [r.id for r, hit in zip(records, found) if hit]
+        hits = iter(found[len(records):])
+        for t, id_hit, name_hit in zip(tokens, hits, hits):
+            if id_hit:
+                taken.append(t.id)
+            if name_hit and not t.revoked:
+                taken.append(f"live token {t.name!r}")
+        refuse_import(records, tokens, taken)
+        for batch in _chunks(records, _BATCH):
+            keys = [n.seq, n.changes, n.removed, n.keys, *_flat((n.key(r.id), n.pool(r.pool)) for r in batch)]
+            fields = [hash_of(r) for r in batch]
+            args = [n.channel, self.origin, *_flat([r.id, len(f) // 2, *f] for r, f in zip(batch, fields))]
+            clash = await self._run("import", keys, args)
+            if clash:  # written meanwhile by someone else: nothing of this batch was written
+                refuse_import((), (), list(clash))
+        for chunk in _chunks(events, _READ_CHUNK):
+            async with self._r.pipeline(transaction=False) as pipe:
+                for e in chunk:
+                    ev = event_json(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
+                    await self._run("event", [n.events, n.event_seq, n.key_events(e.key_id)],
+                                    [ev, MAX_EVENTS, MAX_KEY_EVENTS], client=pipe)
+                await pipe.execute()
+        for t in sorted(tokens, key=lambda t: t.created_at):
+            await self._put_token(t)
+
