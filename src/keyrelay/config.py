@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from keyrelay.core.policy import CoolingPolicy, RetryPolicy
+from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, RetryPolicy
 from keyrelay.exceptions import KeyrelayError
 from keyrelay.core.selection import STRATEGIES
 from keyrelay.providers import DIALECTS
@@ -63,6 +63,8 @@ class ServerSettings:
     flush_interval: float = 1.0
     #: upper bound on concurrent upstream connections (all pools)
     max_connections: int = 1000
+    #: gateway processes sharing the port and the store (``keyrelay serve --workers``)
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class PoolSettings:
     default: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     cooling: CoolingPolicy = field(default_factory=CoolingPolicy)
+    checker: CheckerPolicy = field(default_factory=CheckerPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,7 @@ def _frozen(cls: type, raw: Mapping[str, Any], where: str, **extra: Any) -> Any:
         if k not in known or k in extra:
             raise ConfigError(f"{where}.{k}", f"unknown field (known: {', '.join(sorted(set(known) - set(extra)))})")
         f = known[k]
-        default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
         kwargs[k] = _coerce(v, default, f"{where}.{k}")
     try:
         return cls(**kwargs)
@@ -186,10 +189,13 @@ def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
         raise ConfigError(f"{where}.name", f"{name!r} is reserved")
     retry = _frozen(RetryPolicy, raw.pop("retry", {}), f"{where}.retry")
     cooling = _frozen(CoolingPolicy, raw.pop("cooling", {}), f"{where}.cooling")
+    checker = _frozen(CheckerPolicy, raw.pop("checker", {}), f"{where}.checker")
+    if checker.balance_base_url:
+        _check_url(checker.balance_base_url, f"{where}.checker.balance_base_url")
     env_url = environ.get(f"KEYRELAY_POOL_{name.upper().replace('-', '_')}_BASE_URL")
     if env_url:
         raw["base_url"] = env_url
-    pool: PoolSettings = _frozen(PoolSettings, raw, where, name=name, retry=retry, cooling=cooling)
+    pool: PoolSettings = _frozen(PoolSettings, raw, where, name=name, retry=retry, cooling=cooling, checker=checker)
     if pool.provider not in DIALECTS:
         raise ConfigError(f"{where}.provider", f"unknown provider {pool.provider!r} (known: {', '.join(sorted(DIALECTS))})")
     if pool.strategy not in STRATEGIES:
@@ -246,6 +252,8 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     server: ServerSettings = _frozen(ServerSettings, server_raw, "server")
     if not 0 < server.port < 65536:
         raise ConfigError("server.port", f"must be between 1 and 65535, got {server.port}")
+    if server.workers < 1:
+        raise ConfigError("server.workers", f"must be at least 1, got {server.workers}")
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level", f"expected debug, info, warning or error, got {server.log_level!r}")
     store = dict(_table(doc, "store", "store"))

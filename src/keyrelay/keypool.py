@@ -16,11 +16,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection
+from dataclasses import replace
 
 from keyrelay.config import PoolSettings
+from keyrelay.core.correlation import Admission, CorrelationGuard
 from keyrelay.core.machine import on_outcome
 from keyrelay.core.masking import mask
-from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, Outcome, Transition, Verdict
+from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState, Outcome, Transition, Verdict
 from keyrelay.core.pool import Lease, PoolState
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.providers import Dialect, Usage, get_dialect
@@ -40,6 +42,7 @@ _OUTCOME_COUNTER = {
     Outcome.CLIENT_ERROR: "client_error",
 }
 _FIELD_INDEX = {f: i for i, f in enumerate(COUNTER_FIELDS)}
+_OUT_OF_TRAFFIC = frozenset({KeyState.COOLING, KeyState.EXHAUSTED, KeyState.INVALID})
 
 
 class KeyPool:
@@ -63,6 +66,9 @@ class KeyPool:
         self.state = PoolState(settings.name, settings.strategy)
         self.lock = threading.Lock()
         self._pending: dict[str, list[int]] = {}
+        c = settings.checker
+        #: caps how much of the pool traffic and probes may take out at once (core/correlation.py)
+        self.guard = CorrelationGuard(c.correlated_share, c.correlated_window, c.correlated_min_keys)
         #: transitions decided while the store was unreachable, written when it is back
         self.backlog: deque[tuple[Transition, Verdict, int]] = deque(maxlen=10_000)
 
@@ -91,11 +97,14 @@ class KeyPool:
         """Count an outcome and decide what it does to the key. Memory is updated at once (so no
         new request goes to a retired key); the returned transition must be persisted."""
         with self.lock:
-            self._count(lease.key_id, verdict.outcome, usage)
             rec = self.state.get(lease.key_id)
+            now = self.clock()
+            t = None if rec is None else on_outcome(rec, verdict, lease.version, self.settings.cooling, now)
+            if t is not None and rec is not None and not self.admit(rec, t, now):
+                t, verdict = None, replace(verdict, outcome=Outcome.UPSTREAM_FAULT)
+            self._count(lease.key_id, verdict.outcome, usage)
             if rec is None:
                 return None
-            t = on_outcome(rec, verdict, lease.version, self.settings.cooling, self.clock())
             if t is not None:
                 self.state.upsert(t.applied_to(rec))
         if t is not None:
@@ -106,6 +115,20 @@ class KeyPool:
                 self.name, lease.key_id, mask(lease.secret), t.from_state.value, t.to_state.value, t.reason, t.detail,
             )
         return t
+
+    def admit(self, rec: KeyRecord, t: Transition, now: float) -> bool:
+        """May ``t`` take the live key ``rec`` out of traffic, or is the pool failing as a whole
+        (the correlated-failure guard)? Call with ``self.lock`` held. Logs one warning per episode."""
+        if t.to_state not in _OUT_OF_TRAFFIC or not rec.eligible(now):
+            return True
+        admission = self.guard.admit(rec.id, self.state.eligible_count(now), now)
+        if admission is Admission.TRIPPED:
+            log.warning(
+                "pool=%s correlated failure: %d keys taken out within %gs; further failures are treated as "
+                "upstream_fault (the upstream or our egress, not the keys) until they stop for %gs",
+                self.name, self.guard.taken(now), self.guard.window, self.guard.window,
+            )
+        return admission.allowed
 
     def _count(self, key_id: str, outcome: Outcome, usage: Usage | None) -> None:
         row = self._pending.get(key_id)

@@ -18,6 +18,7 @@ from keyrelay.core.model import KeyRecord
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.keypool import KeyPool
 from keyrelay.stores import Store, TokenRecord, hash_token, open_store
+from keyrelay.stores.base import Watchable
 
 __all__ = ["Runtime", "Client"]
 
@@ -50,7 +51,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._config_tokens = {t.token_hash: Client(t.name, t.pools) for t in settings.tokens}
         self._token_cache: dict[str, tuple[Client | None, float]] = {}
-        self._writes: set[asyncio.Task[object]] = set()
+        self._wake = asyncio.Event()  # set by the store's change notices: sync now
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self, background: bool = True) -> None:
@@ -58,9 +59,21 @@ class Runtime:
         await self.sync()
         if background:
             self._tasks = [
-                asyncio.create_task(self._every(self.settings.server.sync_interval, self.sync), name="keyrelay-sync"),
+                asyncio.create_task(
+                    self._every(self.settings.server.sync_interval, self.sync, self._wake), name="keyrelay-sync"
+                ),
                 asyncio.create_task(self._every(self.settings.server.flush_interval, self.flush), name="keyrelay-flush"),
             ]
+            if isinstance(self.store, Watchable):  # e.g. Redis pub/sub: sync at once; the poll stays as a safety net
+                self._tasks.append(asyncio.create_task(self.store.watch(self._poke), name="keyrelay-watch"))
+            if any(p.settings.checker.enabled for p in self.pools.values()):  # the key checker (checker.py)
+                from keyrelay.checker import Checker
+
+                checker = Checker(self.store, self.pools.values(), clock=self.clock)
+                self._tasks.append(asyncio.create_task(checker.run(), name="keyrelay-checker"))
+
+    def _poke(self) -> None:
+        self._wake.set()
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -69,20 +82,25 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
         await self.flush()
         await self.store.close()
 
-    async def _every(self, interval: float, job: Callable[[], object]) -> None:
+    async def _every(self, interval: float, job: Callable[[], object], wake: asyncio.Event | None = None) -> None:
         failing = False
         while True:
-            await asyncio.sleep(interval)
+            if wake is None:
+                await asyncio.sleep(interval)
+            else:  # every ``interval``, or at once when woken
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval)
+                wake.clear()
             try:
                 await job()  # type: ignore[misc]
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the store may be briefly unavailable: say so once
+            except StoreUnavailable:
+                pass  # the store logs one line when lost and one when back; what failed stays queued
+            except Exception as exc:  # say so once
                 if not failing:
                     log.error("background %s failed: %s", getattr(job, "__name__", "job"), type(exc).__name__)
                 failing = True
@@ -103,7 +121,7 @@ class Runtime:
             for pool in self.pools.values():
                 pool.remove(kid)
         self._cursor = ch.cursor
-        self._token_cache.clear()
+        self._token_cache = {h: (c, 0.0) for h, (c, _) in self._token_cache.items()}  # ask the store again
 
     async def flush(self) -> None:
         """Write the batched counters of every pool, and any transitions queued while the store
@@ -122,12 +140,6 @@ class Runtime:
                     pool.give_back_counters(deltas)
                 raise
 
-    def spawn_write(self, coro: object) -> None:
-        """Run a store write in the background, keeping a reference until it is done."""
-        task: asyncio.Task[object] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
     # -- clients -------------------------------------------------------------------------
     async def authenticate(self, token: str) -> Client | None:
         """The client a bearer token belongs to, or ``None``. Tokens are compared by hash."""
@@ -141,7 +153,12 @@ class Runtime:
         now = time.monotonic()
         if hit is not None and hit[1] > now:
             return hit[0]
-        rec: TokenRecord | None = await self.store.find_token(h)
+        try:
+            rec: TokenRecord | None = await self.store.find_token(h)
+        except StoreUnavailable:
+            if hit is None:
+                raise
+            return hit[0]  # the store is down: its last answer (sync() only expires the cache)
         found = None
         if rec is not None and hmac.compare_digest(rec.token_hash, h):
             found = Client(rec.name, rec.pools)

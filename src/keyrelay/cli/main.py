@@ -50,14 +50,23 @@ def cli() -> None:
 @config_option
 @click.option("--host", default=None, help="Address to listen on (overrides [server] host).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (overrides [server] port).")
-def serve(host: str | None, port: int | None) -> None:
-    """Run the gateway in the foreground until interrupted."""
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Gateway processes sharing the port and the store (overrides [server] workers; default 1).",
+)
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the gateway in the foreground until interrupted.
+
+    With --workers N > 1 a parent process runs N gateway processes on the port and restarts
+    any that dies; SIGTERM or Ctrl-C stops them all."""
     settings = load()
     changes: dict[str, Any] = {}
     if host is not None:
         changes["host"] = host
     if port is not None:
         changes["port"] = port
+    if workers is not None:
+        changes["workers"] = workers
     if changes:
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, **changes))
     try:
@@ -70,7 +79,16 @@ def serve(host: str | None, port: int | None) -> None:
 
     with_store(settings, _noop, warn_memory=False)  # a store that cannot be opened fails here, with exit code 2
     try:
-        run(settings)
+        if settings.server.workers > 1:
+            from keyrelay.server.workers import run_workers
+
+            if settings.store_url.startswith("memory:"):
+                raise CliError("several workers need a store they share (sqlite or redis), not memory://")
+
+            if run_workers(settings, settings.server.workers) != 0:
+                raise CliFailure("the workers failed to start (see the log above)")
+        else:
+            run(settings)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         pass
     except OSError as exc:  # e.g. the address is in use

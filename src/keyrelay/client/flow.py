@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import re
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.providers import Usage
+from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, first_data
 
@@ -46,8 +46,6 @@ _SSE = "text/event-stream"
 #: response headers that no longer hold once we decoded the body (and set its length)
 _DROP_DECODED = frozenset({b"content-encoding", b"content-length"})
 _DROP_SIZED = _DROP_DECODED | {b"transfer-encoding"}
-#: ``"usage": {…}`` with objects nested two deep (``prompt_tokens_details``)
-_USAGE = re.compile(rb'"usage"\s*:\s*\{(?:[^{}"]|"(?:[^"\\]|\\.)*"|\{(?:[^{}"]|"(?:[^"\\]|\\.)*"|\{[^{}]*\})*\})*\}')
 _OK = Verdict(Outcome.OK, 200)
 
 
@@ -200,17 +198,7 @@ class Relay:
         return self.http.Response(503, headers=headers, stream=self.http.ByteStream(body))
 
     def usage(self, ctype: str, data: bytes) -> Usage | None:
-        """Token usage of a JSON answer. Only the ``"usage"`` object is parsed (the SDK parses
-        the whole body anyway; an embeddings answer can be megabytes)."""
-        at = data.rfind(b'"usage"')
-        if at < 0 or "json" not in ctype:
-            return None
-        m = _USAGE.match(data, at)
-        try:
-            doc = orjson.loads(b"{" + m.group() + b"}") if m else orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        return self.dialect.usage(doc) if isinstance(doc, dict) else None
+        return usage_of_json(self.dialect, ctype, data)
 
     def scrub(self, exc: BaseException, secrets: tuple[str, ...]) -> BaseException:
         """``exc``, or a copy whose text holds no key (the original is then not chained)."""

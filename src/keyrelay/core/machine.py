@@ -6,10 +6,23 @@ written atomically (checked against ``record.version``), or ``None`` when nothin
 
 from __future__ import annotations
 
-from keyrelay.core.model import KeyRecord, KeyState, Outcome, Transition, Verdict
-from keyrelay.core.policy import CoolingPolicy
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-__all__ = ["on_outcome", "on_admin", "effective_state", "AdminAction"]
+from keyrelay.core.model import KeyRecord, KeyState, Outcome, Transition, Verdict
+from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, next_reset
+
+__all__ = [
+    "AdminAction",
+    "ProbeKind",
+    "ProbeResult",
+    "combine_probes",
+    "effective_state",
+    "on_admin",
+    "on_outcome",
+    "on_probe",
+]
 
 AdminAction = str  # "disable" | "enable"
 
@@ -99,3 +112,122 @@ def on_admin(record: KeyRecord, action: AdminAction, now: float, actor: str = "a
         at=now,
         actor=actor,
     )
+
+
+# -- probes (the key checker) -----------------------------------------------------------------
+
+
+class ProbeKind(str, enum.Enum):
+    """What a probe found out about a key."""
+
+    OK = "ok"
+    EXHAUSTED = "exhausted"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"  # no answer, 5xx, or an answer that cannot be read: changes nothing
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe's answer about one key, with its evidence.
+
+    ``funds`` says whether the probe speaks to money: an ``ok`` from a balance, billing or
+    completion probe shows the key can pay, an ``ok`` from ``models`` only that it is valid.
+    ``reset_at`` is when the provider says a spent limit resets (epoch seconds; 0 = unknown).
+    """
+
+    kind: ProbeKind
+    probe: str
+    reason: str = ""
+    status: int = 0
+    code: str | None = None
+    balance: float | None = None
+    currency: str = ""
+    funds: bool = False
+    reset_at: float = 0.0
+    message: str = ""
+
+    def describe(self) -> str:
+        """``probe billing: expired, http 200, balance 3.5 USD`` — the evidence for an event."""
+        parts = [f"probe {self.probe}: {self.reason or self.kind.value}"]
+        if self.status:
+            parts.append(f"http {self.status}")
+        if self.code:
+            parts.append(f"code {self.code}")
+        if self.balance is not None:
+            parts.append(f"balance {self.balance:g} {self.currency}".rstrip())
+        if self.message:
+            parts.append(self.message)
+        return ", ".join(parts)
+
+
+_SEVERITY = {ProbeKind.INVALID: 0, ProbeKind.EXHAUSTED: 1, ProbeKind.OK: 2, ProbeKind.UNKNOWN: 3}
+
+
+def combine_probes(results: Sequence[ProbeResult]) -> ProbeResult:
+    """One verdict from several probes of one key: invalid beats exhausted beats ok beats
+    unknown; among oks, one that speaks to money wins, and a balance read by any probe is kept."""
+    if not results:
+        return ProbeResult(ProbeKind.UNKNOWN, "none", "no probe ran")
+    best = min(results, key=lambda r: (_SEVERITY[r.kind], not r.funds))
+    if best.kind is ProbeKind.UNKNOWN and len(results) > 1:
+        return replace(best, probe="+".join(r.probe for r in results), reason="no probe could tell",
+                       message="; ".join(r.describe() for r in results))
+    if best.balance is None:
+        for r in results:
+            if r.balance is not None:
+                return replace(best, balance=r.balance, currency=r.currency)
+    return best
+
+
+def on_probe(record: KeyRecord, result: ProbeResult, policy: CheckerPolicy, now: float) -> Transition | None:
+    """Apply what the checker learnt about a key (actor ``checker``).
+
+    - active (or cooling whose time has passed) → ``exhausted`` / ``invalid`` on those results;
+    - exhausted → active when a probe shows money again (or, with a ``reset`` period configured,
+      when a probe that cannot see money finds the key valid after a reset);
+      still exhausted → exhausted with a new recheck time; → invalid on an invalid result;
+    - invalid → active only on a clearly successful probe (revival); still invalid → invalid
+      with a new recheck time (an exhausted answer does not revive it);
+    - unknown, a cooling key, a disabled key → nothing.
+    """
+    state = record.state
+    kind = result.kind
+    if state is KeyState.DISABLED or kind is ProbeKind.UNKNOWN:
+        return None
+    if state is KeyState.COOLING and record.until > now:
+        return None
+    live = state in _LIVE
+
+    def to(new: KeyState, reason: str, until: float = 0.0) -> Transition:
+        return Transition(
+            key_id=record.id,
+            pool=record.pool,
+            expected_version=record.version,
+            from_state=state,
+            to_state=new,
+            reason=reason,
+            at=now,
+            until=until,
+            actor="checker",
+            detail=result.describe(),
+        )
+
+    invalid_until = now + policy.invalid_interval if policy.invalid_interval > 0 else 0.0
+    exhausted_until = policy.recheck(policy.exhausted_interval, now, result.reset_at)
+    if kind is ProbeKind.INVALID:
+        return to(KeyState.INVALID, result.reason or "invalid key", invalid_until)
+    if kind is ProbeKind.EXHAUSTED:
+        if state is KeyState.INVALID:
+            return to(KeyState.INVALID, record.reason or "invalid key", invalid_until)  # recheck later
+        return to(KeyState.EXHAUSTED, result.reason or "quota exhausted", exhausted_until)
+    # ok
+    if live:
+        return None
+    if state is KeyState.INVALID:
+        return to(KeyState.ACTIVE, "revived: probe succeeded")
+    if result.funds:
+        return to(KeyState.ACTIVE, "balance back")
+    reset = next_reset(policy.reset, record.since)
+    if reset is not None and reset <= now:
+        return to(KeyState.ACTIVE, f"{policy.reset} quota reset")
+    return None  # valid, but the probe cannot see money: the checker looks again later

@@ -5,7 +5,7 @@ from __future__ import annotations
 from keyrelay.providers.base import Dialect, Usage
 from keyrelay.providers.openai import OpenAIDialect
 
-__all__ = ["Dialect", "Usage", "get_dialect", "DIALECTS"]
+__all__ = ["DIALECTS", "Dialect", "Usage", "get_dialect"]
 
 DIALECTS: dict[str, type] = {"openai": OpenAIDialect}
 

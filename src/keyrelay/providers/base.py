@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from keyrelay.core.model import Verdict
 
-__all__ = ["Dialect", "Usage", "Rule"]
+__all__ = ["Dialect", "Rule", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)

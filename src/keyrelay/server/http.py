@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import orjson
 from aiohttp import web
 
-__all__ = ["join_upstream", "forward_request_headers", "response_headers", "error_response", "FORWARDED"]
+__all__ = ["FORWARDED", "error_response", "forward_request_headers", "join_upstream", "response_headers"]
 
 #: Request headers a client may send upstream. Everything else — above all the client's own
 #: ``Authorization``, ``api-key``, ``x-api-key``, cookies — is dropped.
@@ -57,7 +58,7 @@ def join_upstream(base_url: str, rest: str, query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
-def forward_request_headers(headers: "web.BaseRequest.headers.__class__") -> dict[str, str]:  # type: ignore[name-defined]
+def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
     out = {}
     for k, v in headers.items():
         lk = k.lower()
@@ -67,9 +68,9 @@ def forward_request_headers(headers: "web.BaseRequest.headers.__class__") -> dic
     return out
 
 
-def response_headers(upstream: "object") -> dict[str, str]:
+def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
     out = {}
-    for k, v in upstream.items():  # type: ignore[attr-defined]
+    for k, v in upstream.items():
         if k.lower() not in _DROP_RESPONSE:
             out[k] = v
     return out

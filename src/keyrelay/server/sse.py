@@ -9,7 +9,7 @@ import orjson
 
 from keyrelay.providers import Dialect, Usage
 
-__all__ = ["first_data", "UsageScanner", "FIRST_EVENT_LIMIT"]
+__all__ = ["FIRST_EVENT_LIMIT", "UsageScanner", "first_data"]
 
 FIRST_EVENT_LIMIT = 64 * 1024
 
@@ -39,12 +39,16 @@ class UsageScanner:
     """Watches a passing stream for the chunk that carries ``usage`` (OpenAI sends it last when
     ``stream_options.include_usage`` is set) without buffering the stream."""
 
-    __slots__ = ("dialect", "usage", "_tail")
+    __slots__ = ("_tail", "dialect", "usage")
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.usage: Usage | None = None
         self._tail = b""
+
+    def wants(self, chunk: bytes) -> bool:
+        """Is this chunk worth feeding? (It may carry usage, or completes a partial event.)"""
+        return bool(self._tail) or b'"usage"' in chunk
 
     def feed(self, chunk: bytes) -> None:
         buf = self._tail + chunk if self._tail else chunk

@@ -1,0 +1,31 @@
+"""Token usage out of a whole JSON answer, without decoding the whole answer.
+
+An embeddings answer can be megabytes; only its ``"usage"`` object is decoded here (the client
+decodes the rest anyway). Pure: used by the gateway and by library mode alike.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from keyrelay.providers.base import Dialect, Usage
+
+__all__ = ["usage_of_json"]
+
+#: ``"usage": {…}`` with objects nested two deep (``prompt_tokens_details``)
+_USAGE = re.compile(rb'"usage"\s*:\s*\{(?:[^{}"]|"(?:[^"\\]|\\.)*"|\{(?:[^{}"]|"(?:[^"\\]|\\.)*"|\{[^{}]*\})*\})*\}')
+
+
+def usage_of_json(dialect: Dialect, ctype: str, data: bytes) -> Usage | None:
+    """The usage a JSON answer reports, or ``None``."""
+    at = data.rfind(b'"usage"')
+    if at < 0 or "json" not in ctype:
+        return None
+    m = _USAGE.match(data, at)
+    try:
+        doc = orjson.loads(b"{" + m.group() + b"}") if m else orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return dialect.usage(doc) if isinstance(doc, dict) else None
