@@ -2,17 +2,25 @@
 
 Lines never carry a full upstream key: the code logs masked keys only, and a last-line-of-defence
 filter redacts anything key-shaped that a foreign exception text might bring in.
+
+The access log is on the hot path (one line per request), so lines are written through a
+buffer that a small thread flushes every 0.2 s, and at once for warnings and errors; the
+logging module's per-record extras we do not print (caller's file and line, thread, process)
+are switched off.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
+import threading
 import time
+from typing import TextIO
 
 from keyrelay.core.masking import redact
 
-__all__ = ["setup_logging", "LogfmtFormatter"]
+__all__ = ["setup_logging", "LogfmtFormatter", "BufferedStreamHandler"]
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -29,12 +37,62 @@ class LogfmtFormatter(logging.Formatter):
         return f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} {msg}"
 
 
-def setup_logging(level: str = "info", stream: object = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+class BufferedStreamHandler(logging.Handler):
+    """Writes lines to ``stream`` in batches: at most ``interval`` seconds late, at once for
+    records at WARNING and above."""
+
+    def __init__(self, stream: TextIO, interval: float = 0.2) -> None:
+        super().__init__()
+        self.stream = stream
+        self.interval = interval
+        self._lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="keyrelay-log-flush", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # a bad record must not take the request down
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+        if record.levelno >= logging.WARNING:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._lines = self._lines, []
+        if lines:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stream closed at exit
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+        super().close()
+
+
+def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    logging._srcfile = None  # no caller lookup per record: we never print it
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = BufferedStreamHandler(stream or sys.stderr)
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
+        h.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -52,7 +52,8 @@ def on_outcome(
     """
     state = record.state
     outcome = verdict.outcome
-    detail = verdict.describe()
+    if outcome is Outcome.OK and state is KeyState.ACTIVE:
+        return None  # the hot path: nothing to decide
 
     def to(new: KeyState, reason: str, until: float = 0.0) -> Transition:
         return Transition(
@@ -65,7 +66,7 @@ def on_outcome(
             at=now,
             until=until,
             actor=actor,
-            detail=detail,
+            detail=verdict.describe(),
         )
 
     if state is KeyState.DISABLED:

@@ -15,6 +15,7 @@ from keyrelay.providers.base import Dialect, Usage
 __all__ = ["usage_of_json"]
 
 #: ``"usage": {…}`` with objects nested two deep (``prompt_tokens_details``)
+_SMALL = 8192
 _USAGE = re.compile(rb'"usage"\s*:\s*\{(?:[^{}"]|"(?:[^"\\]|\\.)*"|\{(?:[^{}"]|"(?:[^"\\]|\\.)*"|\{[^{}]*\})*\})*\}')
 
 
@@ -23,7 +24,7 @@ def usage_of_json(dialect: Dialect, ctype: str, data: bytes) -> Usage | None:
     at = data.rfind(b'"usage"')
     if at < 0 or "json" not in ctype:
         return None
-    m = _USAGE.match(data, at)
+    m = _USAGE.match(data, at) if len(data) > _SMALL else None  # a small answer is cheaper to decode whole
     try:
         doc = orjson.loads(b"{" + m.group() + b"}") if m else orjson.loads(data)
     except orjson.JSONDecodeError:
