@@ -26,6 +26,9 @@ __all__ = ["setup_logging", "LogfmtFormatter", "BufferedStreamHandler"]
 class LogfmtFormatter(logging.Formatter):
     """``ts=… level=… logger=… msg`` — the message itself is already ``key=value`` pairs."""
 
+    _sec = -1
+    _ts = ""
+
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage()
         if record.exc_info:
@@ -33,8 +36,10 @@ class LogfmtFormatter(logging.Formatter):
             record.exc_info = None
         if record.name != "keyrelay.access":  # access lines are built from masked values only
             msg = redact(msg)
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} {msg}"
+        sec = int(record.created)
+        if sec != self._sec:  # one strftime per second, not per line
+            self._sec, self._ts = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"ts={self._ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} {msg}"
 
 
 class BufferedStreamHandler(logging.Handler):
