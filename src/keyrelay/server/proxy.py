@@ -14,8 +14,11 @@ from aiohttp import web
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
+from keyrelay.exceptions import StoreUnavailable
 from keyrelay.keypool import KeyPool
+from keyrelay.logs import access_log
 from keyrelay.providers import Usage
+from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Runtime
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
@@ -23,7 +26,6 @@ from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data
 
 __all__ = ["Proxy"]
 
-access = logging.getLogger("keyrelay.access")
 log = logging.getLogger("keyrelay.proxy")
 
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -37,6 +39,9 @@ class Proxy:
         self.runtime = runtime
         self.session = session
         self._masked: dict[str, str] = {}
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._reading: dict[int, aiohttp.StreamReader] = {}  # bodies a handler waits for the rest of
+        self._closing = False
 
     # -- entry ---------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -46,7 +51,11 @@ class Proxy:
             return error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-        client = await self.runtime.authenticate(token)
+        try:
+            client = await self.runtime.authenticate(token)
+        except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
+            return error_response(503, "the key store is unreachable; retry shortly", "server_error",
+                                  "store_unavailable", retry_after=1.0)
         if client is None:
             return error_response(
                 401,
@@ -60,11 +69,13 @@ class Proxy:
         if request.content_length is not None and request.content_length > policy.max_body_bytes:
             return _too_large(policy.max_body_bytes)
         try:
-            body = await _read_body(request, policy.max_body_bytes)
+            body = await self._body(request, policy.max_body_bytes)
         except _TooLarge:
             return _too_large(policy.max_body_bytes)
+        except _Closing:
+            return error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down")
         url = join_upstream(pool.settings.base_url, rest, request.query_string)
-        status, outcome, attempts, lease = 0, "", None, None
+        status, outcome, attempts = 0, "", None
         try:
             attempts = Attempts(pool)
             resp = await self._relay(request, pool, attempts, url, body)
@@ -78,13 +89,34 @@ class Proxy:
             status, outcome = 499, "client_gone"
             raise
         finally:
-            if access.isEnabledFor(logging.INFO):
+            if access_log.enabled:
                 key_id = attempts.tried[-1] if attempts and attempts.tried else "-"
-                access.info(
-                    "pool=%s key=%s masked=%s method=%s path=%s status=%d outcome=%s attempts=%d ms=%.1f client=%s",
-                    pool.name, key_id, self._masked.get(key_id, "-"), request.method, request.path, status,
-                    outcome, attempts.count if attempts else 0, (time.perf_counter() - started) * 1000, client.name,
+                access_log.write(
+                    f"pool={pool.name} key={key_id} masked={self._masked.get(key_id, '-')} method={request.method} "
+                    f"path={request.path} status={status} outcome={outcome} "
+                    f"attempts={attempts.count if attempts else 0} "
+                    f"ms={(time.perf_counter() - started) * 1000:.1f} client={client.name}"
                 )
+
+    async def _body(self, request: web.Request, limit: int) -> bytes:
+        if request.content.is_eof():  # all here already (the usual case)
+            return await _read_body(request, limit)
+        if self._closing:
+            raise _Closing
+        self._reading[id(request)] = request.content
+        try:
+            return await _read_body(request, limit)
+        finally:
+            del self._reading[id(request)]
+
+    def drop_partial_bodies(self) -> None:
+        """At shutdown (``on_shutdown``) aiohttp has stopped reading from the connections: a
+        request body not whole by then never will be, and its handler would hold the shutdown
+        up for the whole shutdown timeout. End those reads now, and any such read to come."""
+        self._closing = True
+        for content in self._reading.values():
+            if not content.is_eof():
+                content.set_exception(_Closing())
 
     def _route(self, path: str) -> tuple[KeyPool | None, str]:
         if path.startswith("/v1/") or path == "/v1":
@@ -98,9 +130,12 @@ class Proxy:
     ) -> web.StreamResponse:
         dialect = pool.dialect
         fwd = forward_request_headers(request.headers)
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=pool.settings.retry.connect_timeout, sock_read=pool.settings.retry.read_timeout
-        )
+        timeout = self._timeouts.get(pool.name)
+        if timeout is None:
+            retry = pool.settings.retry
+            timeout = self._timeouts[pool.name] = aiohttp.ClientTimeout(
+                total=None, connect=retry.connect_timeout, sock_read=retry.read_timeout
+            )
         lease = attempts.next()  # raises NoKeyAvailable
         last: web.Response | None = None
         while lease is not None:
@@ -137,7 +172,7 @@ class Proxy:
                     verdict = dialect.classify(up.status, up.headers, data, pool.clock())
                     usage = None
                     if verdict.outcome is Outcome.OK:
-                        usage = _json_usage(pool, ctype, data)
+                        usage = usage_of_json(pool.dialect, ctype, data)
                         await self._record(pool, attempts, lease, verdict, usage)
                         hdrs = response_headers(up.headers)
                         hdrs["x-keyrelay-attempts"] = str(attempts.count)
@@ -209,7 +244,7 @@ class Proxy:
             try:
                 async for chunk in up.content.iter_any():
                     await resp.write(chunk)
-                    if b'"usage"' in chunk or scanner._tail:
+                    if scanner.wants(chunk):
                         scanner.feed(chunk)
             except _UPSTREAM_BROKE as exc:  # the upstream cut the stream: too late to fail over
                 verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
@@ -229,31 +264,25 @@ class Proxy:
 _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
 
 
-def _json_usage(pool: KeyPool, ctype: str, data: bytes) -> Usage | None:
-    if b'"usage"' not in data or not ctype.startswith("application/json"):
-        return None
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return pool.dialect.usage(doc) if isinstance(doc, dict) else None
-
-
 class _TooLarge(Exception):
     pass
 
 
+class _Closing(Exception):
+    """The server is shutting down before the request body arrived whole."""
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body (aiohttp stops at the app's ``client_max_size``, the largest pool limit)."""
     if not request.body_exists:
         return b""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _TooLarge from None
+    if len(body) > limit:
+        raise _TooLarge
+    return body
 
 
 def _too_large(limit: int) -> web.Response:
