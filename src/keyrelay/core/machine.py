@@ -56,18 +56,7 @@ def on_outcome(
         return None  # the hot path: nothing to decide
 
     def to(new: KeyState, reason: str, until: float = 0.0) -> Transition:
-        return Transition(
-            key_id=record.id,
-            pool=record.pool,
-            expected_version=record.version,
-            from_state=state,
-            to_state=new,
-            reason=reason,
-            at=now,
-            until=until,
-            actor=actor,
-            detail=verdict.describe(),
-        )
+        return _transition(record, new, reason, now, until, actor, verdict.describe())
 
     if state is KeyState.DISABLED:
         return None
@@ -200,18 +189,7 @@ def on_probe(record: KeyRecord, result: ProbeResult, policy: CheckerPolicy, now:
     live = state in _LIVE
 
     def to(new: KeyState, reason: str, until: float = 0.0) -> Transition:
-        return Transition(
-            key_id=record.id,
-            pool=record.pool,
-            expected_version=record.version,
-            from_state=state,
-            to_state=new,
-            reason=reason,
-            at=now,
-            until=until,
-            actor="checker",
-            detail=result.describe(),
-        )
+        return _transition(record, new, reason, now, until, "checker", result.describe())
 
     invalid_until = now + policy.invalid_interval if policy.invalid_interval > 0 else 0.0
     exhausted_until = policy.recheck(policy.exhausted_interval, now, result.reset_at)
@@ -232,3 +210,21 @@ def on_probe(record: KeyRecord, result: ProbeResult, policy: CheckerPolicy, now:
     if reset is not None and reset <= now:
         return to(KeyState.ACTIVE, f"{policy.reset} quota reset")
     return None  # valid, but the probe cannot see money: the checker looks again later
+
+
+def _transition(
+    record: KeyRecord, new: KeyState, reason: str, now: float, until: float, actor: str, detail: str
+) -> Transition:
+    """A transition of ``record`` to ``new``, to be written only if its version still holds."""
+    return Transition(
+        key_id=record.id,
+        pool=record.pool,
+        expected_version=record.version,
+        from_state=record.state,
+        to_state=new,
+        reason=reason,
+        at=now,
+        until=until,
+        actor=actor,
+        detail=detail,
+    )
