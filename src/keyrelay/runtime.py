@@ -82,7 +82,11 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
-        await self.flush()
+        try:
+            await self.flush()
+        except StoreUnavailable:  # shutting down during an outage: say what is lost, once
+            queued = sum(len(p.backlog) for p in self.pools.values())
+            log.error("store unreachable at shutdown: %d queued state changes and the last counters not written", queued)
         await self.store.close()
 
     async def _every(self, interval: float, job: Callable[[], object], wake: asyncio.Event | None = None) -> None:

@@ -14,7 +14,7 @@ from keyrelay.config import Settings
 from keyrelay.runtime import Runtime
 from keyrelay.server.proxy import Proxy
 
-__all__ = ["build_app", "serve", "run_server"]
+__all__ = ["build_app", "run_server", "serve"]
 
 log = logging.getLogger("keyrelay.server")
 
@@ -42,6 +42,11 @@ def build_app(runtime: Runtime, *, own_runtime: bool = True) -> web.Application:
         state["session"] = session
         state["proxy"] = Proxy(runtime, session)
 
+    async def on_shutdown(app: web.Application) -> None:
+        handler = state.get("proxy")
+        if isinstance(handler, Proxy):
+            handler.drop_partial_bodies()
+
     async def on_cleanup(app: web.Application) -> None:
         session = state.get("session")
         if isinstance(session, aiohttp.ClientSession):
@@ -59,6 +64,7 @@ def build_app(runtime: Runtime, *, own_runtime: bool = True) -> web.Application:
         return await handler.handle(request)
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     app.router.add_get("/healthz", healthz)
     app.router.add_route("*", "/{tail:.*}", proxy)

@@ -21,6 +21,10 @@ sets, lists and EVALSHA only: Redis ≥ 6 or Valkey, no modules; not Redis Clust
   once instead of at their next poll.
 - **Errors.** Connection failures and timeouts become :class:`StoreUnavailable` naming only
   ``host:port`` (never the password), refused credentials a :class:`StoreError`.
+- **Outages.** Once open, the store logs one line when the server stops answering and one when
+  it is back (calls and the watch alike, however many fail meanwhile). While it is down, calls
+  fail at once with :class:`StoreUnavailable`, except one attempt per backoff step (0.1 s
+  doubling to 5 s), so callers that queue their writes (the gateway) are not slowed down.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import functools
 import json
 import logging
 import secrets as _secrets
+import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -69,7 +74,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _BATCH = 1_000  # keys per Lua call (add, import, counters)
 _READ_CHUNK = 10_000  # keys (or events) per pipeline round trip
-_BACKOFF = (0.1, 5.0)  # watch(): first and longest wait between reconnects
+_BACKOFF = (0.1, 5.0)  # first and longest wait between reconnects (calls and watch() while down)
 
 
 def _split_url(url: str) -> tuple[str, str, str]:
@@ -92,14 +97,60 @@ def _edge(
 
     @functools.wraps(fn)
     async def call(self: RedisStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        health = self._health if self._redis is not None else None  # open() itself is not tracked
+        gen = health.admit() if health is not None else 0
         try:
-            return await fn(self, *args, **kwargs)
+            result = await fn(self, *args, **kwargs)
         except AuthenticationError as exc:
             raise StoreError(f"redis at {self.where} refused the credentials") from exc
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if health is not None:
+                health.failed(gen, exc)
             raise StoreUnavailable(f"redis unreachable at {self.where}") from exc
+        if health is not None:
+            health.ok(gen)
+        return result
 
     return call
+
+
+class _Health:
+    """Whether the server answers. ``gen`` changes with every change of ``down``, so the late
+    answer of a call started before the last change changes nothing (no flapping)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.down = False
+        self.gen = 0
+        self._delay = _BACKOFF[0]
+        self._retry_at = 0.0
+
+    def admit(self) -> int:
+        """The generation to report back with; raises while waiting out the backoff."""
+        if self.down:
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise StoreUnavailable(f"redis unreachable at {self.where}")
+            self._retry_at = now + self._delay  # this call is the attempt of this step
+        return self.gen
+
+    def failed(self, gen: int, exc: BaseException) -> None:
+        if gen != self.gen:
+            return
+        if self.down:
+            self._delay = min(self._delay * 2, _BACKOFF[1])
+        else:
+            self.down, self.gen, self._delay = True, self.gen + 1, _BACKOFF[0]
+            log.error(
+                "redis store at %s lost (%s): serving from memory, queuing state changes and counters; "
+                "reconnecting with backoff", self.where, type(exc).__name__,
+            )
+        self._retry_at = time.monotonic() + self._delay
+
+    def ok(self, gen: int) -> None:
+        if self.down and gen == self.gen:
+            self.down, self.gen = False, self.gen + 1
+            log.warning("redis store at %s is back: writing what was queued", self.where)
 
 
 def _chunks(seq: Sequence[_R], size: int) -> Iterator[Sequence[_R]]:
@@ -123,6 +174,7 @@ class RedisStore:
         self.origin = _secrets.token_hex(8)  # tags our own change notifications
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._health = _Health(self.where)  # one log line per outage, backoff while down
 
     # -- plumbing --------------------------------------------------------------------------
     @property
@@ -280,32 +332,29 @@ class RedisStore:
         # (skipped: their removal has a later seq, seen by the next call).
         return Changes(int(cursor), tuple(await self._records(ids or [])), tuple(gone or []))
 
-    @_edge
     async def watch(self, on_change: Callable[[], None]) -> None:
         """Call ``on_change()`` whenever another process changes a key, until cancelled.
 
         Subscribes to the change channel; on a lost connection it reconnects with backoff
-        (logging one line when lost and one when back) and calls ``on_change()`` after every
-        (re)subscription, since messages published meanwhile are gone."""
-        client = self._r
+        (the store logs one line when lost and one when back) and calls ``on_change()`` after
+        every (re)subscription, since messages published meanwhile are gone."""
+        client, health = self._r, self._health
         own = self.origin + " "
-        delay, lost = _BACKOFF[0], False
+        delay = _BACKOFF[0]
         while True:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.names.channel)
-                if lost:
-                    log.warning("redis change feed at %s is back", self.where)
-                    lost, delay = False, _BACKOFF[0]
+                health.ok(health.gen)
+                delay = _BACKOFF[0]
                 on_change()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message" and not str(msg["data"]).startswith(own):
                         on_change()
             except (RedisError, OSError) as exc:
-                if not lost:
-                    log.warning("redis change feed at %s lost (%s); reconnecting", self.where, type(exc).__name__)
-                    lost = True
+                if not health.down:  # while down, the calls' own attempts set their backoff
+                    health.failed(health.gen, exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
