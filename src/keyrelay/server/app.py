@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -82,6 +83,7 @@ async def run_server(settings: Settings, *, sock: socket.socket | None = None, r
     else:
         site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
     await site.start()
+    gc.freeze()  # start-up objects (modules, config, the loaded pool) leave the collector's scans
     log.info(
         "keyrelay serving on http://%s:%d (store %s; pools %s)",
         settings.server.host, settings.server.port, _safe_url(settings.store_url),
