@@ -14,6 +14,7 @@ Environment overrides (all optional):
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -23,20 +24,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, RetryPolicy
-from keyrelay.exceptions import KeyrelayError
 from keyrelay.core.selection import STRATEGIES
+from keyrelay.exceptions import KeyrelayError
 from keyrelay.providers import DIALECTS
 from keyrelay.stores.base import hash_token
 
 __all__ = [
+    "DEFAULT_STORE_URL",
     "ConfigError",
-    "Settings",
-    "ServerSettings",
     "PoolSettings",
+    "ServerSettings",
+    "Settings",
     "TokenSettings",
     "load_settings",
     "parse_settings",
-    "DEFAULT_STORE_URL",
 ]
 
 DEFAULT_STORE_URL = "sqlite:///keyrelay.db"
@@ -160,7 +161,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             x = float(value)
         except (TypeError, ValueError):
             raise ConfigError(where, f"expected a number, got {value!r}") from None
-        if x < 0 or x != x:
+        if x < 0 or math.isnan(x):
             raise ConfigError(where, f"must be a non-negative number, got {value!r}")
         return x
     if isinstance(default, str):
@@ -212,7 +213,7 @@ def _token(raw: Any, i: int, pool_names: set[str], environ: Mapping[str, str]) -
         raise ConfigError(where, "must be a table ([[tokens]])")
     unknown = set(raw) - {"name", "pools", "sha256", "token", "token_env"}
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown field (known: name, pools, sha256, token, token_env)")
+        raise ConfigError(f"{where}.{min(unknown)}", "unknown field (known: name, pools, sha256, token, token_env)")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}.name", "required")
@@ -259,7 +260,7 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     store = dict(_table(doc, "store", "store"))
     unknown = set(store) - {"url"}
     if unknown:
-        raise ConfigError(f"store.{sorted(unknown)[0]}", "unknown field (known: url)")
+        raise ConfigError(f"store.{min(unknown)}", "unknown field (known: url)")
     store_url = environ.get("KEYRELAY_STORE_URL") or store.get("url", DEFAULT_STORE_URL)
     if not isinstance(store_url, str) or store_url.split(":", 1)[0] not in ("memory", "sqlite", "redis", "rediss", "unix"):
         raise ConfigError("store.url", f"expected memory://, sqlite:///path or redis://…, got {store_url!r}")

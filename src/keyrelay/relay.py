@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from keyrelay.core.model import Outcome, Transition, Verdict
-from keyrelay.exceptions import KeyrelayError
 from keyrelay.core.pool import Lease
+from keyrelay.exceptions import KeyrelayError
 from keyrelay.keypool import KeyPool
 from keyrelay.providers import Usage
 
@@ -38,7 +38,7 @@ class NoKeyAvailable(KeyrelayError):
 class Attempts:
     """The attempts of one request over one pool."""
 
-    __slots__ = ("pool", "policy", "deadline_at", "tried", "count", "last", "clock", "lease")
+    __slots__ = ("clock", "count", "deadline_at", "last", "lease", "policy", "pool", "tried")
 
     def __init__(self, pool: KeyPool, clock: Callable[[], float] | None = None) -> None:
         self.pool = pool

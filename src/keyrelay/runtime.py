@@ -20,7 +20,7 @@ from keyrelay.keypool import KeyPool
 from keyrelay.stores import Store, TokenRecord, hash_token, open_store
 from keyrelay.stores.base import Watchable
 
-__all__ = ["Runtime", "Client"]
+__all__ = ["Client", "Runtime"]
 
 log = logging.getLogger("keyrelay.runtime")
 
@@ -104,7 +104,7 @@ class Runtime:
                 raise
             except StoreUnavailable:
                 pass  # the store logs one line when lost and one when back; what failed stays queued
-            except Exception as exc:  # say so once
+            except Exception as exc:  # noqa: BLE001 - a background job must outlive one failure; say so once
                 if not failing:
                     log.error("background %s failed: %s", getattr(job, "__name__", "job"), type(exc).__name__)
                 failing = True

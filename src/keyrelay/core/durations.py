@@ -6,6 +6,7 @@ Durations come as seconds (``"20"``, ``"1.5"``), Go-style durations (``"6m0s"``,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC
@@ -31,7 +32,7 @@ def parse_duration(value: str, now: float | None = None) -> float | None:
     except ValueError:
         pass
     else:
-        return secs if secs >= 0 and secs == secs and secs != float("inf") else None
+        return secs if secs >= 0 and math.isfinite(secs) else None
     if _GO_FULL.fullmatch(v):
         return sum(float(n) * _UNITS[u] for n, u in _GO_PART.findall(v))
     if now is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["mask", "redact", "validate_secret", "InvalidSecret"]
+__all__ = ["InvalidSecret", "mask", "redact", "validate_secret"]
 
 _PREFIX = re.compile(r"^(sk-(?:proj|svcacct|admin|ant-api\d\d|or-v1)-|AIza|[A-Za-z]{2,4}[-_])")
 

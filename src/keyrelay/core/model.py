@@ -9,15 +9,15 @@ import enum
 from dataclasses import dataclass, field
 
 __all__ = [
-    "KeyState",
-    "Outcome",
-    "Verdict",
-    "KeyRecord",
-    "Counters",
-    "Transition",
-    "Event",
     "KEY_OUTCOMES",
     "RETRYABLE_OUTCOMES",
+    "Counters",
+    "Event",
+    "KeyRecord",
+    "KeyState",
+    "Outcome",
+    "Transition",
+    "Verdict",
 ]
 
 

@@ -10,7 +10,7 @@ import random as _random_type  # for the type only: the generator is always pass
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-__all__ = ["Strategy", "RandomStrategy", "RoundRobinStrategy", "LeastBusyStrategy", "make_strategy", "STRATEGIES"]
+__all__ = ["STRATEGIES", "LeastBusyStrategy", "RandomStrategy", "RoundRobinStrategy", "Strategy", "make_strategy"]
 
 Rng = _random_type.Random
 
@@ -18,7 +18,7 @@ Rng = _random_type.Random
 class IndexedSet:
     """A set with O(1) add, discard and access by position (swap-remove)."""
 
-    __slots__ = ("items", "_pos")
+    __slots__ = ("_pos", "items")
 
     def __init__(self) -> None:
         self.items: list[str] = []

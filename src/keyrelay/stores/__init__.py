@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keyrelay.stores.base import AddResult, Changes, Store, TokenRecord, hash_token, key_id_for
 
-__all__ = ["Store", "AddResult", "Changes", "TokenRecord", "open_store", "hash_token", "key_id_for"]
+__all__ = ["AddResult", "Changes", "Store", "TokenRecord", "hash_token", "key_id_for", "open_store"]
 
 
 def open_store(url: str) -> Store:
