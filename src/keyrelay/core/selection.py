@@ -6,13 +6,20 @@ whatever the pool size (10,000 keys cost the same as 10). ``rng`` is passed in.
 
 from __future__ import annotations
 
-import random as _random_type  # for the type only: the generator is always passed in
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 __all__ = ["STRATEGIES", "LeastBusyStrategy", "RandomStrategy", "RoundRobinStrategy", "Strategy", "make_strategy"]
 
-Rng = _random_type.Random
+
+
+class Rng(Protocol):
+    """What a strategy needs of a random generator (``random.Random`` fits); always passed in."""
+
+    def random(self) -> float: ...
+
+    def choices(self, population: Sequence[str], weights: Sequence[float]) -> list[str]: ...
+
 
 
 class IndexedSet:
