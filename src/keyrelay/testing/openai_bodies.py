@@ -1,0 +1,76 @@
+"""Verbatim OpenAI error bodies for the fake upstream (PROVIDER-ERRORS.md §1; ids replaced)."""
+
+from __future__ import annotations
+
+import orjson
+
+
+def _err(message: str, type_: str | None, code: str | None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+# Verbatim bodies from PROVIDER-ERRORS.md §1 (ids replaced).
+_KEY_PAGE = "https://platform.openai.com/account/api-keys."
+_NO_KEY = _err(
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "
+    "(i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the "
+    f"API from your browser and are prompted for a username and password. You can obtain an API key from {_KEY_PAGE}",
+    "invalid_request_error",
+    None,
+)
+_DEACTIVATED = (
+    b'{"error":{"message":"The OpenAI account associated with this API key has been deactivated. If you are the '
+    b"developer for this OpenAI app, please check your email for more information. If you are seeing this error while "
+    b'using another app or site, please reach out to them for more help.","type":"invalid_request_error","param":null,'
+    b'"code":"account_deactivated"}}'
+)
+_REGION = (
+    b'{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported",'
+    b'"param":null,"type":"request_forbidden"}}'
+)
+_QUOTA = (
+    b'{"error":{"message":"You exceeded your current quota, please check your plan and billing details. For more '
+    b'information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",'
+    b'"type":"insufficient_quota","param":null,"code":"insufficient_quota"}}'
+)
+_CREDIT = (
+    b'{"error":{"message":"You have no credits remaining. Add credits to continue using the API at '
+    b'https://platform.openai.com/settings/organization/billing/.","type":"insufficient_quota","param":null,'
+    b'"code":"credit_balance_exhausted"}}'
+)
+_RATE = (
+    b'{"error":{"message":"Rate limit reached for gpt-4 in organization org-fake on tokens per min (TPM): Limit 10000, '
+    b"Used 8554, Requested 3082. Please try again in 9.816s. Visit https://platform.openai.com/account/rate-limits to "
+    b'learn more.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}'
+)
+_SERVER = (
+    b'{"error":{"message":"The server had an error while processing your request. Sorry about that!",'
+    b'"type":"server_error","param":null,"code":null}}'
+)
+_OVERLOADED = (
+    b'{"error":{"message":"That model is currently overloaded with other requests. You can retry your request, or '
+    b"contact us through our help center at help.openai.com if the error persists. (Please include the request ID "
+    b'169bee8d in your message.)","type":"server_error","param":null,"code":null}}'
+)
+_BAD_GATEWAY = b'{"error":{"code":502,"message":"Bad gateway.","param":null,"type":"cf_bad_gateway"}}'
+_BAD_JSON = (
+    b'{"error":{"message":"We could not parse the JSON body of your request. (HINT: This likely means you aren\'t '
+    b"using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. "
+    b"If you have trouble figuring out how to fix this, please contact us through our help center at "
+    b'help.openai.com.)","type":"invalid_request_error","param":null,"code":null}}'
+)
+_MODEL_NOT_FOUND = (
+    b'{"error":{"message":"The model `no-such-model` does not exist or you do not have access to it.",'
+    b'"type":"invalid_request_error","param":null,"code":"model_not_found"}}'
+)
+_CONTEXT = (
+    b'{"error":{"message":"This model\'s maximum context length is 8192 tokens. However, your messages resulted in '
+    b'8227 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages",'
+    b'"code":"context_length_exceeded"}}'
+)
+_STREAM_ERR = (
+    b'{"error":{"message":"The server experienced an error while processing your request. We apologize for the '
+    b'inconvenience!","type":"server_error","param":null,"code":null}}'
+)
+_NOT_MULTIPART = _err("Invalid Content-Type header, expected multipart/form-data.", "invalid_request_error", None)
+_NO_FILE = _err("you must provide a file", "invalid_request_error", None, "file")
