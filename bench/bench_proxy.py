@@ -156,8 +156,8 @@ def start_baseline(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+def write_keyrelay_config(upstream: str, tmp: Path, keys: int, log_level: str, port: int) -> Path:
+    """A config for a keyrelay on ``port`` over ``keys`` seeded keys (SQLite in ``tmp``)."""
     db = tmp / f"bench-{keys}.db"
     conf = tmp / f"bench-{keys}.toml"
     conf.write_text(
@@ -166,7 +166,14 @@ def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str) -> tuple
         f'[[pools]]\nname = "openai"\nbase_url = "{upstream}"\n'
         f'[[tokens]]\nname = "bench"\npools = ["*"]\ntoken = "{TOKEN}"\n'
     )
-    asyncio.run(_seed(f"sqlite:///{db}", keys))
+    if not db.exists():
+        asyncio.run(_seed(f"sqlite:///{db}", keys))
+    return conf
+
+
+def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = write_keyrelay_config(upstream, tmp, keys, log_level, port)
     log = open(tmp / f"keyrelay-{keys}.log", "wb")
     proc = subprocess.Popen(pinned(0, [sys.executable, "-m", "keyrelay.cli.main", "serve", "--config", str(conf)]), stderr=log)
     wait_port(port)

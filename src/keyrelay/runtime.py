@@ -51,6 +51,9 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._config_tokens = {t.token_hash: Client(t.name, t.pools) for t in settings.tokens}
         self._token_cache: dict[str, tuple[Client | None, float]] = {}
+        #: tokens accepted lately, by their raw value: spares the hash on the hot path. Held in
+        #: memory only (as the request that brought the token was), emptied at every sync.
+        self._recent: dict[str, tuple[Client, float]] = {}
         self._wake = asyncio.Event()  # set by the store's change notices: sync now
 
     # -- life cycle ----------------------------------------------------------------------
@@ -126,6 +129,7 @@ class Runtime:
                 pool.remove(kid)
         self._cursor = ch.cursor
         self._token_cache = {h: (c, 0.0) for h, (c, _) in self._token_cache.items()}  # ask the store again
+        self._recent.clear()
 
     async def flush(self) -> None:
         """Write the batched counters of every pool, and any transitions queued while the store
@@ -145,17 +149,28 @@ class Runtime:
                 raise
 
     # -- clients -------------------------------------------------------------------------
+    def recognise(self, token: str) -> Client | None:
+        """The client of a token accepted lately, without hashing or asking the store; ``None``
+        when it was not (then :meth:`authenticate` decides)."""
+        hit = self._recent.get(token)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
     async def authenticate(self, token: str) -> Client | None:
         """The client a bearer token belongs to, or ``None``. Tokens are compared by hash."""
         if not token:
             return None
         h = hash_token(token)
+        now = time.monotonic()
         client = self._config_tokens.get(h)
         if client is not None:
+            self._remember(token, client, now + 3600.0)
             return client
         hit = self._token_cache.get(h)
-        now = time.monotonic()
         if hit is not None and hit[1] > now:
+            if hit[0] is not None:
+                self._remember(token, hit[0], hit[1])
             return hit[0]
         try:
             rec: TokenRecord | None = await self.store.find_token(h)
@@ -169,7 +184,14 @@ class Runtime:
         if len(self._token_cache) > 10_000:
             self._token_cache.clear()
         self._token_cache[h] = (found, now + (30.0 if found else 1.0))
+        if found is not None:
+            self._remember(token, found, now + 30.0)
         return found
+
+    def _remember(self, token: str, client: Client, until: float) -> None:
+        if len(self._recent) >= 10_000:
+            self._recent.clear()
+        self._recent[token] = (client, until)
 
     def records(self) -> list[KeyRecord]:
         return [r for p in self.pools.values() for r in p.records()]

@@ -178,3 +178,9 @@ def test_unstorable_keys_are_refused_without_showing_them(secret: str) -> None:
 )
 def test_printable_ascii_keys_are_accepted_as_given(secret: str) -> None:
     assert validate_secret(secret) == secret
+
+
+@pytest.mark.parametrize("secret", [OPENAI, PROJECT, GROQ, GOOGLE, ANTHROPIC])
+def test_redact_leaves_a_masked_key_readable(secret: str) -> None:
+    line = f"key state pool=openai masked={mask(secret)} active -> invalid"
+    assert redact(line) == line

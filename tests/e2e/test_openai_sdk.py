@@ -117,7 +117,12 @@ def test_openai_sdk_sees_no_error_while_bad_keys_retire(tmp_path, upstream_facto
     assert listing[masked(FLAKY)]["state"] == "active"
     assert all(listing[masked(k)]["state"] == "active" for k in HEALTHY)
 
-    # the rate-limited key: cooling now, active again after its reset
+    # the rate-limited key: cooling now, active again after its reset. It may still be cooling
+    # from the burst above (when the burst took less than its 1.5 s): wait that out first.
+    for _ in range(40):
+        if keys_by_id(config)[masked(RATE)]["state"] == "active":
+            break
+        time.sleep(0.1)
     up.set(RATE, RATE_SPEC)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=token, max_retries=0)
     n0 = up.fake.count(RATE)

@@ -46,7 +46,7 @@ _SSE = "text/event-stream"
 #: response headers that no longer hold once we decoded the body (and set its length)
 _DROP_DECODED = frozenset({b"content-encoding", b"content-length"})
 _DROP_SIZED = _DROP_DECODED | {b"transfer-encoding"}
-_OK = Verdict(Outcome.OK, 200)
+_OK = Verdict.ok(200)
 
 
 # -- steps: what the driver must do ---------------------------------------------------------
@@ -294,7 +294,7 @@ def relay_flow(r: Relay, request: Any) -> Flow:
                 yield from _record(r, attempts, lease, verdict)
                 last = r.error_response(resp, data, attempts, lease)
             else:  # a 2xx body that cannot carry an error (audio, files), or a redirect
-                verdict = Verdict(Outcome.OK, status)
+                verdict = Verdict.ok(status)
                 yield from _record(r, attempts, lease, verdict)
                 return r.passthrough(resp, attempts, lease.key_id)
         except r.network_errors as exc:  # the answer broke off before we had it whole

@@ -90,7 +90,7 @@ class _Replay:
         self._end(Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut"))
 
     def _closed(self) -> None:
-        self._end(Verdict(Outcome.OK, 200) if self._done else None)
+        self._end(Verdict.ok(200) if self._done else None)
 
 
 def _run_sync(relay: f.Relay, inner: Any, request: Any) -> Any:
@@ -194,7 +194,7 @@ def transport_classes(http: Any) -> tuple[type[Any], type[Any]]:
                 self._cut(exc)
                 yield _CUT_EVENT
                 return
-            self._end(Verdict(Outcome.OK, 200))
+            self._end(Verdict.ok(200))
 
         def close(self) -> None:
             try:
@@ -213,7 +213,7 @@ def transport_classes(http: Any) -> tuple[type[Any], type[Any]]:
                 self._cut(exc)
                 yield _CUT_EVENT
                 return
-            self._end(Verdict(Outcome.OK, 200))
+            self._end(Verdict.ok(200))
 
         async def aclose(self) -> None:
             try:

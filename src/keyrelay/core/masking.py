@@ -18,6 +18,17 @@ _KEYLIKE = re.compile(
 )
 
 
+#: A value already in :func:`mask`'s shape (``sk-proj-…R004``): shown as is.
+_MASKED = re.compile(r"(?:sk-(?:proj|svcacct|admin|ant-api\d\d|or-v1)-|AIza|[A-Za-z]{2,4}[-_])?…[A-Za-z0-9_\-]{0,4}")
+
+
+def _redact_match(m: re.Match[str]) -> str:
+    found = m.group(0)
+    if "…" not in found:
+        return mask(found)
+    return found if _MASKED.fullmatch(found) else "…"
+
+
 class InvalidSecret(ValueError):
     """A key value that cannot be stored: empty, not printable ASCII, or containing whitespace."""
 
@@ -41,7 +52,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for s in secrets:
         if s and s in text:
             text = text.replace(s, mask(s))
-    return _KEYLIKE.sub(lambda m: mask(m.group(0)) if "…" not in m.group(0) else "…", text)
+    return _KEYLIKE.sub(_redact_match, text)
 
 
 def validate_secret(secret: str) -> str:

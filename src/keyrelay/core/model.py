@@ -80,6 +80,14 @@ class Verdict:
     def retryable(self) -> bool:
         return self.outcome in RETRYABLE_OUTCOMES
 
+    @staticmethod
+    def ok(status: int = 200) -> Verdict:
+        """The verdict of a success (shared: verdicts are immutable, and successes are the hot path)."""
+        v = _OK_VERDICTS.get(status)
+        if v is None:
+            v = _OK_VERDICTS[status] = Verdict(Outcome.OK, status)
+        return v
+
     def describe(self) -> str:
         """A one-line reason for an event: the outcome and its evidence."""
         parts = [self.reason or self.outcome.value]
@@ -88,6 +96,9 @@ class Verdict:
         if self.code:
             parts.append(f"code {self.code}")
         return ", ".join(parts)
+
+
+_OK_VERDICTS: dict[int, Verdict] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,7 +238,7 @@ class OpenAIDialect:
     def classify(self, status: int, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:
         ev = _evidence(status, body)
         if ev is None:
-            return Verdict(Outcome.OK, status)
+            return Verdict.ok(status)
         return self._verdict(status, ev[0], ev[1], headers, now)
 
     def _verdict(

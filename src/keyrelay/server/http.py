@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from aiohttp import web
@@ -58,20 +58,49 @@ def join_upstream(base_url: str, rest: str, query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
+def _memo(test: Callable[[str], bool]) -> tuple[dict[str, bool], Callable[[str], bool]]:
+    """A per-name decision, memoised: clients and upstreams send the same dozen header names on
+    every request, so the test (lower-casing, set lookups, prefixes) runs once per name. The memo
+    is keyed by the name as sent, and bounded (odd names from many clients start it over)."""
+    memo: dict[str, bool] = {}
+
+    def learn(name: str) -> bool:
+        if len(memo) >= 4096:
+            memo.clear()
+        keep = memo[name] = test(name.lower())
+        return keep
+
+    return memo, learn
+
+
+_FORWARD_MEMO, _forward_learn = _memo(lambda lk: lk in FORWARDED or lk.startswith("x-stainless-"))
+_BACK_MEMO, _back_learn = _memo(lambda lk: lk not in _DROP_RESPONSE)
+
+
 def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers that may go upstream (the allow-list), plus ``Accept-Encoding:
+    identity`` so that what we relay is what we read."""
     out = {}
+    known = _FORWARD_MEMO.get
     for k, v in headers.items():
-        lk = k.lower()
-        if lk in FORWARDED or lk.startswith("x-stainless-"):
+        keep = known(k)
+        if keep is None:
+            keep = _forward_learn(k)
+        if keep:
             out[k] = v
     out["Accept-Encoding"] = "identity"
     return out
 
 
 def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    """Upstream's answer headers minus hop-by-hop ones and those aiohttp computes again."""
     out = {}
+    known = _BACK_MEMO.get
     for k, v in upstream.items():
-        if k.lower() not in _DROP_RESPONSE:
+        keep = known(k)
+        if keep is None:
+            keep = _back_learn(k)
+        if keep:
             out[k] = v
     return out
 

@@ -35,10 +35,11 @@ _SSE = "text/event-stream"
 class Proxy:
     """Forwards client requests to a pool's upstream, one key per attempt."""
 
-    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession) -> None:
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession | None = None) -> None:
         self.runtime = runtime
+        #: set by the app at start-up (a session must be made inside the running loop)
         self.session = session
-        self._masked: dict[str, str] = {}
+        self._labels: dict[str, str] = {}  # key id -> "key=… masked=…" for the access log
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._reading: dict[int, aiohttp.StreamReader] = {}  # bodies a handler waits for the rest of
         self._closing = False
@@ -51,8 +52,10 @@ class Proxy:
             return error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        client = self.runtime.recognise(token)
         try:
-            client = await self.runtime.authenticate(token)
+            if client is None:
+                client = await self.runtime.authenticate(token)
         except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
             return error_response(503, "the key store is unreachable; retry shortly", "server_error",
                                   "store_unavailable", retry_after=1.0)
@@ -66,10 +69,11 @@ class Proxy:
         if not client.may_use(pool.name):
             return error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
         policy = pool.settings.retry
-        if request.content_length is not None and request.content_length > policy.max_body_bytes:
-            return _too_large(policy.max_body_bytes)
         try:
-            body = await self._body(request, policy.max_body_bytes)
+            if request.content.is_eof():  # the whole body is here already (the usual case)
+                body = await _read_body(request, policy.max_body_bytes)
+            else:
+                body = await self._read_rest(request, policy.max_body_bytes)
         except _TooLarge:
             return _too_large(policy.max_body_bytes)
         except _Closing:
@@ -90,17 +94,17 @@ class Proxy:
             raise
         finally:
             if access_log.enabled:
-                key_id = attempts.tried[-1] if attempts and attempts.tried else "-"
+                key = self._labels.get(attempts.tried[-1], "key=-") if attempts and attempts.tried else "key=-"
                 access_log.write(
-                    f"pool={pool.name} key={key_id} masked={self._masked.get(key_id, '-')} method={request.method} "
-                    f"path={request.path} status={status} outcome={outcome} "
-                    f"attempts={attempts.count if attempts else 0} "
+                    f"pool={pool.name} {key} method={request.method} path={request.path} status={status} "
+                    f"outcome={outcome} attempts={attempts.count if attempts else 0} "
                     f"ms={(time.perf_counter() - started) * 1000:.1f} client={client.name}"
                 )
 
-    async def _body(self, request: web.Request, limit: int) -> bytes:
-        if request.content.is_eof():  # all here already (the usual case)
-            return await _read_body(request, limit)
+    async def _read_rest(self, request: web.Request, limit: int) -> bytes:
+        """A body still on its way: refused beyond the limit, ended at shutdown."""
+        if request.content_length is not None and request.content_length > limit:
+            raise _TooLarge
         if self._closing:
             raise _Closing
         self._reading[id(request)] = request.content
@@ -128,7 +132,8 @@ class Proxy:
     async def _relay(
         self, request: web.Request, pool: KeyPool, attempts: Attempts, url: str, body: bytes
     ) -> web.StreamResponse:
-        dialect = pool.dialect
+        dialect, session = pool.dialect, self.session
+        assert session is not None, "the app sets the session at start-up"
         fwd = forward_request_headers(request.headers)
         timeout = self._timeouts.get(pool.name)
         if timeout is None:
@@ -139,11 +144,11 @@ class Proxy:
         lease = attempts.next()  # raises NoKeyAvailable
         last: web.Response | None = None
         while lease is not None:
-            if lease.key_id not in self._masked:
-                self._masked[lease.key_id] = mask(lease.secret)
+            if lease.key_id not in self._labels:
+                self._labels[lease.key_id] = f"key={lease.key_id} masked={mask(lease.secret)}"
             headers = {**fwd, **dialect.auth_headers(lease.secret)}
             try:
-                up = await self.session.request(
+                up = await session.request(
                     request.method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
                 )
             except asyncio.CancelledError:
@@ -216,12 +221,12 @@ class Proxy:
             data = first_data(buf)
             if data is not None:
                 v = pool.dialect.classify_event(data)
-                return buf, v if v is not None else Verdict(Outcome.OK, 200)
+                return buf, v if v is not None else Verdict.ok(200)
             if len(buf) > FIRST_EVENT_LIMIT:
                 break
         if not buf:
             return buf, Verdict(Outcome.UPSTREAM_FAULT, 200, message="empty stream", reason="empty stream")
-        return buf, Verdict(Outcome.OK, 200)
+        return buf, Verdict.ok(200)
 
     async def _stream(
         self,
@@ -237,7 +242,7 @@ class Proxy:
         resp.headers["x-keyrelay-key"] = lease.key_id
         scanner = UsageScanner(pool.dialect)
         scanner.feed(first)
-        verdict = Verdict(Outcome.OK, 200)
+        verdict = Verdict.ok(200)
         try:
             await resp.prepare(request)
             await resp.write(first)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import orjson
 
 from keyrelay.providers import Dialect, Usage
@@ -14,24 +12,28 @@ __all__ = ["FIRST_EVENT_LIMIT", "UsageScanner", "first_data"]
 FIRST_EVENT_LIMIT = 64 * 1024
 
 
-def _events(buf: bytes) -> Iterator[bytes]:
-    """Complete events in ``buf`` (separated by a blank line)."""
-    normal = buf.replace(b"\r\n", b"\n")
-    parts = normal.split(b"\n\n")
-    yield from parts[:-1]
+def _normal(buf: bytes) -> bytes:
+    """Line ends as ``\n`` (OpenAI sends ``\n``; the spec also allows ``\r\n``)."""
+    return buf.replace(b"\r\n", b"\n") if b"\r" in buf else buf
 
 
 def _data_of(event: bytes) -> bytes | None:
+    """The ``data`` payload of one event (its ``data:`` lines joined), or ``None``."""
+    if event.startswith(b"data: ") and b"\n" not in event:  # the usual one-line event
+        return event[6:]
     lines = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
     return b"\n".join(lines) if lines else None
 
 
 def first_data(buf: bytes) -> bytes | None:
     """The ``data`` payload of the first event that has one, or ``None`` if none is complete yet."""
-    for ev in _events(buf):
-        d = _data_of(ev)
-        if d is not None:
-            return d
+    buf = _normal(buf)
+    start = 0
+    while (end := buf.find(b"\n\n", start)) >= 0:
+        data = _data_of(buf[start:end])
+        if data is not None:
+            return data
+        start = end + 2
     return None
 
 
@@ -47,29 +49,38 @@ class UsageScanner:
         self._tail = b""
 
     def wants(self, chunk: bytes) -> bool:
-        """Is this chunk worth feeding? (It may carry usage, or completes a partial event.)"""
-        return bool(self._tail) or b'"usage"' in chunk
+        """Is this chunk worth feeding? (It may carry usage, completes a partial event, or ends
+        inside one.) Upstreams send whole events per chunk as a rule, so most chunks are not."""
+        return bool(self._tail) or not chunk.endswith(b"\n\n") or b'"usage"' in chunk
 
     def feed(self, chunk: bytes) -> None:
-        buf = self._tail + chunk if self._tail else chunk
+        buf = _normal(self._tail + chunk if self._tail else chunk)
         cut = buf.rfind(b"\n\n")
         if cut < 0:
             self._tail = buf[-FIRST_EVENT_LIMIT:]
             return
         self._tail = buf[cut + 2 :][-FIRST_EVENT_LIMIT:]
-        if b'"usage"' not in buf:
-            return
-        for ev in _events(buf[: cut + 2]):
-            if b'"usage"' not in ev:
-                continue
-            data = _data_of(ev)
-            if not data or data == b"[DONE]":
-                continue
-            try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(doc, dict):
-                u = self.dialect.usage(doc)
-                if u is not None and (u.prompt_tokens or u.completion_tokens):
-                    self.usage = u
+        end = cut
+        while (at := buf.rfind(b'"usage"', 0, end)) >= 0:  # from the last complete event back
+            before = buf.rfind(b"\n\n", 0, at)
+            start = before + 2 if before >= 0 else 0
+            stop = buf.find(b"\n\n", at)
+            if self._read(buf[start:stop]):
+                return
+            end = start
+
+    def _read(self, event: bytes) -> bool:
+        """Take the usage out of one event; ``True`` when it carried some."""
+        data = _data_of(event)
+        if not data or data == b"[DONE]":
+            return False
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        if isinstance(doc, dict):
+            u = self.dialect.usage(doc)
+            if u is not None and (u.prompt_tokens or u.completion_tokens):
+                self.usage = u
+                return True
+        return False
