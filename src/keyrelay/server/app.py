@@ -43,7 +43,7 @@ def build_app(runtime: Runtime, *, own_runtime: bool = True) -> web.Application:
             limit=settings.server.max_connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True
         )
         proxy.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",), cookie_jar=aiohttp.DummyCookieJar()
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
         )
 
     async def on_shutdown(app: web.Application) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 import orjson
 from aiohttp import web
 
+from keyrelay import __version__
+
 __all__ = ["FORWARDED", "error_response", "forward_request_headers", "join_upstream", "response_headers"]
 
 #: Request headers a client may send upstream. Everything else — above all the client's own
@@ -58,13 +60,19 @@ def join_upstream(base_url: str, rest: str, query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
-def _memo(test: Callable[[str], bool]) -> tuple[dict[str, bool], Callable[[str], bool]]:
+_DROP, _KEEP, _KEEP_UA = 0, 1, 2
+
+#: Sent as ``User-Agent`` when the client sent none (instead of aiohttp's own).
+USER_AGENT = f"keyrelay/{__version__}"
+
+
+def _memo(test: Callable[[str], int]) -> tuple[dict[str, int], Callable[[str], int]]:
     """A per-name decision, memoised: clients and upstreams send the same dozen header names on
     every request, so the test (lower-casing, set lookups, prefixes) runs once per name. The memo
     is keyed by the name as sent, and bounded (odd names from many clients start it over)."""
-    memo: dict[str, bool] = {}
+    memo: dict[str, int] = {}
 
-    def learn(name: str) -> bool:
+    def learn(name: str) -> int:
         if len(memo) >= 4096:
             memo.clear()
         keep = memo[name] = test(name.lower())
@@ -73,14 +81,21 @@ def _memo(test: Callable[[str], bool]) -> tuple[dict[str, bool], Callable[[str],
     return memo, learn
 
 
-_FORWARD_MEMO, _forward_learn = _memo(lambda lk: lk in FORWARDED or lk.startswith("x-stainless-"))
-_BACK_MEMO, _back_learn = _memo(lambda lk: lk not in _DROP_RESPONSE)
+def _forward_test(lk: str) -> int:
+    if lk == "user-agent":
+        return _KEEP_UA
+    return _KEEP if lk in FORWARDED or lk.startswith("x-stainless-") else _DROP
+
+
+_FORWARD_MEMO, _forward_learn = _memo(_forward_test)
+_BACK_MEMO, _back_learn = _memo(lambda lk: _DROP if lk in _DROP_RESPONSE else _KEEP)
 
 
 def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The client's headers that may go upstream (the allow-list), plus ``Accept-Encoding:
-    identity`` so that what we relay is what we read."""
+    identity`` so that what we relay is what we read, and our ``User-Agent`` if it sent none."""
     out = {}
+    ua = False
     known = _FORWARD_MEMO.get
     for k, v in headers.items():
         keep = known(k)
@@ -88,7 +103,11 @@ def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
             keep = _forward_learn(k)
         if keep:
             out[k] = v
+            if keep == _KEEP_UA:
+                ua = True
     out["Accept-Encoding"] = "identity"
+    if not ua:
+        out["User-Agent"] = USER_AGENT
     return out
 
 
