@@ -42,6 +42,9 @@ _OUTCOME_COUNTER = {
     Outcome.CLIENT_ERROR: "client_error",
 }
 _FIELD_INDEX = {f: i for i, f in enumerate(COUNTER_FIELDS)}
+_OUTCOME_INDEX = {o: _FIELD_INDEX[f] for o, f in _OUTCOME_COUNTER.items()}
+_PROMPT, _COMPLETION = _FIELD_INDEX["prompt_tokens"], _FIELD_INDEX["completion_tokens"]
+_ZEROS = (0,) * len(COUNTER_FIELDS)
 _OUT_OF_TRAFFIC = frozenset({KeyState.COOLING, KeyState.EXHAUSTED, KeyState.INVALID})
 
 
@@ -65,7 +68,10 @@ class KeyPool:
         self.rng = rng or random.Random()
         self.state = PoolState(settings.name, settings.strategy)
         self.lock = threading.Lock()
-        self._pending: dict[str, list[int]] = {}
+        #: per-key counter rows since the last flush; kept (zeroed) across flushes so a busy key
+        #: costs no allocation per flush. ``_dirty`` lists the keys whose row is not all zero.
+        self._rows: dict[str, list[int]] = {}
+        self._dirty: list[str] = []
         c = settings.checker
         #: caps how much of the pool traffic and probes may take out at once (core/correlation.py)
         self.guard = CorrelationGuard(c.correlated_share, c.correlated_window, c.correlated_min_keys)
@@ -93,10 +99,15 @@ class KeyPool:
             return self.state.eligible_count(self.clock())
 
     # -- learning ------------------------------------------------------------------------
-    def observe(self, lease: Lease, verdict: Verdict, usage: Usage | None = None) -> Transition | None:
+    def observe(
+        self, lease: Lease, verdict: Verdict, usage: Usage | None = None, *, release: bool = False
+    ) -> Transition | None:
         """Count an outcome and decide what it does to the key. Memory is updated at once (so no
-        new request goes to a retired key); the returned transition must be persisted."""
+        new request goes to a retired key); the returned transition must be persisted. With
+        ``release``, the lease is given back too (under the same lock)."""
         with self.lock:
+            if release:
+                self.state.release(lease)
             rec = self.state.get(lease.key_id)
             now = self.clock()
             t = None if rec is None else on_outcome(rec, verdict, lease.version, self.settings.cooling, now)
@@ -131,29 +142,42 @@ class KeyPool:
         return admission.allowed
 
     def _count(self, key_id: str, outcome: Outcome, usage: Usage | None) -> None:
-        row = self._pending.get(key_id)
-        if row is None:
-            row = self._pending[key_id] = [0] * len(COUNTER_FIELDS)
         if outcome is Outcome.CLIENT_GONE:
             return
+        row = self._rows.get(key_id)
+        if row is None:
+            row = self._rows[key_id] = [0] * len(COUNTER_FIELDS)
+        if not row[0]:
+            self._dirty.append(key_id)
         row[0] += 1  # requests
-        row[_FIELD_INDEX[_OUTCOME_COUNTER[outcome]]] += 1
+        row[_OUTCOME_INDEX[outcome]] += 1
         if usage is not None:
-            row[_FIELD_INDEX["prompt_tokens"]] += usage.prompt_tokens
-            row[_FIELD_INDEX["completion_tokens"]] += usage.completion_tokens
+            row[_PROMPT] += usage.prompt_tokens
+            row[_COMPLETION] += usage.completion_tokens
 
     def take_counters(self) -> dict[str, Counters]:
         """The counters gathered since the last call (for a batched store write)."""
         with self.lock:
-            pending, self._pending = self._pending, {}
-        return {k: Counters(*v) for k, v in pending.items() if any(v)}
+            dirty, self._dirty = self._dirty, []
+            out = {}
+            rows = self._rows
+            for kid in dirty:
+                row = rows.get(kid)
+                if row is not None:
+                    out[kid] = Counters(*row)
+                    row[:] = _ZEROS
+        return out
 
     def give_back_counters(self, deltas: dict[str, Counters]) -> None:
         """Counters that could not be written go back into the batch (the store was down)."""
         with self.lock:
             for kid, c in deltas.items():
-                row = self._pending.setdefault(kid, [0] * len(COUNTER_FIELDS))
-                for i, v in enumerate(c.as_dict().values()):
+                row = self._rows.get(kid)
+                if row is None:
+                    row = self._rows[kid] = [0] * len(COUNTER_FIELDS)
+                if not row[0]:
+                    self._dirty.append(kid)
+                for i, v in enumerate(c.values()):
                     row[i] += v
 
     async def drain_backlog(self) -> None:
@@ -203,6 +227,7 @@ class KeyPool:
     def remove(self, key_id: str) -> None:
         with self.lock:
             self.state.remove(key_id)
+            self._rows.pop(key_id, None)  # its counts go with it (the store has no row for them)
 
     def records(self) -> list[KeyRecord]:
         with self.lock:

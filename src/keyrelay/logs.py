@@ -16,6 +16,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from typing import TextIO
 
 from keyrelay.core.masking import redact
@@ -50,7 +51,7 @@ class BufferedStreamHandler(logging.Handler):
         super().__init__()
         self.stream = stream
         self.interval = interval
-        self._lines: list[str] = []
+        self._lines: deque[str] = deque()  # appended without a lock (deque.append is atomic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="keyrelay-log-flush", daemon=True)
         self._thread.start()
@@ -62,20 +63,20 @@ class BufferedStreamHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - as logging.Handler does: a bad record must not take the request down
             self.handleError(record)
             return
-        with self.lock:  # type: ignore[union-attr]
-            self._lines.append(line)
+        self._lines.append(line)
         if record.levelno >= logging.WARNING:
             self.flush()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            lines, self._lines = self._lines, []
-        if lines:
-            try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # stream closed at exit
-                pass
+        with self.lock:  # type: ignore[union-attr]  # one flush at a time keeps the lines in order
+            q = self._lines
+            lines = [q.popleft() for _ in range(len(q))]  # only flushes take from the left
+            if lines:
+                try:
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError):  # stream closed at exit
+                    pass
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -114,9 +115,7 @@ class AccessLog:
         sec = int(now)
         if sec != self._sec:
             self._sec, self._ts = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        line = f"ts={self._ts}.{int((now - sec) * 1000):03d}Z level=info logger=keyrelay.access {msg}"
-        with h.lock:  # type: ignore[union-attr]
-            h._lines.append(line)
+        h._lines.append(f"ts={self._ts}.{int((now - sec) * 1000):03d}Z level=info logger=keyrelay.access {msg}")
 
 
 access_log = AccessLog()

@@ -21,6 +21,8 @@ from keyrelay.providers import Usage
 
 __all__ = ["Attempts", "NoKeyAvailable"]
 
+_GONE = Verdict(Outcome.CLIENT_GONE)
+
 
 class NoKeyAvailable(KeyrelayError):
     """No key of the pool may take this request now.
@@ -69,15 +71,12 @@ class Attempts:
         """Count the outcome, release the key, and return the transition to persist (if any)."""
         self.last = verdict
         self.lease = None
-        t = self.pool.observe(lease, verdict, usage)
-        self.pool.release(lease)
-        return t
+        return self.pool.observe(lease, verdict, usage, release=True)
 
     def abandon(self, lease: Lease) -> None:
         """The caller went away: release the key, at no cost to it."""
         self.lease = None
-        self.pool.observe(lease, Verdict(Outcome.CLIENT_GONE))
-        self.pool.release(lease)
+        self.pool.observe(lease, _GONE, release=True)
 
     def should_retry(self, verdict: Verdict) -> bool:
         """Try another key after this verdict? (Before any byte reached the caller.)"""

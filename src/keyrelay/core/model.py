@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 __all__ = [
     "KEY_OUTCOMES",
@@ -117,15 +118,19 @@ class Counters:
     completion_tokens: int = 0
 
     def plus(self, other: Counters) -> Counters:
-        return Counters(
-            *(getattr(self, f) + getattr(other, f) for f in COUNTER_FIELDS)
-        )
+        return Counters(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+
+    def values(self) -> tuple[int, ...]:
+        """The counts in :data:`COUNTER_FIELDS` order."""
+        values: tuple[int, ...] = _counter_values(self)
+        return values
 
     def as_dict(self) -> dict[str, int]:
-        return {f: getattr(self, f) for f in COUNTER_FIELDS}
+        return dict(zip(COUNTER_FIELDS, self.values(), strict=True))
 
 
 COUNTER_FIELDS: tuple[str, ...] = tuple(Counters.__dataclass_fields__)
+_counter_values = attrgetter(*COUNTER_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

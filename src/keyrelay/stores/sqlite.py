@@ -288,7 +288,7 @@ class SQLiteStore:
         if not deltas:
             return
         sets = ", ".join(f"{c} = {c} + ?" for c in COUNTER_FIELDS)
-        rows = [(*(getattr(d, c) for c in COUNTER_FIELDS), kid) for kid, d in deltas.items()]
+        rows = [(*d.values(), kid) for kid, d in deltas.items()]
         await self._write(lambda conn: conn.executemany(f"UPDATE keys SET {sets} WHERE id = ?", rows))
 
     async def set_balance(self, key_id: str, balance: float | None, currency: str) -> None:
@@ -421,5 +421,5 @@ def _row(r: KeyRecord) -> tuple[object, ...]:
     """A record as the values of ``_KEY_COLUMNS``, the inverse of :func:`_record`."""
     return (
         r.id, r.pool, r.secret, r.state.value, r.reason, r.since, r.until, r.version, r.weight, r.label,
-        r.added_at, *(getattr(r.counters, c) for c in COUNTER_FIELDS), r.balance, r.currency,
+        r.added_at, *r.counters.values(), r.balance, r.currency,
     )
