@@ -5,9 +5,10 @@ installed, else keyrelay's fake upstream) and the load generator (wrk when insta
 aiohttp client) share core 1. Each proxy gets the same load: non-streaming chat completions and
 streaming ones (SSE), then keyrelay again with 10,000 keys in its pool.
 
-Prints requests/s and p50/p99 latency for each, and keyrelay's ratio to the baseline.
+Prints requests/s and p50/p99 latency for each, and keyrelay's ratio to the baseline: the
+median over several rounds of the ratio within a round, as the machine's speed drifts.
 
-    python bench/bench_proxy.py [--seconds 8] [--connections 64] [--log-level info]
+    python bench/bench_proxy.py [--seconds 8] [--connections 64] [--rounds 3] [--log-level info]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -151,7 +153,9 @@ def _wrk_ms(out: str, pct: str) -> float:
 
 def start_baseline(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen(pinned(0, [sys.executable, str(HERE / "baseline_proxy.py"), str(port), upstream]))
+    proc = subprocess.Popen(  # its stderr: tracebacks when wrk drops connections at the end of a run
+        pinned(0, [sys.executable, str(HERE / "baseline_proxy.py"), str(port), upstream]), stderr=subprocess.DEVNULL
+    )
     wait_port(port)
     return proc, port
 
@@ -174,8 +178,8 @@ def write_keyrelay_config(upstream: str, tmp: Path, keys: int, log_level: str, p
 def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     conf = write_keyrelay_config(upstream, tmp, keys, log_level, port)
-    log = open(tmp / f"keyrelay-{keys}.log", "wb")
-    proc = subprocess.Popen(pinned(0, [sys.executable, "-m", "keyrelay.cli.main", "serve", "--config", str(conf)]), stderr=log)
+    with open(tmp / f"keyrelay-{keys}.log", "wb") as log:
+        proc = subprocess.Popen(pinned(0, [sys.executable, "-m", "keyrelay.cli.main", "serve", "--config", str(conf)]), stderr=log)
     wait_port(port)
     return proc, port
 
@@ -205,44 +209,65 @@ def measure(port: int, args: argparse.Namespace) -> tuple[Result, Result]:
     return plain, stream
 
 
+def one_round(upstream: str, tmp: Path, args: argparse.Namespace) -> dict[str, tuple[Result, Result]]:
+    """Baseline, keyrelay with 1 key and with 10,000 keys, one after the other."""
+    out: dict[str, tuple[Result, Result]] = {}
+    p, port = start_baseline(upstream)
+    try:
+        out[BASE] = measure(port, args)
+    finally:
+        stop(p)
+    for n in (1, 10_000):
+        p, port = start_keyrelay(upstream, tmp, n, args.log_level)
+        try:
+            out[f"keyrelay, {n:,} key{'s' if n > 1 else ''}"] = measure(port, args)
+        finally:
+            stop(p)
+    return out
+
+
+BASE = "bare aiohttp proxy"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of all three; ratios are paired per round")
     ap.add_argument("--log-level", default="info", help="keyrelay's log level (access lines are info)")
     args = ap.parse_args()
+    rounds: list[dict[str, tuple[Result, Result]]] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         up, upstream, kind = start_upstream(tmp)
         load = "wrk" if shutil.which("wrk") else "aiohttp load generator"
-        print(f"upstream: {kind}; load: {load}, {args.connections} connections, {args.seconds:g}s per run; "
-              f"proxies pinned to core 0 (cores: {os.cpu_count()})")
-        rows: list[tuple[str, Result, Result]] = []
+        print(f"upstream: {kind}; load: {load}, {args.connections} connections, {args.seconds:g}s per run, "
+              f"{args.rounds} round(s); proxies pinned to core 0 (cores: {os.cpu_count()})")
         try:
-            p, port = start_baseline(upstream)
-            try:
-                rows.append(("bare aiohttp proxy", *measure(port, args)))
-            finally:
-                stop(p)
-            for n in (1, 10_000):
-                p, port = start_keyrelay(upstream, tmp, n, args.log_level)
-                try:
-                    rows.append((f"keyrelay, {n:,} key{'s' if n > 1 else ''}", *measure(port, args)))
-                finally:
-                    stop(p)
+            for _ in range(args.rounds):
+                rounds.append(one_round(upstream, tmp, args))
         finally:
             stop(up)
-    base_plain, base_stream = rows[0][1], rows[0][2]
-    print(f"\n{'':24} {'non-streaming':>32}   {'streaming':>32}")
+    names = list(rounds[0])
+    print(f"\nmedians over {len(rounds)} round(s); ratio = median of the per-round ratios to the baseline")
+    print(f"{'':24} {'non-streaming':>32}   {'streaming':>32}")
     print(f"{'':24} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6}   {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6}")
-    for name, plain, stream in rows:
-        print(
-            f"{name:24} {plain.rps:9.0f} {plain.p50_ms:7.2f} {plain.p99_ms:7.2f} {plain.rps / base_plain.rps:6.2f}"
-            f"   {stream.rps:9.0f} {stream.p50_ms:7.2f} {stream.p99_ms:7.2f} {stream.rps / base_stream.rps:6.2f}"
-        )
-    one, many = rows[1], rows[2]
-    print(f"\nselection from 10,000 keys vs 1 key: non-streaming {many[1].rps / one[1].rps:.3f}x, "
-          f"streaming {many[2].rps / one[2].rps:.3f}x")
+    for name in names:
+        cells = []
+        for i in (0, 1):
+            rs = [r[name][i] for r in rounds]
+            ratio = median([r[name][i].rps / r[BASE][i].rps for r in rounds])
+            cells.append(f"{median([x.rps for x in rs]):9.0f} {median([x.p50_ms for x in rs]):7.2f} "
+                         f"{median([x.p99_ms for x in rs]):7.2f} {ratio:6.2f}")
+        print(f"{name:24} {cells[0]}   {cells[1]}")
+    print("\nper-round ratios to the baseline (non-streaming / streaming):")
+    for name in names[1:]:
+        per = ", ".join(f"{r[name][0].rps / r[BASE][0].rps:.2f}/{r[name][1].rps / r[BASE][1].rps:.2f}" for r in rounds)
+        print(f"  {name:22} {per}")
+    one, many = names[1], names[2]
+    sel = [median([r[many][i].rps / r[one][i].rps for r in rounds]) for i in (0, 1)]
+    print(f"\nselection from 10,000 keys vs 1 key (median of paired rounds): non-streaming {sel[0]:.3f}x, "
+          f"streaming {sel[1]:.3f}x")
 
 
 if __name__ == "__main__":
