@@ -22,7 +22,7 @@ async def _runtime_with_busy_keys(n: int) -> Runtime:
     await rt.sync()
     pool = rt.pools["openai"]
     for rec in pool.records():  # one success on every key
-        pool.observe(Lease(rec.id, pool.name, rec.secret, rec.version), Verdict.ok(200))
+        pool.observe(Lease(rec.id, pool.name, rec.secret, rec.version, rec.masked), Verdict.ok(200))
     return rt
 
 

@@ -40,7 +40,7 @@ class NoKeyAvailable(KeyrelayError):
 class Attempts:
     """The attempts of one request over one pool."""
 
-    __slots__ = ("clock", "count", "deadline_at", "last", "lease", "policy", "pool", "tried")
+    __slots__ = ("clock", "count", "deadline_at", "last", "last_lease", "lease", "policy", "pool", "tried")
 
     def __init__(self, pool: KeyPool, clock: Callable[[], float] | None = None) -> None:
         self.pool = pool
@@ -50,7 +50,8 @@ class Attempts:
         self.tried: list[str] = []
         self.count = 0
         self.last: Verdict | None = None
-        self.lease: Lease | None = None
+        self.lease: Lease | None = None  # the attempt under way
+        self.last_lease: Lease | None = None  # the latest attempt's, kept after it ends
 
     def next(self) -> Lease | None:
         """The key for the next attempt, or ``None`` when the loop must stop and answer with the
@@ -64,7 +65,7 @@ class Attempts:
             return None
         self.count += 1
         self.tried.append(lease.key_id)
-        self.lease = lease
+        self.lease = self.last_lease = lease
         return lease
 
     def record(self, lease: Lease, verdict: Verdict, usage: Usage | None = None) -> Transition | None:

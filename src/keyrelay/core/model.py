@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass, field
 from operator import attrgetter
 
+from keyrelay.core.masking import mask
+
 __all__ = [
     "KEY_OUTCOMES",
     "RETRYABLE_OUTCOMES",
@@ -156,12 +158,11 @@ class KeyRecord:
     counters: Counters = field(default_factory=Counters)
     balance: float | None = None
     currency: str = ""
+    #: the key as it may be shown (``sk-…AbCd``), worked out once per record
+    masked: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def masked(self) -> str:
-        from keyrelay.core.masking import mask
-
-        return mask(self.secret)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "masked", mask(self.secret))
 
     def eligible(self, now: float) -> bool:
         """May this key take traffic at ``now``?"""

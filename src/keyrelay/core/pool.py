@@ -25,11 +25,10 @@ class Lease:
     pool: str
     secret: str
     version: int
+    masked: str  #: the key as it may be shown
 
     def __repr__(self) -> str:  # never show the secret
-        from keyrelay.core.masking import mask
-
-        return f"Lease(key_id={self.key_id!r}, pool={self.pool!r}, key={mask(self.secret)!r}, version={self.version})"
+        return f"Lease(key_id={self.key_id!r}, pool={self.pool!r}, key={self.masked!r}, version={self.version})"
 
 
 class PoolState:
@@ -131,7 +130,7 @@ class PoolState:
         n = self._inflight.get(kid, 0) + 1
         self._inflight[kid] = n
         self._strategy.acquired(kid, n)
-        return Lease(kid, self.name, rec.secret, rec.version)
+        return Lease(kid, self.name, rec.secret, rec.version, rec.masked)
 
     def release(self, lease: Lease) -> None:
         n = self._inflight.get(lease.key_id, 0) - 1

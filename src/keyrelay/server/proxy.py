@@ -11,7 +11,6 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from keyrelay.core.masking import mask
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
@@ -39,7 +38,6 @@ class Proxy:
         self.runtime = runtime
         #: set by the app at start-up (a session must be made inside the running loop)
         self.session = session
-        self._labels: dict[str, str] = {}  # key id -> "key=… masked=…" for the access log
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._reading: dict[int, aiohttp.StreamReader] = {}  # bodies a handler waits for the rest of
         self._closing = False
@@ -94,9 +92,9 @@ class Proxy:
             raise
         finally:
             if access_log.enabled:
-                key = self._labels.get(attempts.tried[-1], "key=-") if attempts and attempts.tried else "key=-"
+                lease = attempts.last_lease if attempts else None
                 access_log.write(
-                    f"pool={pool.name} {key} method={request.method} path={request.path} status={status} "
+                    f"pool={pool.name} key={lease.key_id if lease else '-'} masked={lease.masked if lease else '-'} method={request.method} path={request.path} status={status} "
                     f"outcome={outcome} attempts={attempts.count if attempts else 0} "
                     f"ms={(time.perf_counter() - started) * 1000:.1f} client={client.name}"
                 )
@@ -144,8 +142,6 @@ class Proxy:
         lease = attempts.next()  # raises NoKeyAvailable
         last: web.Response | None = None
         while lease is not None:
-            if lease.key_id not in self._labels:
-                self._labels[lease.key_id] = f"key={lease.key_id} masked={mask(lease.secret)}"
             headers = {**fwd, **dialect.auth_headers(lease.secret)}
             try:
                 up = await session.request(
