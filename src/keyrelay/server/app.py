@@ -50,6 +50,7 @@ def build_app(runtime: Runtime, *, own_runtime: bool = True) -> web.Application:
         proxy.drop_partial_bodies()
 
     async def on_cleanup(app: web.Application) -> None:
+        await proxy.deadlines.close()
         if proxy.session is not None:
             await proxy.session.close()
         if own_runtime:

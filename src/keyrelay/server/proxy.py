@@ -20,6 +20,7 @@ from keyrelay.providers import Usage
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Runtime
+from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data
 
@@ -39,7 +40,9 @@ class Proxy:
         #: set by the app at start-up (a session must be made inside the running loop)
         self.session = session
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
-        self._reading: dict[int, aiohttp.StreamReader] = {}  # bodies a handler waits for the rest of
+        self._reading: dict[int, aiohttp.StreamReader] = {}
+        #: upstream read timeouts, one ticker for all attempts; it looks 4 times per shortest timeout
+        self.deadlines = ReadDeadlines(min(1.0, *(p.settings.retry.read_timeout / 4 for p in runtime.pools.values())))  # bodies a handler waits for the rest of
         self._closing = False
 
     # -- entry ---------------------------------------------------------------------------
@@ -130,38 +133,51 @@ class Proxy:
     async def _relay(
         self, request: web.Request, pool: KeyPool, attempts: Attempts, url: str, body: bytes
     ) -> web.StreamResponse:
-        dialect, session = pool.dialect, self.session
+        dialect, session, deadlines = pool.dialect, self.session, self.deadlines
         assert session is not None, "the app sets the session at start-up"
         fwd = forward_request_headers(request.headers)
+        retry = pool.settings.retry
         timeout = self._timeouts.get(pool.name)
-        if timeout is None:
-            retry = pool.settings.retry
-            timeout = self._timeouts[pool.name] = aiohttp.ClientTimeout(
-                total=None, connect=retry.connect_timeout, sock_read=retry.read_timeout
-            )
+        if timeout is None:  # read timeouts are ours (deadlines.py), not aiohttp's
+            timeout = self._timeouts[pool.name] = aiohttp.ClientTimeout(total=None, connect=retry.connect_timeout)
         lease = attempts.next()  # raises NoKeyAvailable
         last: web.Response | None = None
         while lease is not None:
             headers = {**fwd, **dialect.auth_headers(lease.secret)}
+            d = deadlines.arm(retry.read_timeout)
             try:
-                up = await session.request(
-                    request.method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
-                )
+                try:
+                    up = await session.request(
+                        request.method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
+                    )
+                except asyncio.CancelledError:
+                    if not d.expired():
+                        raise
+                    raise _ReadTimeout from None
             except asyncio.CancelledError:
+                deadlines.disarm(d)
                 attempts.abandon(lease)
                 raise
             except _NETWORK_ERRORS as exc:
+                deadlines.disarm(d)
                 verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
                 await self._record(pool, attempts, lease, verdict)
                 last = error_response(502, f"upstream unreachable ({type(exc).__name__})", "upstream_error", "upstream_unreachable")
                 lease = attempts.next() if attempts.should_retry(verdict) else None
                 continue
             try:
+                d.push()
                 ctype = up.headers.get("Content-Type", "")
                 if up.status == 200 and ctype.startswith(_SSE):
-                    first, verdict = await self._peek(up, pool)
+                    try:
+                        first, verdict = await self._peek(up, pool, d)
+                    except asyncio.CancelledError:
+                        if not d.expired():
+                            raise
+                        raise _ReadTimeout from None
                     if verdict.outcome is Outcome.OK:
-                        return await self._stream(request, up, first, pool, attempts, lease)
+                        return await self._stream(request, up, first, pool, attempts, lease, d)
+                    d.pause()
                     await self._record(pool, attempts, lease, verdict)
                     last = web.Response(
                         status=200,
@@ -169,7 +185,13 @@ class Proxy:
                         headers=response_headers(up.headers),
                     )
                 else:
-                    data = await up.read()
+                    try:
+                        data = await up.read()
+                    except asyncio.CancelledError:
+                        if not d.expired():
+                            raise
+                        raise _ReadTimeout from None
+                    d.pause()
                     verdict = dialect.classify(up.status, up.headers, data, pool.clock())
                     usage = None
                     if verdict.outcome is Outcome.OK:
@@ -187,12 +209,14 @@ class Proxy:
                 if attempts.lease is lease:
                     attempts.abandon(lease)
                 raise
-            except _NETWORK_ERRORS as exc:  # the answer broke off before we had it whole
+            except _NETWORK_ERRORS as exc:  # the answer broke off (or stalled) before we had it whole
+                d.pause()
                 verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
                 if attempts.lease is lease:
                     await self._record(pool, attempts, lease, verdict)
                 last = error_response(502, f"upstream answer broke off ({type(exc).__name__})", "upstream_error", "upstream_unreachable")
             finally:
+                deadlines.disarm(d)
                 up.release()
             lease = attempts.next() if attempts.should_retry(verdict) else None
         assert last is not None
@@ -206,13 +230,14 @@ class Proxy:
         if t is not None:
             await pool.persist(t, verdict, lease.version)
 
-    async def _peek(self, up: aiohttp.ClientResponse, pool: KeyPool) -> tuple[bytes, Verdict]:
+    async def _peek(self, up: aiohttp.ClientResponse, pool: KeyPool, d: Deadline) -> tuple[bytes, Verdict]:
         """Read up to the first data event, and classify it."""
         buf = b""
         while True:
             chunk = await up.content.readany()
             if not chunk:
                 break
+            d.push()
             buf += chunk
             data = first_data(buf)
             if data is not None:
@@ -232,6 +257,7 @@ class Proxy:
         pool: KeyPool,
         attempts: Attempts,
         lease: Lease,
+        d: Deadline,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=up.status, headers=response_headers(up.headers))
         resp.headers["x-keyrelay-attempts"] = str(attempts.count)
@@ -240,17 +266,28 @@ class Proxy:
         scanner.feed(first)
         verdict = Verdict.ok(200)
         try:
+            d.pause()  # waiting on the client, not the upstream
             await resp.prepare(request)
             await resp.write(first)
+            d.push()
             try:
-                async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
-                    if scanner.wants(chunk):
-                        scanner.feed(chunk)
-            except _UPSTREAM_BROKE as exc:  # the upstream cut the stream: too late to fail over
+                try:
+                    async for chunk in up.content.iter_any():
+                        d.pause()
+                        await resp.write(chunk)
+                        d.push()
+                        if scanner.wants(chunk):
+                            scanner.feed(chunk)
+                except asyncio.CancelledError:
+                    if not d.expired():
+                        raise
+                    raise _ReadTimeout from None
+            except _UPSTREAM_BROKE as exc:  # the upstream cut or stalled the stream: too late to fail over
+                d.pause()
                 verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
                 err = orjson.dumps({"error": {"message": "upstream stream broke off", "type": "upstream_error", "param": None, "code": "stream_cut"}})
                 await resp.write(b"data: " + err + b"\n\n")
+            d.pause()
             await resp.write_eof()
         except asyncio.CancelledError:
             attempts.abandon(lease)
@@ -260,6 +297,10 @@ class Proxy:
             return resp
         await self._record(pool, attempts, lease, verdict, scanner.usage)
         return resp
+
+
+class _ReadTimeout(asyncio.TimeoutError):
+    """The upstream sent nothing for the pool's ``read_timeout`` (deadlines.py)."""
 
 
 _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
