@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
+from collections.abc import Callable
 
 __all__ = ["Deadline", "ReadDeadlines"]
 
@@ -30,11 +32,11 @@ class Deadline:
 
     __slots__ = ("at", "fired", "seconds", "task", "time")
 
-    def __init__(self, seconds: float, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, seconds: float, task: asyncio.Task[object], time: Callable[[], float]) -> None:
         self.seconds = seconds
         self.task = task
-        self.time = loop.time
-        self.at = self.time() + seconds
+        self.time = time
+        self.at = time() + seconds
         self.fired = False
 
     def push(self) -> None:
@@ -61,16 +63,18 @@ class ReadDeadlines:
         self.tick = tick
         self._live: set[Deadline] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._time: Callable[[], float] = time.monotonic  # the loop's clock, once running
 
     def arm(self, seconds: float) -> Deadline:
         """A deadline for the current task's next upstream read."""
         task = asyncio.current_task()
         assert task is not None, "arm() is called from a request handler"
-        loop = task.get_loop()
-        d = Deadline(seconds, task, loop)
-        self._live.add(d)
         if self._ticker is None:
+            loop = task.get_loop()
+            self._time = loop.time
             self._ticker = loop.create_task(self._run(), name="keyrelay-read-deadlines")
+        d = Deadline(seconds, task, self._time)
+        self._live.add(d)
         return d
 
     def disarm(self, d: Deadline) -> None:

@@ -52,7 +52,10 @@ class Proxy:
         if pool is None:
             return error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
         auth = request.headers.get("Authorization", "")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        if auth.startswith("Bearer "):
+            token = auth[7:]
+        else:
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
         client = self.runtime.recognise(token)
         try:
             if client is None:
@@ -71,7 +74,9 @@ class Proxy:
             return error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
         policy = pool.settings.retry
         try:
-            if request.content.is_eof():  # the whole body is here already (the usual case)
+            if not request.body_exists:
+                body = b""
+            elif request.content.is_eof():  # the whole body is here already (the usual case)
                 body = await _read_body(request, policy.max_body_bytes)
             else:
                 body = await self._read_rest(request, policy.max_body_bytes)
@@ -143,7 +148,8 @@ class Proxy:
         lease = attempts.next()  # raises NoKeyAvailable
         last: web.Response | None = None
         while lease is not None:
-            headers = {**fwd, **dialect.auth_headers(lease.secret)}
+            fwd.update(dialect.auth_headers(lease.secret))  # the same names each attempt: the last key's go
+            headers = fwd
             d = deadlines.arm(retry.read_timeout)
             try:
                 try:
