@@ -28,6 +28,7 @@ __all__ = ["Proxy"]
 
 log = logging.getLogger("keyrelay.proxy")
 
+_OK = Verdict.ok(200)
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _SSE = "text/event-stream"
 
@@ -248,12 +249,12 @@ class Proxy:
             data = first_data(buf)
             if data is not None:
                 v = pool.dialect.classify_event(data)
-                return buf, v if v is not None else Verdict.ok(200)
+                return buf, v if v is not None else _OK
             if len(buf) > FIRST_EVENT_LIMIT:
                 break
         if not buf:
             return buf, Verdict(Outcome.UPSTREAM_FAULT, 200, message="empty stream", reason="empty stream")
-        return buf, Verdict.ok(200)
+        return buf, _OK
 
     async def _stream(
         self,
@@ -265,12 +266,13 @@ class Proxy:
         lease: Lease,
         d: Deadline,
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(status=up.status, headers=response_headers(up.headers))
-        resp.headers["x-keyrelay-attempts"] = str(attempts.count)
-        resp.headers["x-keyrelay-key"] = lease.key_id
+        hdrs = response_headers(up.headers)
+        hdrs["x-keyrelay-attempts"] = str(attempts.count)
+        hdrs["x-keyrelay-key"] = lease.key_id
+        resp = web.StreamResponse(status=up.status, headers=hdrs)
         scanner = UsageScanner(pool.dialect)
         scanner.feed(first)
-        verdict = Verdict.ok(200)
+        verdict = _OK
         try:
             d.pause()  # waiting on the client, not the upstream
             await resp.prepare(request)
