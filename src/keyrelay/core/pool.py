@@ -129,7 +129,8 @@ class PoolState:
         rec = self._records[kid]
         n = self._inflight.get(kid, 0) + 1
         self._inflight[kid] = n
-        self._strategy.acquired(kid, n)
+        if self._strategy.tracks_inflight:
+            self._strategy.acquired(kid, n)
         return Lease(kid, self.name, rec.secret, rec.version, rec.masked)
 
     def release(self, lease: Lease) -> None:
@@ -139,5 +140,5 @@ class PoolState:
         else:
             self._inflight.pop(lease.key_id, None)
             n = 0
-        if lease.key_id in self._eligible:
+        if self._strategy.tracks_inflight and lease.key_id in self._eligible:
             self._strategy.released(lease.key_id, n)

@@ -54,6 +54,8 @@ class IndexedSet:
 
 class Strategy(Protocol):
     name: str
+    #: does the strategy want :meth:`acquired` / :meth:`released` (requests in flight)?
+    tracks_inflight: bool
 
     def add(self, key_id: str, weight: float) -> None: ...
     def discard(self, key_id: str) -> None: ...
@@ -78,6 +80,7 @@ class RandomStrategy:
     """Weighted random. Equal weights cost one draw; unequal weights use rejection sampling."""
 
     name = "random"
+    tracks_inflight = False
 
     def __init__(self) -> None:
         self._keys = IndexedSet()
@@ -135,6 +138,7 @@ class RoundRobinStrategy:
     """Each eligible key in turn."""
 
     name = "round_robin"
+    tracks_inflight = False
 
     def __init__(self) -> None:
         self._keys = IndexedSet()
@@ -170,6 +174,7 @@ class LeastBusyStrategy:
     """
 
     name = "least_busy"
+    tracks_inflight = True
 
     def __init__(self) -> None:
         self._buckets: list[IndexedSet] = [IndexedSet()]
