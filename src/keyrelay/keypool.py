@@ -149,10 +149,6 @@ class KeyPool:
         else:
             self._tally.append((key_id, _OUTCOME_INDEX[outcome], usage.prompt_tokens, usage.completion_tokens))
 
-    def busy_keys_hint(self) -> int:
-        """About how many outcomes wait to be summed (an upper bound on the rows to write)."""
-        return len(self._tally)
-
     def take_counters(self) -> dict[str, Counters]:
         """The counters gathered since the last call (for a batched store write)."""
         with self.lock:

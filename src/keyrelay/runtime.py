@@ -157,9 +157,7 @@ class Runtime:
                 await pool.drain_backlog()
         rows = 0
         for pool in self.pools.values():
-            # summed in a worker thread: with thousands of busy keys this takes milliseconds, which
-            # the loop would otherwise spend not serving (the interpreter switches every 5 ms)
-            deltas = await asyncio.to_thread(pool.take_counters) if pool.busy_keys_hint() > 1000 else pool.take_counters()
+            deltas = pool.take_counters()
             if not deltas:
                 continue
             try:
