@@ -1,23 +1,17 @@
 """The key checker: the seed's background job, grown up. It probes keys and moves them between
 states through the same path live traffic uses (state machine → transition → ``store.apply``
-with its version check → event).
-
-What is due, per pool (``[pools.checker]``, :class:`~keyrelay.core.policy.CheckerPolicy`):
-
-- active keys every ``active_interval`` (0 = never), from the last probe in this process;
-- exhausted keys at their recheck time (``record.until``, set by whoever retired them; the
-  checker sets it to the sooner of ``now + exhausted_interval``, the provider's announced reset
-  such as OpenRouter's ``limit_reset``, and the configured ``reset`` period), invalid keys at
-  theirs (``invalid_interval``, default 24 h);
-- cooling keys never (time heals them), disabled keys never (a person decides).
+with its version check → event). This module runs the sweeps (store locks, concurrency, rate
+cap, probes over HTTP, writing results); which keys are due, and when, is decided by each
+pool's :class:`~keyrelay.schedule.Schedule` (``[pools.checker]``,
+:class:`~keyrelay.core.policy.CheckerPolicy`).
 
 Of several gateways (or worker processes) sharing a store, one leads each pool's schedule: it
 holds the store lock ``checker-leader:<pool>`` (TTL 3 intervals, renewed every tick) and the
 others stand by until it lapses. Each sweep also takes ``checker:<pool>`` (a TTL lock, renewed
 while it runs; ``keyrelay check`` takes only this one), so only one sweep of a pool runs at a
 time. A sweep runs at most ``concurrency`` probes at once and starts at most ``max_rate`` per
-second, with a ``timeout`` per request. Next-probe times live in the leading process: after a
-restart or a change of leader, keys may be probed once sooner than their schedule.
+second, with a ``timeout`` per request. Next-probe times live in the leading process (see
+:mod:`keyrelay.schedule`).
 
 Events: every transition is one (actor ``checker``, the probe's evidence in ``detail``). A
 probe that changes nothing writes no event, except a key's first *unknown* answer in a row (its
@@ -44,9 +38,9 @@ import aiohttp
 from keyrelay.core.machine import ProbeKind, ProbeResult, combine_probes, on_probe
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Event, KeyRecord, KeyState, Transition
-from keyrelay.core.policy import CheckerPolicy
 from keyrelay.keypool import KeyPool
 from keyrelay.providers.probes import Probe, ProbeRequest, ProbeResponse, build_probes
+from keyrelay.schedule import Schedule
 from keyrelay.stores.base import Store
 
 __all__ = ["CheckRow", "Checker", "SweepReport", "run_probe"]
@@ -56,7 +50,6 @@ log = logging.getLogger("keyrelay.checker")
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _MAX_BODY = 1 << 20
 _DECISIVE = (ProbeKind.INVALID, ProbeKind.EXHAUSTED)
-_INF = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +87,6 @@ class SweepReport:
     @property
     def unknown(self) -> int:
         return sum(r.result.kind is ProbeKind.UNKNOWN for r in self.rows)
-
-
-@dataclass(slots=True)
-class _Memory:
-    """What the checker remembers of one pool between sweeps (this process only)."""
-
-    next_due: dict[str, tuple[float, int]] = field(default_factory=dict)  # id → (when, version then)
-    noted: dict[str, str] = field(default_factory=dict)  # id → signature of the last unknown noted
-    balances: dict[str, tuple[float | None, str]] = field(default_factory=dict)
-    last_sweep: float = -_INF
 
 
 async def run_probe(
@@ -152,7 +135,7 @@ class Checker:
         self.clock = clock
         self.rng = rng or random.Random()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._memory: dict[str, _Memory] = {name: _Memory() for name in self.pools}
+        self._schedules: dict[str, Schedule] = {name: Schedule() for name in self.pools}
         self._leading: set[str] = set()  # pools whose schedule this process leads
 
     # -- the background job ----------------------------------------------------------------
@@ -185,7 +168,7 @@ class Checker:
         now = self.clock()
         due = []
         for p in enabled:
-            if now < self._memory[p.name].last_sweep + p.settings.checker.interval * 0.9:
+            if not self._schedules[p.name].sweep_due(p.settings.checker, now):
                 continue
             try:
                 leads = await self._lead(p, now)
@@ -235,7 +218,7 @@ class Checker:
         ``probes`` overrides the configured probe list; ``pace=False`` ignores ``max_rate``;
         ``progress(done, total)`` is called after each key."""
         policy = pool.settings.checker
-        mem = self._memory.setdefault(pool.name, _Memory())
+        schedule = self._schedules.setdefault(pool.name, Schedule())
         started = self.clock()
         report = SweepReport(pool.name, started, dry_run=dry_run)
         lock = f"checker:{pool.name}"
@@ -244,19 +227,15 @@ class Checker:
             report.locked_out = True
             report.finished = self.clock()
             return report
-        mem.last_sweep = started
+        schedule.last_sweep = started
         try:
             built = build_probes(policy, pool.settings.base_url, pool.dialect, tuple(probes) if probes else None)
             records = pool.records()
-            self._forget_gone(mem, records)
-            due = sorted(
-                ((when, r) for r in records
-                 if (when := self._due(r, policy, mem, started, force)) is not None and when <= started),
-                key=lambda x: x[0],
-            )
-            report.rows = await self._probe_all(pool, [r for _, r in due], built, session, report, ttl, pace, progress)
+            schedule.forget_gone(records)
+            due = schedule.due(records, policy, started, force)
+            report.rows = await self._probe_all(pool, due, built, session, report, ttl, pace, progress)
             if not dry_run:
-                await self._note_unknowns(pool, mem, report)
+                await self._note_unknowns(pool, schedule, report)
         finally:
             if not dry_run:
                 await self.store.unlock(lock, self.owner)
@@ -365,36 +344,20 @@ class Checker:
         self, pool: KeyPool, before: KeyRecord, after: KeyRecord, t: Transition | None, result: ProbeResult, now: float
     ) -> None:
         policy = pool.settings.checker
-        mem = self._memory[pool.name]
+        schedule = self._schedules[pool.name]
         jitter = 1 + policy.jitter * self.rng.uniform(-1, 1)
-        nxt = policy.next_probe(after, t is not None, result.reset_at, now, jitter)
-        mem.next_due[before.id] = (nxt, after.version)
-        if result.balance is not None:
-            known = mem.balances.get(before.id, (before.balance, before.currency))
-            if known != (result.balance, result.currency):
-                await self.store.set_balance(before.id, result.balance, result.currency)
-                mem.balances[before.id] = (result.balance, result.currency)
-
-    @staticmethod
-    def _due(rec: KeyRecord, policy: CheckerPolicy, mem: _Memory, now: float, force: bool) -> float | None:
-        """When to probe ``rec``; with ``force``, now — unless it is disabled or cooling."""
-        if force and rec.state is not KeyState.DISABLED and not (rec.state is KeyState.COOLING and rec.until > now):
-            return now
-        return None if force else policy.due_at(rec, mem.next_due.get(rec.id), now)
-
-    def _forget_gone(self, mem: _Memory, records: list[KeyRecord]) -> None:
-        ids = {r.id for r in records}
-        for d in (mem.next_due, mem.noted, mem.balances):
-            for kid in [k for k in d if k not in ids]:
-                del d[kid]
+        schedule.probed(before.id, after, t is not None, result, policy, now, jitter)
+        if schedule.balance_changed(before, result):
+            await self.store.set_balance(before.id, result.balance, result.currency)
+            schedule.balance_stored(before.id, result)
 
     # -- evidence that changed nothing ----------------------------------------------------------
-    async def _note_unknowns(self, pool: KeyPool, mem: _Memory, report: SweepReport) -> None:
+    async def _note_unknowns(self, pool: KeyPool, schedule: Schedule, report: SweepReport) -> None:
         policy = pool.settings.checker
         unknown = [r for r in report.rows if r.result.kind is ProbeKind.UNKNOWN]
         for r in report.rows:
             if r.result.kind is not ProbeKind.UNKNOWN:
-                mem.noted.pop(r.key_id, None)
+                schedule.answered(r.key_id)
         if not unknown:
             return
         n = len(report.rows)
@@ -405,10 +368,8 @@ class Checker:
             )
             return
         for r in unknown:
-            sig = f"{r.result.probe}|{r.result.reason}|{r.result.status}|{r.result.code}"
-            if mem.noted.get(r.key_id) == sig:
+            if not schedule.note_unknown(r.key_id, r.result):
                 continue
-            mem.noted[r.key_id] = sig
             await self.store.record_event(
                 Event(r.key_id, pool.name, self.clock(), "checker", r.before.value, r.after.value,
                       "probe could not tell", r.result.describe())

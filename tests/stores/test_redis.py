@@ -29,7 +29,7 @@ from keyrelay.runtime import Runtime
 from keyrelay.stores import open_store
 from keyrelay.stores.base import Changes, hash_token
 from keyrelay.stores.redis import RedisStore
-from keyrelay.stores.redis_keys import LUA
+from keyrelay.stores.redis_scripts import LUA
 
 from .conftest import REDIS_URL
 

@@ -3,8 +3,10 @@ gateways share, with the ``redis`` package's asyncio client (``pip install 'keyr
 
 URL: anything redis-py's ``from_url`` reads, plus ``?prefix=NAME`` (default ``keyrelay``): every
 Redis key of the store starts with ``NAME:``, so several stores can share one database. The
-layout and the Lua scripts are in :mod:`keyrelay.stores.redis_keys`. Plain hashes, sets, sorted
-sets, lists and EVALSHA only: Redis ≥ 6 or Valkey, no modules; not Redis Cluster.
+layout is in :mod:`keyrelay.stores.redis_keys`, the Lua scripts in
+:mod:`keyrelay.stores.redis_scripts`, error mapping and outage tracking in
+:mod:`keyrelay.stores.redis_health`. Plain hashes, sets, sorted sets, lists and EVALSHA only:
+Redis ≥ 6 or Valkey, no modules; not Redis Cluster.
 
 - **Atomic transitions.** Every add, transition and removal is one Lua script: the version
   check, the write (``since`` changes only with the state, ``version`` + 1, exactly as
@@ -33,26 +35,23 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import secrets as _secrets
-import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
-from keyrelay.exceptions import StoreError, StoreUnavailable
+from keyrelay.exceptions import StoreError
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.redis_health import BACKOFF, Health, edge
 from keyrelay.stores.redis_keys import (
     FIELDS,
-    LUA,
     MAX_EVENTS,
     MAX_KEY_EVENTS,
     SCHEMA_VERSION,
@@ -65,16 +64,13 @@ from keyrelay.stores.redis_keys import (
     record_of_hash,
     record_of_values,
 )
+from keyrelay.stores.redis_scripts import LUA
 
 __all__ = ["RedisStore"]
 
-log = logging.getLogger("keyrelay.store")
-
-_P = ParamSpec("_P")
 _R = TypeVar("_R")
 _BATCH = 1_000  # keys per Lua call (add, import, counters)
 _READ_CHUNK = 10_000  # keys (or events) per pipeline round trip
-_BACKOFF = (0.1, 5.0)  # first and longest wait between reconnects (calls and watch() while down)
 
 
 def _split_url(url: str) -> tuple[str, str, str]:
@@ -88,69 +84,6 @@ def _split_url(url: str) -> tuple[str, str, str]:
     rest = urlencode([(k, v) for k, v in query if k != "prefix"])
     where = parts.path if parts.scheme == "unix" else f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
     return urlunsplit(parts._replace(query=rest)), (prefixes[-1] if prefixes else "keyrelay"), where
-
-
-def _edge(
-    fn: Callable[Concatenate[RedisStore, _P], Coroutine[Any, Any, _R]],
-) -> Callable[Concatenate[RedisStore, _P], Coroutine[Any, Any, _R]]:
-    """Map redis-py's connection failures to the store's exceptions, once, at the edge."""
-
-    @functools.wraps(fn)
-    async def call(self: RedisStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        health = self._health if self._redis is not None else None  # open() itself is not tracked
-        gen = health.admit() if health is not None else 0
-        try:
-            result = await fn(self, *args, **kwargs)
-        except AuthenticationError as exc:
-            raise StoreError(f"redis at {self.where} refused the credentials") from exc
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            if health is not None:
-                health.failed(gen, exc)
-            raise StoreUnavailable(f"redis unreachable at {self.where}") from exc
-        if health is not None:
-            health.ok(gen)
-        return result
-
-    return call
-
-
-class _Health:
-    """Whether the server answers. ``gen`` changes with every change of ``down``, so the late
-    answer of a call started before the last change changes nothing (no flapping)."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.down = False
-        self.gen = 0
-        self._delay = _BACKOFF[0]
-        self._retry_at = 0.0
-
-    def admit(self) -> int:
-        """The generation to report back with; raises while waiting out the backoff."""
-        if self.down:
-            now = time.monotonic()
-            if now < self._retry_at:
-                raise StoreUnavailable(f"redis unreachable at {self.where}")
-            self._retry_at = now + self._delay  # this call is the attempt of this step
-        return self.gen
-
-    def failed(self, gen: int, exc: BaseException) -> None:
-        if gen != self.gen:
-            return
-        if self.down:
-            self._delay = min(self._delay * 2, _BACKOFF[1])
-        else:
-            self.down, self.gen, self._delay = True, self.gen + 1, _BACKOFF[0]
-            log.error(
-                "redis store at %s lost (%s): serving from memory, queuing state changes and counters; "
-                "reconnecting with backoff", self.where, type(exc).__name__,
-            )
-        self._retry_at = time.monotonic() + self._delay
-
-    def ok(self, gen: int) -> None:
-        if self.down and gen == self.gen:
-            self.down, self.gen = False, self.gen + 1
-            log.warning("redis store at %s is back: writing what was queued", self.where)
 
 
 def _chunks(seq: Sequence[_R], size: int) -> Iterator[Sequence[_R]]:
@@ -174,7 +107,7 @@ class RedisStore:
         self.origin = _secrets.token_hex(8)  # tags our own change notifications
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._health = _Health(self.where)  # one log line per outage, backoff while down
+        self._health = Health(self.where)  # one log line per outage, backoff while down
 
     # -- plumbing --------------------------------------------------------------------------
     @property
@@ -200,7 +133,7 @@ class RedisStore:
         return out
 
     # -- lifecycle -------------------------------------------------------------------------
-    @_edge
+    @edge
     async def open(self) -> None:
         if self._redis is not None:
             return
@@ -233,7 +166,7 @@ class RedisStore:
                 await client.aclose()
 
     # -- keys ------------------------------------------------------------------------------
-    @_edge
+    @edge
     async def add_keys(
         self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = ""
     ) -> AddResult:
@@ -252,17 +185,17 @@ class RedisStore:
         added = tuple(new(id=k, secret=s) for k, s, ok in zip(ids, secrets, flags) if ok)
         return AddResult(added, tuple(k for k, ok in zip(ids, flags) if not ok))
 
-    @_edge
+    @edge
     async def load(self, pool: str | None = None) -> list[KeyRecord]:
         index = self.names.keys if pool is None else self.names.pool(pool)
         return await self._records(json.loads(await self._run("members", [index], [])) or [])
 
-    @_edge
+    @edge
     async def get(self, key_id: str) -> KeyRecord | None:
         h = cast(dict[str, str], await self._r.hgetall(self.names.key(key_id)))
         return record_of_hash(h) if h else None
 
-    @_edge
+    @edge
     async def apply(self, transition: Transition) -> KeyRecord | None:
         t, n = transition, self.names
         ev = event_json(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail)
@@ -274,7 +207,7 @@ class RedisStore:
         result = await self._run("apply", keys, args)
         return record_of_hash(pairs_of(result)) if isinstance(result, list) else None
 
-    @_edge
+    @edge
     async def remove(self, key_id: str, now: float, actor: str = "admin") -> bool:
         n = self.names
         for _ in range(100):  # retried only while the key keeps changing under us
@@ -293,7 +226,7 @@ class RedisStore:
                 return done == 1
         raise StoreError(f"key {key_id} kept changing while being removed")
 
-    @_edge
+    @edge
     async def add_counters(self, deltas: Mapping[str, Counters]) -> None:
         rows = [(kid, [(f, v) for f, v in d.as_dict().items() if v]) for kid, d in deltas.items()]
         rows = [(kid, pairs) for kid, pairs in rows if pairs]
@@ -306,24 +239,24 @@ class RedisStore:
                 await self._run("counters", keys, args, client=pipe)
             await pipe.execute()
 
-    @_edge
+    @edge
     async def set_balance(self, key_id: str, balance: float | None, currency: str) -> None:
         await self._run("balance", [self.names.key(key_id)], ["" if balance is None else num(balance), currency])
 
     # -- events and changes ----------------------------------------------------------------
-    @_edge
+    @edge
     async def record_event(self, event: Event) -> None:
         e, n = event, self.names
         ev = event_json(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
         await self._run("event", [n.events, n.event_seq, n.key_events(e.key_id)], [ev, MAX_EVENTS, MAX_KEY_EVENTS])
 
-    @_edge
+    @edge
     async def events(self, key_id: str | None = None, limit: int = 200) -> list[Event]:
         name = self.names.events if key_id is None else self.names.key_events(key_id)
         lines = await self._run("lines", [name], [-limit if limit > 0 else 0, -1])
         return [event_of(line) for line in lines.split("\n")] if lines else []
 
-    @_edge
+    @edge
     async def changes(self, since: int) -> Changes:
         n = self.names
         snapshot = await self._run("changes", [n.seq, n.changes, n.removed], [f"({int(since)}"])
@@ -340,13 +273,13 @@ class RedisStore:
         every (re)subscription, since messages published meanwhile are gone."""
         client, health = self._r, self._health
         own = self.origin + " "
-        delay = _BACKOFF[0]
+        delay = BACKOFF[0]
         while True:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.names.channel)
                 health.ok(health.gen)
-                delay = _BACKOFF[0]
+                delay = BACKOFF[0]
                 on_change()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -359,15 +292,15 @@ class RedisStore:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _BACKOFF[1])
+            delay = min(delay * 2, BACKOFF[1])
 
     # -- locks -----------------------------------------------------------------------------
-    @_edge
+    @edge
     async def try_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
         gc_ms = int((ttl + 60) * 1000)
         return int(await self._run("lock", [self.names.lock(name)], [owner, num(now), num(now + ttl), gc_ms])) == 1
 
-    @_edge
+    @edge
     async def unlock(self, name: str, owner: str) -> None:
         await self._run("unlock", [self.names.lock(name)], [owner])
 
@@ -381,14 +314,14 @@ class RedisStore:
         revoked = num(t.revoked_at) if t.revoked else ""
         return await self._run("token", self._token_keys(), [t.id, t.name, body, revoked], client=client)
 
-    @_edge
+    @edge
     async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord:
         rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now)
         if int(await self._put_token(rec)) == 0:
             raise ValueError(f"a live token named {name!r} already exists")
         return rec
 
-    @_edge
+    @edge
     async def list_tokens(self) -> list[TokenRecord]:
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.names.tokens)
@@ -401,12 +334,12 @@ class RedisStore:
             for _, tid, name, pools, th, at in rows
         ]
 
-    @_edge
+    @edge
     async def revoke_token(self, name_or_id: str, now: float) -> bool:
         n = self.names
         return int(await self._run("revoke", [n.tokens, n.token_names, n.token_revoked], [name_or_id, num(now)])) == 1
 
-    @_edge
+    @edge
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         tid = "t" + token_hash[:10]
         async with self._r.pipeline(transaction=True) as pipe:
@@ -419,7 +352,7 @@ class RedisStore:
         return TokenRecord(tid, name, tuple(pools), th, float(at)) if th == token_hash else None
 
     # -- migration -------------------------------------------------------------------------
-    @_edge
+    @edge
     async def import_records(
         self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
     ) -> None:

@@ -21,55 +21,29 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, KeyState, Transition
+from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, Transition
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.sqlite_schema import (
+    EVENT_COLUMNS,
+    KEY_COLUMNS,
+    SCHEMA_VERSION,
+    TOKEN_COLUMNS,
+    ZERO,
+    create_schema,
+    record_of,
+    row_of,
+    token_of,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 1
 _PREFIX = "sqlite:///"
 _CHUNK = 500  # ids per ``IN (...)`` query, under SQLite's bound-parameter limit
+_N = len(COUNTER_FIELDS)
 
 _T = TypeVar("_T")
-
-_KEY_COLUMNS = (
-    "id, pool, secret, state, reason, since, until, version, weight, label, added_at, "
-    + ", ".join(COUNTER_FIELDS)
-    + ", balance, currency"
-)
-_EVENT_COLUMNS = "key_id, pool, at, actor, from_state, to_state, reason, detail"
-_TOKEN_COLUMNS = "id, name, pools, token_hash, created_at, revoked_at"
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS keys (
-    id TEXT PRIMARY KEY, pool TEXT NOT NULL, secret TEXT NOT NULL,
-    state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    since REAL NOT NULL DEFAULT 0, until REAL NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL DEFAULT 1, weight REAL NOT NULL DEFAULT 1,
-    label TEXT NOT NULL DEFAULT '', added_at REAL NOT NULL DEFAULT 0,
-    {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in COUNTER_FIELDS)},
-    balance REAL NULL, currency TEXT NOT NULL DEFAULT '',
-    seq INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS keys_seq ON keys(seq);
-CREATE INDEX IF NOT EXISTS keys_pool ON keys(pool);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, key_id TEXT NOT NULL, pool TEXT NOT NULL,
-    at REAL NOT NULL, actor TEXT NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL,
-    reason TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS events_key_seq ON events(key_id, seq);
-CREATE TABLE IF NOT EXISTS removed (key_id TEXT PRIMARY KEY, pool TEXT NOT NULL, seq INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS removed_seq ON removed(seq);
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, pools TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL, revoked_at REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
-INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', {SCHEMA_VERSION}), ('cursor', 0);
-"""
 
 
 def _path_of(url: str) -> str:
@@ -82,22 +56,6 @@ def _path_of(url: str) -> str:
     return path
 
 
-_ZERO = Counters()  # frozen: one shared instance spares 100k allocations on a big load
-_N = len(COUNTER_FIELDS)
-
-
-def _record(row: Sequence[Any]) -> KeyRecord:
-    counts = row[11:11 + _N]
-    return KeyRecord(
-        row[0], row[1], row[2], KeyState(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
-        Counters(*counts) if any(counts) else _ZERO, row[11 + _N], row[12 + _N],
-    )
-
-
-def _token(row: Sequence[Any]) -> TokenRecord:
-    return TokenRecord(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5])
-
-
 def _bump(conn: sqlite3.Connection, n: int = 1) -> int:
     """Advance the change cursor by ``n`` (inside the caller's write); the first new value."""
     (cursor,) = conn.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
@@ -106,7 +64,7 @@ def _bump(conn: sqlite3.Connection, n: int = 1) -> int:
 
 
 def _insert_events(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    conn.executemany(f"INSERT INTO events({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(f"INSERT INTO events({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def _in_tx(begin: str, fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
@@ -157,23 +115,11 @@ class SQLiteStore:
             # file (the OS page cache) before COMMIT returns, so it survives a kill -9 of this
             # process; only a power loss / OS crash may roll back the last few commits.
             conn.execute("PRAGMA synchronous = NORMAL")
-            _in_tx("BEGIN IMMEDIATE", self._create_schema, conn)
+            _in_tx("BEGIN IMMEDIATE", partial(create_schema, self.path), conn)
         except BaseException:
             conn.close()
             raise
         return conn
-
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-        if row is not None and row[0] > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the SQLite store {self.path!r} has schema version {row[0]}, newer than the "
-                f"{SCHEMA_VERSION} this keyrelay supports: upgrade keyrelay to use it"
-            )
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -210,7 +156,7 @@ class SQLiteStore:
                 chunk = unique[i:i + _CHUNK]
                 sql = f"SELECT id FROM keys WHERE id IN ({', '.join('?' * len(chunk))})"
                 present.update(r[0] for r in conn.execute(sql, chunk))
-            new = partial(KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, counters=_ZERO)
+            new = partial(KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, counters=ZERO)
             added: list[KeyRecord] = []
             dups: list[str] = []
             for kid, secret in zip(ids, secrets):
@@ -235,17 +181,17 @@ class SQLiteStore:
     async def load(self, pool: str | None = None) -> list[KeyRecord]:
         def read(conn: sqlite3.Connection) -> list[KeyRecord]:
             if pool is None:
-                rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY rowid")
+                rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY rowid")
             else:
-                rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE pool = ? ORDER BY rowid", (pool,))
-            return [_record(r) for r in rows]
+                rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE pool = ? ORDER BY rowid", (pool,))
+            return [record_of(r) for r in rows]
 
         return await self._run(read)
 
     async def get(self, key_id: str) -> KeyRecord | None:
         def read(conn: sqlite3.Connection) -> KeyRecord | None:
-            row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
-            return None if row is None else _record(row)
+            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+            return None if row is None else record_of(row)
 
         return await self._run(read)
 
@@ -253,10 +199,10 @@ class SQLiteStore:
         t = transition
 
         def write(conn: sqlite3.Connection) -> KeyRecord | None:
-            row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = ?", (t.key_id,)).fetchone()
+            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (t.key_id,)).fetchone()
             if row is None:
                 return None
-            old = _record(row)
+            old = record_of(row)
             if old.version != t.expected_version:
                 return None
             new = t.applied_to(old)
@@ -303,7 +249,7 @@ class SQLiteStore:
     async def events(self, key_id: str | None = None, limit: int = 200) -> list[Event]:
         where, args = ("WHERE key_id = ?", [key_id]) if key_id is not None else ("", [])
         # limit <= 0 means no limit (MemoryStore returns everything for a falsy limit).
-        sql = f"SELECT {_EVENT_COLUMNS}, seq FROM events {where} ORDER BY seq DESC LIMIT ?"
+        sql = f"SELECT {EVENT_COLUMNS}, seq FROM events {where} ORDER BY seq DESC LIMIT ?"
 
         def read(conn: sqlite3.Connection) -> list[Event]:
             rows = conn.execute(sql, [*args, limit if limit > 0 else -1]).fetchall()
@@ -314,8 +260,8 @@ class SQLiteStore:
     async def changes(self, since: int) -> Changes:
         def read(conn: sqlite3.Connection) -> Changes:
             (cursor,) = conn.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
-            recs = conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE seq > ? ORDER BY seq", (since,))
-            records = tuple(_record(r) for r in recs)
+            recs = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE seq > ? ORDER BY seq", (since,))
+            records = tuple(record_of(r) for r in recs)
             gone = tuple(r[0] for r in conn.execute("SELECT key_id FROM removed WHERE seq > ? ORDER BY seq", (since,)))
             return Changes(int(cursor), records, gone)
 
@@ -345,7 +291,7 @@ class SQLiteStore:
                 raise ValueError(f"a live token named {name!r} already exists")
             # REPLACE, like MemoryStore: a token with the same id (hash prefix) is overwritten.
             conn.execute(
-                f"INSERT OR REPLACE INTO tokens({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)",
+                f"INSERT OR REPLACE INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)",
                 (rec.id, name, json.dumps(list(rec.pools)), token_hash, now),
             )
             return rec
@@ -354,7 +300,7 @@ class SQLiteStore:
 
     async def list_tokens(self) -> list[TokenRecord]:
         def read(conn: sqlite3.Connection) -> list[TokenRecord]:
-            return [_token(r) for r in conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, rowid")]
+            return [token_of(r) for r in conn.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, rowid")]
 
         return await self._run(read)
 
@@ -370,11 +316,11 @@ class SQLiteStore:
         return await self._write(write)
 
     async def find_token(self, token_hash: str) -> TokenRecord | None:
-        sql = f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ? AND token_hash = ? AND revoked_at <= 0"
+        sql = f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ? AND token_hash = ? AND revoked_at <= 0"
 
         def read(conn: sqlite3.Connection) -> TokenRecord | None:
             row = conn.execute(sql, ("t" + token_hash[:10], token_hash)).fetchone()
-            return None if row is None else _token(row)
+            return None if row is None else token_of(row)
 
         return await self._run(read)
 
@@ -399,15 +345,15 @@ class SQLiteStore:
             if records:
                 first = _bump(conn, len(records))
                 conn.executemany(
-                    f"INSERT INTO keys({_KEY_COLUMNS}, seq) VALUES ({', '.join('?' * (14 + _N))})",
-                    (_row(r) + (first + i,) for i, r in enumerate(records)),
+                    f"INSERT INTO keys({KEY_COLUMNS}, seq) VALUES ({', '.join('?' * (14 + _N))})",
+                    (row_of(r) + (first + i,) for i, r in enumerate(records)),
                 )
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
             _insert_events(
                 conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail) for e in events]
             )
             conn.executemany(
-                f"INSERT INTO tokens({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     (t.id, t.name, json.dumps(list(t.pools)), t.token_hash, t.created_at, t.revoked_at)
                     for t in sorted(tokens, key=lambda t: t.created_at)
@@ -416,10 +362,3 @@ class SQLiteStore:
 
         await self._write(write)
 
-
-def _row(r: KeyRecord) -> tuple[object, ...]:
-    """A record as the values of ``_KEY_COLUMNS``, the inverse of :func:`_record`."""
-    return (
-        r.id, r.pool, r.secret, r.state.value, r.reason, r.since, r.until, r.version, r.weight, r.label,
-        r.added_at, *r.counters.values(), r.balance, r.currency,
-    )

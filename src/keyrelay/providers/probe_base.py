@@ -1,0 +1,126 @@
+"""What every probe shares: the request and answer a probe flow trades with the checker, the
+:data:`ProbeFlow` and :class:`Probe` types, and the helpers that read an upstream's answer.
+
+The probes themselves are in :mod:`keyrelay.providers.probes` (billing, models, completion)
+and :mod:`keyrelay.providers.balance` (provider balance endpoints). Whatever an answer does not
+say plainly is read as *unknown*, with the upstream's error code and redacted message as
+evidence — never as a balance of 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from keyrelay.core.machine import ProbeKind, ProbeResult
+from keyrelay.core.masking import redact
+from keyrelay.core.model import Outcome
+from keyrelay.providers.base import Dialect
+
+__all__ = [
+    "Probe",
+    "ProbeFlow",
+    "ProbeRequest",
+    "ProbeResponse",
+    "auth_failure",
+    "error_in",
+    "http_unknown",
+    "json_doc",
+    "number",
+    "unknown",
+]
+
+INVALID, UNKNOWN = ProbeKind.INVALID, ProbeKind.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResponse:
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: yields requests, receives their responses, returns the result
+ProbeFlow = Generator[ProbeRequest, ProbeResponse, ProbeResult]
+
+
+class Probe(Protocol):
+    name: str
+
+    def flow(self, secret: str, now: float) -> ProbeFlow: ...
+
+
+# -- reading answers --------------------------------------------------------------------------
+
+
+def json_doc(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def number(v: Any) -> float | None:
+    """A finite number from a JSON number or numeric string (DeepSeek and SiliconFlow send
+    strings); ``None`` for anything else, booleans included."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, int | float):
+        x = float(v)
+    elif isinstance(v, str):
+        try:
+            x = float(v.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def error_in(doc: Any) -> Mapping[str, Any] | None:
+    """The ``error`` object of a decoded answer (a string error becomes its message)."""
+    if not isinstance(doc, dict) or not doc.get("error"):
+        return None
+    err = doc["error"]
+    return err if isinstance(err, dict) else {"message": str(err)}
+
+
+def unknown(probe: str, reason: str, resp: ProbeResponse | None = None, doc: Any = None) -> ProbeResult:
+    status = resp.status if resp is not None else 0
+    err = error_in(doc if doc is not None or resp is None else json_doc(resp.body))
+    code = message = None
+    if err is not None:
+        raw = err.get("code") or err.get("type")
+        code = str(raw) if raw not in (None, "") else None
+        message = redact(str(err.get("message") or ""))[:160] or None
+    return ProbeResult(UNKNOWN, probe, reason, status, code, message=message or "")
+
+
+def http_unknown(probe: str, resp: ProbeResponse) -> ProbeResult:
+    if resp.status == 404:
+        return unknown(probe, "endpoint not found", resp)
+    if resp.status >= 500:
+        return unknown(probe, "upstream error", resp)
+    return unknown(probe, "unexpected answer", resp)
+
+
+def auth_failure(probe: str, dialect: Dialect, resp: ProbeResponse, now: float) -> ProbeResult | None:
+    """An invalid-key result for a 401 the dialect reads as such (reason from its table)."""
+    if resp.status != 401:
+        return None
+    v = dialect.classify(resp.status, resp.headers, resp.body, now)
+    if v.outcome is not Outcome.INVALID_KEY:
+        return None
+    return ProbeResult(INVALID, probe, v.reason or "invalid key", resp.status, v.code)

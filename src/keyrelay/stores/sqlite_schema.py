@@ -1,0 +1,118 @@
+"""The SQLite layout of :class:`keyrelay.stores.sqlite.SQLiteStore`: its tables, the schema
+version, how the schema is created or checked on open, and how rows map to records.
+
+Tables::
+
+    meta      name → value: ``schema_version``, and ``cursor`` (the ``changes()`` cursor)
+    keys      one row per key: the record's fields, one column per counter, and ``seq``, the
+              cursor value of its last add, import or transition
+    events    every event, numbered by ``seq`` (AUTOINCREMENT)
+    removed   removed key id → pool, and ``seq`` of its removal
+    tokens    client tokens; ``pools`` is a JSON list, ``revoked_at`` 0 while live
+    locks     name → owner, expires_at (the writer's clock)
+
+On open, a file written by a newer keyrelay (a ``schema_version`` above :data:`SCHEMA_VERSION`)
+is refused; otherwise the ``CREATE … IF NOT EXISTS`` statements add whatever is missing. There
+is one schema version so far, so no migrations yet: they belong in :func:`create_schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState
+from keyrelay.stores.base import TokenRecord
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "KEY_COLUMNS",
+    "SCHEMA_VERSION",
+    "TOKEN_COLUMNS",
+    "ZERO",
+    "create_schema",
+    "record_of",
+    "row_of",
+    "token_of",
+]
+
+SCHEMA_VERSION = 1
+
+KEY_COLUMNS = (
+    "id, pool, secret, state, reason, since, until, version, weight, label, added_at, "
+    + ", ".join(COUNTER_FIELDS)
+    + ", balance, currency"
+)
+EVENT_COLUMNS = "key_id, pool, at, actor, from_state, to_state, reason, detail"
+TOKEN_COLUMNS = "id, name, pools, token_hash, created_at, revoked_at"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY, pool TEXT NOT NULL, secret TEXT NOT NULL,
+    state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    since REAL NOT NULL DEFAULT 0, until REAL NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 1, weight REAL NOT NULL DEFAULT 1,
+    label TEXT NOT NULL DEFAULT '', added_at REAL NOT NULL DEFAULT 0,
+    {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in COUNTER_FIELDS)},
+    balance REAL NULL, currency TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_seq ON keys(seq);
+CREATE INDEX IF NOT EXISTS keys_pool ON keys(pool);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, key_id TEXT NOT NULL, pool TEXT NOT NULL,
+    at REAL NOT NULL, actor TEXT NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL,
+    reason TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_key_seq ON events(key_id, seq);
+CREATE TABLE IF NOT EXISTS removed (key_id TEXT PRIMARY KEY, pool TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_seq ON removed(seq);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, pools TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL, revoked_at REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
+INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', {SCHEMA_VERSION}), ('cursor', 0);
+"""
+
+
+def create_schema(path: str, conn: sqlite3.Connection) -> None:
+    """Create the tables of a new file, or check an existing file's version (inside the caller's write)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    if row is not None and row[0] > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the SQLite store {path!r} has schema version {row[0]}, newer than the "
+            f"{SCHEMA_VERSION} this keyrelay supports: upgrade keyrelay to use it"
+        )
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+# -- rows <-> records -------------------------------------------------------------------------
+
+ZERO = Counters()  # frozen: one shared instance spares 100k allocations on a big load
+_N = len(COUNTER_FIELDS)
+
+
+def record_of(row: Sequence[Any]) -> KeyRecord:
+    counts = row[11:11 + _N]
+    return KeyRecord(
+        row[0], row[1], row[2], KeyState(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+        Counters(*counts) if any(counts) else ZERO, row[11 + _N], row[12 + _N],
+    )
+
+
+def token_of(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5])
+
+
+def row_of(r: KeyRecord) -> tuple[object, ...]:
+    """A record as the values of ``KEY_COLUMNS``, the inverse of :func:`record_of`."""
+    return (
+        r.id, r.pool, r.secret, r.state.value, r.reason, r.since, r.until, r.version, r.weight, r.label,
+        r.added_at, *r.counters.values(), r.balance, r.currency,
+    )
