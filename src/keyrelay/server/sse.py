@@ -27,13 +27,18 @@ def _data_of(event: bytes) -> bytes | None:
 
 def first_data(buf: bytes) -> bytes | None:
     """The ``data`` payload of the first event that has one, or ``None`` if none is complete yet."""
-    buf = _normal(buf)
+    if b"\r" in buf:
+        buf = _normal(buf)
+    end = buf.find(b"\n\n")
+    if end >= 0 and buf.startswith(b"data: ") and b"\n" not in buf[6:end]:  # the usual first event
+        return buf[6:end]
     start = 0
-    while (end := buf.find(b"\n\n", start)) >= 0:
+    while end >= 0:
         data = _data_of(buf[start:end])
         if data is not None:
             return data
         start = end + 2
+        end = buf.find(b"\n\n", start)
     return None
 
 
@@ -54,18 +59,19 @@ class UsageScanner:
         return bool(self._tail) or not chunk.endswith(b"\n\n") or b'"usage"' in chunk
 
     def feed(self, chunk: bytes) -> None:
-        buf = _normal(self._tail + chunk if self._tail else chunk)
+        buf = self._tail + chunk if self._tail else chunk
+        if b"\r" in buf:
+            buf = _normal(buf)
         cut = buf.rfind(b"\n\n")
         if cut < 0:
             self._tail = buf[-FIRST_EVENT_LIMIT:]
             return
-        self._tail = buf[cut + 2 :][-FIRST_EVENT_LIMIT:]
+        self._tail = buf[cut + 2 :][-FIRST_EVENT_LIMIT:] if cut + 2 < len(buf) else b""
         end = cut
         while (at := buf.rfind(b'"usage"', 0, end)) >= 0:  # from the last complete event back
             before = buf.rfind(b"\n\n", 0, at)
             start = before + 2 if before >= 0 else 0
-            stop = buf.find(b"\n\n", at)
-            if self._read(buf[start:stop]):
+            if self._read(buf[start : buf.find(b"\n\n", at)]):
                 return
             end = start
 
