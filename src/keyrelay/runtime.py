@@ -39,7 +39,7 @@ class Client:
 
 
 #: The pace of counter writes with many busy keys (rows per second, on average); see ``_paced_flush``.
-COUNTER_ROWS_PER_SECOND = 2000.0
+COUNTER_ROWS_PER_SECOND = 1000.0
 MAX_COUNTER_LAG = 10.0
 
 
