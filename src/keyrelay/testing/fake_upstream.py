@@ -19,9 +19,7 @@ DEACTIVATED / REGION_BLOCKED, the request itself (invalid JSON 400, ``"model":
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -29,78 +27,46 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
+from keyrelay.testing.key_specs import Behavior, Call, KeySpec, go_duration
 from keyrelay.testing.openai_bodies import (
     _BAD_GATEWAY,
     _BAD_JSON,
     _CONTEXT,
     _CREDIT,
     _DEACTIVATED,
-    _KEY_PAGE,
+    _DONE,
+    _EMBEDDING,
     _MODEL_NOT_FOUND,
+    _MODELS,
     _NO_FILE,
     _NO_KEY,
     _NOT_MULTIPART,
+    _OK_HEADERS,
     _OVERLOADED,
+    _PIECES,
     _QUOTA,
     _RATE,
     _REGION,
     _SERVER,
+    _SSE_HEADERS,
     _STREAM_ERR,
+    _TEXT,
+    COMPLETION_TOKENS,
+    SPEECH_BYTES,
+    _chars,
+    _count,
     _err,
+    _invalid_key,
+    _sse,
+    rate_headers,
+    read_multipart,
 )
 
 __all__ = ["COMPLETION_TOKENS", "SPEECH_BYTES", "Behavior", "Call", "FakeUpstream", "KeySpec", "go_duration"]
 
 
-class Behavior(str, enum.Enum):
-    OK = "ok"
-    INVALID = "invalid"
-    DEACTIVATED = "deactivated"
-    QUOTA = "quota"
-    CREDIT_EXHAUSTED = "credit_exhausted"
-    RATE_LIMITED = "rate_limited"
-    SERVER_ERROR = "server_error"
-    FLAKY = "flaky"
-    SLOW = "slow"
-    HANG = "hang"
-    STREAM_ERROR = "stream_error"
-    STREAM_CUT = "stream_cut"
-    REGION_BLOCKED = "region_blocked"
-
-
-@dataclass(frozen=True, slots=True)
-class KeySpec:
-    behavior: Behavior = Behavior.OK
-    #: RATE_LIMITED: the wait sent as ``retry-after``, ``retry-after-ms``, ``x-ratelimit-reset-requests``
-    retry_after: float | None = None
-    #: RATE_LIMITED: answer 429 only for this many seconds after the first 429, then OK
-    rate_limit_for: float | None = None
-    #: FLAKY: probability of a 500/502/503
-    flaky_rate: float = 0.5
-    #: SLOW: seconds before answering
-    delay: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One request received. ``key`` is the bearer value; ``body`` the raw JSON body (multipart: empty)."""
-
-    key: str | None
-    method: str
-    path: str
-    headers: dict[str, str]
-    at: float
-    stream: bool = False
-    body: bytes = b""
-
-
-COMPLETION_TOKENS = 7
-SPEECH_BYTES = bytes(i * 7 % 256 for i in range(4096))
-_PIECES = ("Hello", "!", " How", " can", " I", " help", "?")
-_TEXT = "".join(_PIECES)
-_EMBEDDING = [round(0.125 * i - 0.5, 3) for i in range(8)]
 _NO_MODEL = "no-such-model"
 
 
@@ -109,50 +75,6 @@ _FAILURES = {500: _SERVER, 502: _BAD_GATEWAY, 503: _OVERLOADED}
 _REFUSALS = {Behavior.DEACTIVATED: (401, _DEACTIVATED), Behavior.REGION_BLOCKED: (403, _REGION)}
 _SPENT = {Behavior.QUOTA: (429, _QUOTA), Behavior.CREDIT_EXHAUSTED: (429, _CREDIT)}
 _SPENT[Behavior.SERVER_ERROR] = (500, _SERVER)
-_DONE = b"data: [DONE]\n\n"
-_MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "whisper-1", "tts-1")
-_MODEL_LIST = [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"} for m in _MODEL_IDS]
-_MODELS = orjson.dumps({"object": "list", "data": _MODEL_LIST})
-_OK_HEADERS = {"x-ratelimit-limit-requests": "5000", "x-ratelimit-remaining-requests": "4999"}
-_OK_HEADERS |= {"x-ratelimit-reset-requests": "12ms", "x-ratelimit-limit-tokens": "160000"}
-_OK_HEADERS |= {"x-ratelimit-remaining-tokens": "159976", "x-ratelimit-reset-tokens": "9ms"}
-_SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-
-
-def go_duration(seconds: float) -> str:
-    """Seconds as Go's ``time.Duration.String()`` writes them: ``12ms``, ``1.5s``, ``6m0s``, ``1h0m0s``."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    secs = f"{s:.3f}".rstrip("0").rstrip(".") + "s"
-    if h:
-        return f"{int(h)}h{int(m)}m{secs}"
-    return f"{int(m)}m{secs}" if m else secs
-
-
-def _invalid_key(key: str) -> bytes:
-    """OpenAI's 401, echoing the key masked as OpenAI does (``sk-PMafP***E873``; short values whole)."""
-    shown = f"{key[:8]}***{key[-4:]}" if len(key) > 12 else key
-    msg = f"Incorrect API key provided: {shown}. You can find your API key at {_KEY_PAGE}"
-    return _err(msg, "invalid_request_error", "invalid_api_key")
-
-
-def _sse(data: bytes, event: str | None = None) -> bytes:
-    return (b"event: " + event.encode() + b"\n" if event else b"") + b"data: " + data + b"\n\n"
-
-
-def _chars(messages: Any) -> int:
-    total = 0
-    for m in messages if isinstance(messages, list) else ():
-        c = m.get("content") if isinstance(m, dict) else None
-        total += len(c) if isinstance(c, str) else len(orjson.dumps(c)) if c else 0
-    return total
-
-
-def _count(items: Any) -> int:
-    """How many inputs: a list of strings/messages counts each, anything else is one."""
-    return len(items) if isinstance(items, list) and items and not isinstance(items[0], int) else 1
 
 
 Response = web.StreamResponse
@@ -287,7 +209,7 @@ class FakeUpstream:
             bad = bad or not isinstance(payload, dict)
         elif kind == "multipart":
             bad = not request.content_type.startswith("multipart/")
-            payload = {} if bad else await self._read_multipart(request)
+            payload = {} if bad else await read_multipart(request)
         stream = not bad and payload.get("stream") is True
         if self.record_calls:
             headers = {k.lower(): v for k, v in request.headers.items()}
@@ -313,7 +235,7 @@ class FakeUpstream:
             now = time.monotonic()
             first = self._first_429.setdefault(key or "", now)
             if spec.rate_limit_for is None or now - first < spec.rate_limit_for:
-                return self._json(429, _RATE, self._rate_headers(spec.retry_after))
+                return self._json(429, _RATE, rate_headers(spec.retry_after))
         elif b is Behavior.FLAKY and self._rng.random() < spec.flaky_rate:
             status = self._rng.choice((500, 502, 503))
             return self._json(status, _FAILURES[status])
@@ -330,30 +252,6 @@ class FakeUpstream:
         elif b is Behavior.STREAM_CUT and not stream:
             raise _Cut
         return await build(_Ctx(request, payload, stream, spec))
-
-    @staticmethod
-    def _rate_headers(retry_after: float | None) -> dict[str, str]:
-        h = {"x-ratelimit-limit-requests": "5000", "x-ratelimit-remaining-requests": "0"}
-        if retry_after is not None:
-            h["retry-after"] = str(math.ceil(retry_after))
-            h["retry-after-ms"] = str(round(retry_after * 1000))
-            h["x-ratelimit-reset-requests"] = go_duration(retry_after)
-        return h
-
-    @staticmethod
-    async def _read_multipart(request: web.Request) -> dict[str, Any]:
-        fields: dict[str, Any] = {}
-        async for part in await request.multipart():
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            if part.filename is None:
-                fields[part.name] = await part.text()
-                continue
-            data = bytearray()
-            while chunk := await part.read_chunk(1 << 16):
-                data += chunk
-            fields[part.name], fields[part.name + ".filename"] = bytes(data), part.filename
-        return fields
 
     async def _stream(self, c: _Ctx, frames: list[bytes], error: bytes) -> Response:
         resp = web.StreamResponse(headers={"x-request-id": f"req_{next(self._ids):024x}"} | _OK_HEADERS | _SSE_HEADERS)

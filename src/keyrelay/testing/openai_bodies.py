@@ -1,8 +1,15 @@
-"""Verbatim OpenAI error bodies for the fake upstream (PROVIDER-ERRORS.md §1; ids replaced)."""
+"""What the fake upstream sends, as OpenAI sends it: verbatim error bodies (PROVIDER-ERRORS.md
+§1; ids replaced), the headers and pieces of success answers, and how a request is sized."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import orjson
+from aiohttp import BodyPartReader, web
+
+from keyrelay.testing.key_specs import go_duration
 
 
 def _err(message: str, type_: str | None, code: str | None, param: str | None = None) -> bytes:
@@ -74,3 +81,69 @@ _STREAM_ERR = (
 )
 _NOT_MULTIPART = _err("Invalid Content-Type header, expected multipart/form-data.", "invalid_request_error", None)
 _NO_FILE = _err("you must provide a file", "invalid_request_error", None, "file")
+
+
+# Success answers.
+COMPLETION_TOKENS = 7
+SPEECH_BYTES = bytes(i * 7 % 256 for i in range(4096))
+_PIECES = ("Hello", "!", " How", " can", " I", " help", "?")
+_TEXT = "".join(_PIECES)
+_EMBEDDING = [round(0.125 * i - 0.5, 3) for i in range(8)]
+_DONE = b"data: [DONE]\n\n"
+_MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "whisper-1", "tts-1")
+_MODEL_LIST = [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"} for m in _MODEL_IDS]
+_MODELS = orjson.dumps({"object": "list", "data": _MODEL_LIST})
+_OK_HEADERS = {"x-ratelimit-limit-requests": "5000", "x-ratelimit-remaining-requests": "4999"}
+_OK_HEADERS |= {"x-ratelimit-reset-requests": "12ms", "x-ratelimit-limit-tokens": "160000"}
+_OK_HEADERS |= {"x-ratelimit-remaining-tokens": "159976", "x-ratelimit-reset-tokens": "9ms"}
+_SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+
+
+def _invalid_key(key: str) -> bytes:
+    """OpenAI's 401, echoing the key masked as OpenAI does (``sk-PMafP***E873``; short values whole)."""
+    shown = f"{key[:8]}***{key[-4:]}" if len(key) > 12 else key
+    msg = f"Incorrect API key provided: {shown}. You can find your API key at {_KEY_PAGE}"
+    return _err(msg, "invalid_request_error", "invalid_api_key")
+
+
+def _sse(data: bytes, event: str | None = None) -> bytes:
+    return (b"event: " + event.encode() + b"\n" if event else b"") + b"data: " + data + b"\n\n"
+
+
+def _chars(messages: Any) -> int:
+    total = 0
+    for m in messages if isinstance(messages, list) else ():
+        c = m.get("content") if isinstance(m, dict) else None
+        total += len(c) if isinstance(c, str) else len(orjson.dumps(c)) if c else 0
+    return total
+
+
+def _count(items: Any) -> int:
+    """How many inputs: a list of strings/messages counts each, anything else is one."""
+    return len(items) if isinstance(items, list) and items and not isinstance(items[0], int) else 1
+
+
+def rate_headers(retry_after: float | None) -> dict[str, str]:
+    """The headers of a 429 rate limit, announcing ``retry_after`` seconds in all three forms."""
+    h = {"x-ratelimit-limit-requests": "5000", "x-ratelimit-remaining-requests": "0"}
+    if retry_after is not None:
+        h["retry-after"] = str(math.ceil(retry_after))
+        h["retry-after-ms"] = str(round(retry_after * 1000))
+        h["x-ratelimit-reset-requests"] = go_duration(retry_after)
+    return h
+
+
+async def read_multipart(request: web.Request) -> dict[str, Any]:
+    """A multipart request's fields; a file field as bytes, with its name under ``<field>.filename``."""
+    fields: dict[str, Any] = {}
+    async for part in await request.multipart():
+        if not isinstance(part, BodyPartReader) or part.name is None:
+            continue
+        if part.filename is None:
+            fields[part.name] = await part.text()
+            continue
+        data = bytearray()
+        while chunk := await part.read_chunk(1 << 16):
+            data += chunk
+        fields[part.name], fields[part.name + ".filename"] = bytes(data), part.filename
+    return fields
