@@ -11,7 +11,8 @@ The cancelled attempt tells its own cancellation from any other (the client goin
 shutdown) with :meth:`Deadline.expired`, which takes back exactly the one cancellation it
 caused (``Task.uncancel``), as :func:`asyncio.timeout` does.
 
-Rules for the proxy: arm before sending, :meth:`~Deadline.push` when bytes arrive,
+Rules for the proxy: arm before sending, read the upstream inside ``with deadline:`` (which
+turns the deadline's own cancellation into :class:`ReadTimeout`), :meth:`~Deadline.push` when bytes arrive,
 :meth:`~Deadline.pause` while it waits on anything but the upstream (the client, the store),
 and :meth:`~ReadDeadlines.disarm` when the attempt is over (in a ``finally``).
 """
@@ -23,8 +24,13 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from typing import Self
 
-__all__ = ["Deadline", "ReadDeadlines"]
+__all__ = ["Deadline", "ReadDeadlines", "ReadTimeout"]
+
+
+class ReadTimeout(asyncio.TimeoutError):
+    """The upstream sent nothing for the pool's ``read_timeout``."""
 
 
 class Deadline:
@@ -46,6 +52,14 @@ class Deadline:
     def pause(self) -> None:
         """Waiting on something else than the upstream: no read timeout until :meth:`push`."""
         self.at = math.inf
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """Around an upstream read: a cancellation of this deadline's own becomes a :class:`ReadTimeout`."""
+        if typ is asyncio.CancelledError and self.expired():
+            raise ReadTimeout from None
 
     def expired(self) -> bool:
         """Was the ``CancelledError`` being handled caused by this deadline alone? If it was,

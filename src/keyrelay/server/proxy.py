@@ -153,14 +153,10 @@ class Proxy:
             headers = fwd
             d = deadlines.arm(retry.read_timeout)
             try:
-                try:
+                with d:
                     up = await session.request(
                         request.method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
                     )
-                except asyncio.CancelledError:
-                    if not d.expired():
-                        raise
-                    raise _ReadTimeout from None
             except asyncio.CancelledError:
                 deadlines.disarm(d)
                 attempts.abandon(lease)
@@ -176,12 +172,8 @@ class Proxy:
                 d.push()
                 ctype = up.headers.get("Content-Type", "")
                 if up.status == 200 and ctype.startswith(_SSE):
-                    try:
+                    with d:
                         first, verdict = await self._peek(up, pool, d)
-                    except asyncio.CancelledError:
-                        if not d.expired():
-                            raise
-                        raise _ReadTimeout from None
                     if verdict.outcome is Outcome.OK:
                         return await self._stream(request, up, first, pool, attempts, lease, d)
                     d.pause()
@@ -192,12 +184,8 @@ class Proxy:
                         headers=response_headers(up.headers),
                     )
                 else:
-                    try:
+                    with d:
                         data = await up.read()
-                    except asyncio.CancelledError:
-                        if not d.expired():
-                            raise
-                        raise _ReadTimeout from None
                     d.pause()
                     verdict = dialect.classify(up.status, up.headers, data, pool.clock())
                     usage = None
@@ -279,17 +267,13 @@ class Proxy:
             await resp.write(first)
             d.push()
             try:
-                try:
+                with d:
                     async for chunk in up.content.iter_any():
                         d.pause()
                         await resp.write(chunk)
                         d.push()
                         if scanner.wants(chunk):
                             scanner.feed(chunk)
-                except asyncio.CancelledError:
-                    if not d.expired():
-                        raise
-                    raise _ReadTimeout from None
             except _UPSTREAM_BROKE as exc:  # the upstream cut or stalled the stream: too late to fail over
                 d.pause()
                 verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
@@ -307,10 +291,6 @@ class Proxy:
         return resp
 
 
-class _ReadTimeout(asyncio.TimeoutError):
-    """The upstream sent nothing for the pool's ``read_timeout`` (deadlines.py)."""
-
-
 _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
 
 
@@ -324,8 +304,6 @@ class _Closing(Exception):
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The whole body (aiohttp stops at the app's ``client_max_size``, the largest pool limit)."""
-    if not request.body_exists:
-        return b""
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
