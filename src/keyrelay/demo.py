@@ -25,7 +25,7 @@ from keyrelay.config import parse_settings
 from keyrelay.core.machine import effective_state
 from keyrelay.core.model import KeyRecord
 from keyrelay.runtime import Runtime
-from keyrelay.server.app import build_app
+from keyrelay.server.app import GatewayRunner
 from keyrelay.testing.fake_upstream import Behavior, FakeUpstream, KeySpec
 
 __all__ = ["run_demo"]
@@ -124,7 +124,7 @@ async def _demo(seconds: float, concurrency: int, console: Console, live: bool) 
         for r in added.added:
             spec = DEMO_KEYS[r.secret]
             roles[r.id] = ROLE[spec.behavior if isinstance(spec, KeySpec) else spec]
-        runner = web.AppRunner(build_app(runtime), handler_cancellation=True, access_log=None)
+        runner = GatewayRunner(runtime)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from keyrelay.config import Settings, parse_settings
 from keyrelay.runtime import Runtime
-from keyrelay.server.app import build_app
+from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import Store, open_store
 from keyrelay.testing.fake_upstream import Behavior, FakeUpstream, KeySpec
 
@@ -57,7 +57,7 @@ GatewayFactory = Callable[..., Any]
 
 @pytest.fixture
 async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
-    made: list[tuple[web.AppRunner, FakeUpstream, aiohttp.ClientSession]] = []
+    made: list[tuple[GatewayRunner, FakeUpstream, aiohttp.ClientSession]] = []
 
     async def make(
         keys: Mapping[str, Behavior | KeySpec],
@@ -86,8 +86,7 @@ async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
         await store.open()
         added = await store.add_keys("openai", list(keys), time.time())
         runtime = Runtime(settings, store)
-        app = build_app(runtime)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        runner = GatewayRunner(runtime)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -236,6 +236,19 @@ async def test_pools_are_served_under_their_name_and_v1_goes_to_the_default(make
         assert (await r.json())["error"]["code"] == "unknown_pool"
     async with gw.session.get(gw.url + "/healthz") as r:
         assert r.status == 200 and (await r.json())["status"] == "ok"
+    assert len(gw.fake.calls) == 1  # /healthz does not touch upstream
+
+
+async def test_healthz_answers_get_and_head_only_and_needs_no_token(make_gateway):
+    gw = await make_gateway({GOOD: Behavior.OK})
+    async with gw.session.get(gw.url + "/healthz") as r:
+        assert r.status == 200 and (await r.json())["eligible_keys"] == {"openai": 1, "other": 0}
+    async with gw.session.head(gw.url + "/healthz") as r:
+        assert r.status == 200
+    async with gw.session.post(gw.url + "/healthz") as r:
+        assert r.status == 405 and r.headers["Allow"] == "GET, HEAD"
+        assert (await r.json())["error"]["code"] == "method_not_allowed"
+    assert gw.fake.calls == []
 
 
 async def test_keys_added_by_another_process_are_used_within_a_second(make_gateway, tmp_path):

@@ -47,7 +47,7 @@ class Proxy:
         self._closing = False
 
     # -- entry ---------------------------------------------------------------------------
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         pool, rest = self._route(request.path)
         if pool is None:
@@ -108,7 +108,7 @@ class Proxy:
                     f"ms={(time.perf_counter() - started) * 1000:.1f} client={client.name}"
                 )
 
-    async def _read_rest(self, request: web.Request, limit: int) -> bytes:
+    async def _read_rest(self, request: web.BaseRequest, limit: int) -> bytes:
         """A body still on its way: refused beyond the limit, ended at shutdown."""
         if request.content_length is not None and request.content_length > limit:
             raise _TooLarge
@@ -137,7 +137,7 @@ class Proxy:
 
     # -- the loop ------------------------------------------------------------------------
     async def _relay(
-        self, request: web.Request, pool: KeyPool, attempts: Attempts, url: str, body: bytes
+        self, request: web.BaseRequest, pool: KeyPool, attempts: Attempts, url: str, body: bytes
     ) -> web.StreamResponse:
         dialect, session, deadlines = pool.dialect, self.session, self.deadlines
         assert session is not None, "the app sets the session at start-up"
@@ -246,7 +246,7 @@ class Proxy:
 
     async def _stream(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         up: aiohttp.ClientResponse,
         first: bytes,
         pool: KeyPool,
@@ -302,7 +302,7 @@ class _Closing(Exception):
     """The server is shutting down before the request body arrived whole."""
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The whole body (aiohttp stops at the app's ``client_max_size``, the largest pool limit)."""
     try:
         body = await request.read()
