@@ -39,9 +39,9 @@ CHAT_JSON = (
 )
 _CHUNK = (
     'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini",'
-    '"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\\n\\n'
+    '"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}],"usage":null}\\n\\n'
 )
-SSE = _CHUNK * 5 + (
+SSE = _CHUNK * 5 + (  # as OpenAI streams with stream_options.include_usage
     'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","choices":[],'
     '"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}\\n\\ndata: [DONE]\\n\\n'
 )

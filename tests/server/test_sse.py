@@ -68,3 +68,17 @@ def test_usage_found_when_only_the_last_event_names_it(cuts: list[int]) -> None:
     stream = b'data: {"choices":[]}\n\n' + USAGE + b"data: [DONE]\n\n"
     at = [0, *sorted(c for c in cuts if c < len(stream)), len(stream)]
     assert _scan([stream[a:b] for a, b in pairwise(at)]) == Usage(9, 5)
+
+
+def test_chunks_whose_usage_is_null_are_not_decoded() -> None:
+    scanner = UsageScanner(get_dialect("openai"))
+    assert not scanner.wants(_chunk("a"))
+    assert not scanner.wants(_chunk("a") + _chunk("b"))
+    assert scanner.wants(_chunk("a") + USAGE)  # one null, one real: the real one is read
+    assert scanner.wants(USAGE)
+
+
+def test_usage_spelled_with_spaces_is_read_too() -> None:
+    spaced = b'data: {"choices": [], "usage": null}\n\ndata: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}\n\n'
+    assert _scan([spaced + b"data: [DONE]\n\n"]) == Usage(3, 4)
+    assert _scan([b'data: {"choices": [], "usage": null}\n\n']) is None

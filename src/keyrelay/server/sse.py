@@ -10,6 +10,8 @@ from keyrelay.providers import Dialect, Usage
 __all__ = ["FIRST_EVENT_LIMIT", "UsageScanner", "first_data"]
 
 FIRST_EVENT_LIMIT = 64 * 1024
+_USAGE = b'"usage"'
+_NO_USAGE = b'"usage":null'  # as OpenAI writes it; other spellings are decoded to find out
 
 
 def _normal(buf: bytes) -> bytes:
@@ -55,8 +57,12 @@ class UsageScanner:
 
     def wants(self, chunk: bytes) -> bool:
         """Is this chunk worth feeding? (It may carry usage, completes a partial event, or ends
-        inside one.) Upstreams send whole events per chunk as a rule, so most chunks are not."""
-        return bool(self._tail) or not chunk.endswith(b"\n\n") or b'"usage"' in chunk
+        inside one.) Upstreams send whole events per chunk as a rule, so most chunks are not:
+        with ``include_usage`` OpenAI puts ``"usage":null`` in every chunk but the last."""
+        if self._tail or not chunk.endswith(b"\n\n"):
+            return True
+        n = chunk.count(_USAGE)
+        return n > 0 and n != chunk.count(_NO_USAGE)
 
     def feed(self, chunk: bytes) -> None:
         buf = self._tail + chunk if self._tail else chunk
@@ -68,10 +74,10 @@ class UsageScanner:
             return
         self._tail = buf[cut + 2 :][-FIRST_EVENT_LIMIT:] if cut + 2 < len(buf) else b""
         end = cut
-        while (at := buf.rfind(b'"usage"', 0, end)) >= 0:  # from the last complete event back
+        while (at := buf.rfind(_USAGE, 0, end)) >= 0:  # from the last complete event back
             before = buf.rfind(b"\n\n", 0, at)
             start = before + 2 if before >= 0 else 0
-            if self._read(buf[start : buf.find(b"\n\n", at)]):
+            if not buf.startswith(_NO_USAGE, at) and self._read(buf[start : buf.find(b"\n\n", at)]):
                 return
             end = start
 
