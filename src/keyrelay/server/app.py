@@ -10,6 +10,7 @@ That layer cost about 4 % of a bare pass-through proxy's instructions per reques
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -18,13 +19,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 
 from keyrelay.config import Settings
 from keyrelay.runtime import Runtime
-from keyrelay.server.http import error_response
 from keyrelay.server.proxy import Proxy
 
 __all__ = ["GatewayRunner", "run_server", "serve"]
@@ -42,7 +39,7 @@ class GatewayRunner(web.BaseRunner):
     (``setup()``, a site, ``cleanup()``). With ``own_runtime`` it starts and stops the runtime
     with itself."""
 
-    __slots__ = ("_loop", "_max_body", "own_runtime", "proxy", "runtime")
+    __slots__ = ("_max_body", "own_runtime", "proxy", "runtime")
 
     def __init__(self, runtime: Runtime, *, own_runtime: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("access_log", None)  # ours is keyrelay.access (logs.py)
@@ -52,10 +49,9 @@ class GatewayRunner(web.BaseRunner):
         self.proxy = Proxy(runtime)
         #: aiohttp stops reading a body here; each pool then applies its own limit
         self._max_body = max(p.retry.max_body_bytes for p in runtime.settings.pools) + 1
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _make_server(self) -> web.Server:
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         if self.own_runtime:
             await self.runtime.start()
         server = self.runtime.settings.server
@@ -65,29 +61,9 @@ class GatewayRunner(web.BaseRunner):
         self.proxy.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
         )
-        return web.Server(self._handle, request_factory=self._make_request, **self._kwargs)
-
-    def _make_request(
-        self,
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: RequestHandler,
-        writer: Any,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        assert self._loop is not None
-        return web.BaseRequest(message, payload, protocol, writer, task, self._loop, client_max_size=self._max_body)
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.path == "/healthz":
-            return self._healthz(request)
-        return await self.proxy.handle(request)
-
-    def _healthz(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.method not in ("GET", "HEAD"):
-            return error_response(405, "use GET /healthz", code="method_not_allowed", headers={"Allow": "GET, HEAD"})
-        pools = {name: p.eligible_count() for name, p in self.runtime.pools.items()}
-        return web.json_response({"status": "ok", "eligible_keys": pools})
+        # aiohttp's own request factory, with our body limit (aiohttp stops reading beyond it)
+        factory = functools.partial(web.BaseRequest, loop=loop, client_max_size=self._max_body)
+        return web.Server(self.proxy.handle, request_factory=factory, **self._kwargs)
 
     async def shutdown(self) -> None:
         self.proxy.drop_partial_bodies()

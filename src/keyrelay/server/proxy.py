@@ -51,6 +51,8 @@ class Proxy:
         started = time.perf_counter()
         pool, rest = self._route(request.path)
         if pool is None:
+            if request.path == "/healthz":
+                return self._healthz(request)
             return error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
@@ -107,6 +109,13 @@ class Proxy:
                     f"outcome={outcome} attempts={attempts.count if attempts else 0} "
                     f"ms={(time.perf_counter() - started) * 1000:.1f} client={client.name}"
                 )
+
+    def _healthz(self, request: web.BaseRequest) -> web.Response:
+        """Ready to serve: answers without a token and without touching upstream."""
+        if request.method not in ("GET", "HEAD"):
+            return error_response(405, "use GET /healthz", code="method_not_allowed", headers={"Allow": "GET, HEAD"})
+        pools = {name: p.eligible_count() for name, p in self.runtime.pools.items()}
+        return web.json_response({"status": "ok", "eligible_keys": pools})
 
     async def _read_rest(self, request: web.BaseRequest, limit: int) -> bytes:
         """A body still on its way: refused beyond the limit, ended at shutdown."""
