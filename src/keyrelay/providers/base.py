@@ -60,6 +60,12 @@ class Dialect(Protocol):
         """Token usage from a decoded JSON answer or SSE event, if it has any."""
         ...
 
+    def usage_at(self, data: bytes, at: int) -> Usage | None:
+        """Token usage read straight off the raw bytes, where ``"usage"`` starts at ``at``, when
+        they are in the provider's usual spelling; ``None`` means "decode to find out". Saves
+        decoding a JSON document on every answer (the hot path)."""
+        ...
+
     def error_body(self, status: int, body: bytes, secrets: tuple[str, ...] = ()) -> bytes:
         """An error body safe to hand to a client: rebuilt from the upstream one, keys redacted."""
         ...

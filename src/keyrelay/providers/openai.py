@@ -102,6 +102,9 @@ _WAIT = re.compile(
 )
 _WAIT_UNIT = {"min": 60.0, "mil": 1e-3}
 
+#: ``usage`` as OpenAI (and DeepSeek, OpenRouter, …) write it, compact, the counts first
+_COMPACT_USAGE = re.compile(rb'"usage":\{"prompt_tokens":(\d{1,15}),"completion_tokens":(\d{1,15})[,}]')
+
 _OUTCOMES = {o.value: o for o in Outcome}
 
 
@@ -276,6 +279,10 @@ class OpenAIDialect:
         p = u.get("prompt_tokens", u.get("input_tokens", 0))
         c = u.get("completion_tokens", u.get("output_tokens", 0))
         return Usage(p if isinstance(p, int) else 0, c if isinstance(c, int) else 0)
+
+    def usage_at(self, data: bytes, at: int) -> Usage | None:
+        m = _COMPACT_USAGE.match(data, at)
+        return None if m is None else Usage(int(m[1]), int(m[2]))
 
     def error_body(self, status: int, body: bytes, secrets: tuple[str, ...] = ()) -> bytes:
         _doc, err = parse_error(body)

@@ -24,6 +24,9 @@ def usage_of_json(dialect: Dialect, ctype: str, data: bytes) -> Usage | None:
     at = data.rfind(b'"usage"')
     if at < 0 or "json" not in ctype:
         return None
+    quick = dialect.usage_at(data, at)
+    if quick is not None:
+        return quick
     m = _USAGE.match(data, at) if len(data) > _SMALL else None  # a small answer is cheaper to decode whole
     try:
         doc = orjson.loads(b"{" + m.group() + b"}") if m else orjson.loads(data)

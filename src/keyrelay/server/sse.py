@@ -77,8 +77,13 @@ class UsageScanner:
         while (at := buf.rfind(_USAGE, 0, end)) >= 0:  # from the last complete event back
             before = buf.rfind(b"\n\n", 0, at)
             start = before + 2 if before >= 0 else 0
-            if not buf.startswith(_NO_USAGE, at) and self._read(buf[start : buf.find(b"\n\n", at)]):
-                return
+            if not buf.startswith(_NO_USAGE, at):
+                quick = self.dialect.usage_at(buf, at)
+                if quick is not None and (quick.prompt_tokens or quick.completion_tokens):
+                    self.usage = quick
+                    return
+                if self._read(buf[start : buf.find(b"\n\n", at)]):
+                    return
             end = start
 
     def _read(self, event: bytes) -> bool:
