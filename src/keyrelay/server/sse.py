@@ -29,11 +29,12 @@ def _data_of(event: bytes) -> bytes | None:
 
 def first_data(buf: bytes) -> bytes | None:
     """The ``data`` payload of the first event that has one, or ``None`` if none is complete yet."""
+    end = buf.find(b"\n\n")
+    if end >= 0 and buf.startswith(b"data: ") and buf.find(b"\n", 6, end) < 0 and buf.find(b"\r", 6, end) < 0:
+        return buf[6:end]  # the usual first event: one data line
     if b"\r" in buf:
         buf = _normal(buf)
-    end = buf.find(b"\n\n")
-    if end >= 0 and buf.startswith(b"data: ") and b"\n" not in buf[6:end]:  # the usual first event
-        return buf[6:end]
+        end = buf.find(b"\n\n")
     start = 0
     while end >= 0:
         data = _data_of(buf[start:end])
