@@ -39,6 +39,9 @@ class PoolState:
         self.strategy_name = strategy
         self._strategy: Strategy = make_strategy(strategy)
         self._records: dict[str, KeyRecord] = {}
+        #: each key's lease for its current version: leases are immutable, so one is lent to
+        #: every request (no object made per request on the hot path)
+        self._leases: dict[str, Lease] = {}
         self._inflight: dict[str, int] = {}
         self._cooling: list[tuple[float, str]] = []  # heap of (until, key id), lazily cleaned
         self._eligible: set[str] = set()
@@ -79,6 +82,7 @@ class PoolState:
         if not force and old is not None and old.version > record.version:
             return
         self._records[record.id] = record
+        self._leases[record.id] = Lease(record.id, self.name, record.secret, record.version, record.masked)
         if record.state is KeyState.ACTIVE:
             self._make_eligible(record)
         else:
@@ -92,6 +96,7 @@ class PoolState:
 
     def remove(self, key_id: str) -> None:
         self._records.pop(key_id, None)
+        self._leases.pop(key_id, None)
         self._make_ineligible(key_id)
 
     def _make_eligible(self, record: KeyRecord) -> None:
@@ -126,12 +131,11 @@ class PoolState:
         kid = self._strategy.pick(rng, exclude)
         if kid is None:
             return None
-        rec = self._records[kid]
         n = self._inflight.get(kid, 0) + 1
         self._inflight[kid] = n
         if self._strategy.tracks_inflight:
             self._strategy.acquired(kid, n)
-        return Lease(kid, self.name, rec.secret, rec.version, rec.masked)
+        return self._leases[kid]
 
     def release(self, lease: Lease) -> None:
         n = self._inflight.get(lease.key_id, 0) - 1
