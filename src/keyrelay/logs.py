@@ -20,6 +20,7 @@ from collections import deque
 from typing import TextIO
 
 from keyrelay.core.masking import redact
+from keyrelay.core.pool import Lease
 
 __all__ = ["AccessLog", "BufferedStreamHandler", "LogfmtFormatter", "access_log", "setup_logging"]
 
@@ -105,17 +106,37 @@ class AccessLog:
     def enabled(self) -> bool:
         return self._logger.isEnabledFor(logging.INFO)
 
-    def write(self, msg: str) -> None:
-        """``msg`` is ``key=value`` pairs built from masked values only."""
+    def request(
+        self,
+        pool: str,
+        lease: Lease | None,
+        method: str,
+        path: str,
+        status: int,
+        outcome: str,
+        attempts: int,
+        started: float,
+        client: str,
+    ) -> None:
+        """One request's line (masked key only); ``started`` is its ``time.perf_counter()``."""
+        ms = (time.perf_counter() - started) * 1000
+        key, masked = ("-", "-") if lease is None else (lease.key_id, lease.masked)
         h = self._handler
         if h is None:
-            self._logger.info("%s", msg)
+            self._logger.info(
+                "pool=%s key=%s masked=%s method=%s path=%s status=%d outcome=%s attempts=%d ms=%.1f client=%s",
+                pool, key, masked, method, path, status, outcome, attempts, ms, client,
+            )
             return
         now = time.time()
         sec = int(now)
         if sec != self._sec:
             self._sec, self._ts = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        h._lines.append(f"ts={self._ts}.{int((now - sec) * 1000):03d}Z level=info logger=keyrelay.access {msg}")
+        h._lines.append(
+            f"ts={self._ts}.{int((now - sec) * 1000):03d}Z level=info logger=keyrelay.access pool={pool} key={key} "
+            f"masked={masked} method={method} path={path} status={status} outcome={outcome} attempts={attempts} "
+            f"ms={ms:.1f} client={client}"
+        )
 
 
 access_log = AccessLog()

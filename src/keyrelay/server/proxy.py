@@ -103,11 +103,9 @@ class Proxy:
             raise
         finally:
             if access_log.enabled:
-                lease = attempts.last_lease if attempts else None
-                access_log.write(
-                    f"pool={pool.name} key={lease.key_id if lease else '-'} masked={lease.masked if lease else '-'} method={request.method} path={request.path} status={status} "
-                    f"outcome={outcome} attempts={attempts.count if attempts else 0} "
-                    f"ms={(time.perf_counter() - started) * 1000:.1f} client={client.name}"
+                access_log.request(
+                    pool.name, attempts.last_lease if attempts else None, request.method, request.path, status,
+                    outcome, attempts.count if attempts else 0, started, client.name,
                 )
 
     def _healthz(self, request: web.BaseRequest) -> web.Response:
