@@ -89,6 +89,10 @@ class BufferedStreamHandler(logging.Handler):
         super().close()
 
 
+#: "000" … "999": a format spec (``:03d``, ``:.1f``) costs more than the rest of the line
+_MILLIS = tuple(f"{i:03d}" for i in range(1000))
+
+
 class AccessLog:
     """The access log's fast path: one preformatted line per request, straight into the
     buffered handler (no LogRecord, no formatter pass). Without :func:`setup_logging` (tests,
@@ -119,13 +123,13 @@ class AccessLog:
         client: str,
     ) -> None:
         """One request's line (masked key only); ``started`` is its ``time.perf_counter()``."""
-        ms = (time.perf_counter() - started) * 1000
+        tenths = int((time.perf_counter() - started) * 10_000 + 0.5)  # of a millisecond
         key, masked = ("-", "-") if lease is None else (lease.key_id, lease.masked)
         h = self._handler
         if h is None:
             self._logger.info(
                 "pool=%s key=%s masked=%s method=%s path=%s status=%d outcome=%s attempts=%d ms=%.1f client=%s",
-                pool, key, masked, method, path, status, outcome, attempts, ms, client,
+                pool, key, masked, method, path, status, outcome, attempts, tenths / 10, client,
             )
             return
         now = time.time()
@@ -133,9 +137,9 @@ class AccessLog:
         if sec != self._sec:
             self._sec, self._ts = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         h._lines.append(
-            f"ts={self._ts}.{int((now - sec) * 1000):03d}Z level=info logger=keyrelay.access pool={pool} key={key} "
+            f"ts={self._ts}.{_MILLIS[int((now - sec) * 1000)]}Z level=info logger=keyrelay.access pool={pool} key={key} "
             f"masked={masked} method={method} path={path} status={status} outcome={outcome} attempts={attempts} "
-            f"ms={ms:.1f} client={client}"
+            f"ms={tenths // 10}.{tenths % 10} client={client}"
         )
 
 
