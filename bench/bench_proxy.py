@@ -6,7 +6,9 @@ aiohttp client) share core 1. Each proxy gets the same load: non-streaming chat 
 streaming ones (SSE), then keyrelay again with 10,000 keys in its pool.
 
 Prints requests/s and p50/p99 latency for each, and keyrelay's ratio to the baseline: the
-median over several rounds of the ratio within a round, as the machine's speed drifts.
+median over several rounds of the ratio within a round, as the machine's speed drifts. Also
+each proxy's CPU time per request (from /proc) and how busy its core was: near 1.0 when the
+proxy, not the load generator or the upstream, set the pace.
 
     python bench/bench_proxy.py [--seconds 8] [--connections 64] [--rounds 3] [--log-level info]
 """
@@ -74,6 +76,16 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float = float("nan")  #: the proxy's CPU time (user + system, all threads) per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- upstream ------------------------------------------------------------------------------
@@ -116,7 +128,16 @@ http {{
 # -- load ----------------------------------------------------------------------------------
 
 
-def run_load(url: str, seconds: float, connections: int) -> Result:
+def run_load(url: str, seconds: float, connections: int, pid: int | None = None) -> Result:
+    """Load ``url``; with ``pid`` (the proxy), also its CPU time per request."""
+    cpu0 = cpu_seconds(pid) if pid else float("nan")
+    r, requests = _load(url, seconds, connections)
+    cpu = cpu_seconds(pid) - cpu0 if pid else float("nan")
+    return Result(r.rps, r.p50_ms, r.p99_ms, cpu / requests * 1e6 if requests else float("nan"))
+
+
+def _load(url: str, seconds: float, connections: int) -> tuple[Result, float]:
+    """(figures, number of requests)"""
     if shutil.which("wrk"):
         script = Path(tempfile.mkstemp(suffix=".lua")[1])
         script.write_text(
@@ -131,13 +152,14 @@ def run_load(url: str, seconds: float, connections: int) -> Result:
         if "Non-2xx" in out:
             raise RuntimeError(f"errors during the load:\n{out}")
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-        return Result(rps, _wrk_ms(out, "50%"), _wrk_ms(out, "99%"))
+        requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        return Result(rps, _wrk_ms(out, "50%"), _wrk_ms(out, "99%")), requests
     out = subprocess.run(
         pinned(1, [sys.executable, str(HERE / "loadgen.py"), url, str(seconds), str(connections), TOKEN, BODY]),
         capture_output=True, text=True, check=True,
     ).stdout
     rps, p50, p99 = (float(x) for x in out.split())
-    return Result(rps, p50, p99)
+    return Result(rps, p50, p99), rps * seconds
 
 
 def _wrk_ms(out: str, pct: str) -> float:
@@ -201,11 +223,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def measure(port: int, args: argparse.Namespace) -> tuple[Result, Result]:
+def measure(port: int, pid: int, args: argparse.Namespace) -> tuple[Result, Result]:
     base = f"http://127.0.0.1:{port}/v1"
     run_load(base + "/chat/completions", 2, args.connections)  # warm-up
-    plain = run_load(base + "/chat/completions", args.seconds, args.connections)
-    stream = run_load(base + "/sse", args.seconds, args.connections)
+    plain = run_load(base + "/chat/completions", args.seconds, args.connections, pid)
+    stream = run_load(base + "/sse", args.seconds, args.connections, pid)
     return plain, stream
 
 
@@ -214,13 +236,13 @@ def one_round(upstream: str, tmp: Path, args: argparse.Namespace) -> dict[str, t
     out: dict[str, tuple[Result, Result]] = {}
     p, port = start_baseline(upstream)
     try:
-        out[BASE] = measure(port, args)
+        out[BASE] = measure(port, p.pid, args)
     finally:
         stop(p)
     for n in (1, 10_000):
         p, port = start_keyrelay(upstream, tmp, n, args.log_level)
         try:
-            out[f"keyrelay, {n:,} key{'s' if n > 1 else ''}"] = measure(port, args)
+            out[f"keyrelay, {n:,} key{'s' if n > 1 else ''}"] = measure(port, p.pid, args)
         finally:
             stop(p)
     return out
@@ -264,6 +286,15 @@ def main() -> None:
     for name in names[1:]:
         per = ", ".join(f"{r[name][0].rps / r[BASE][0].rps:.2f}/{r[name][1].rps / r[BASE][1].rps:.2f}" for r in rounds)
         print(f"  {name:22} {per}")
+    print("\nthe proxy's CPU time per request (user + system, all its threads) and how busy its core was")
+    print("(near 1.00: the proxy was the bottleneck, as the ratios above assume):")
+    for name in names:
+        cells = []
+        for i in (0, 1):
+            cpu = median([r[name][i].cpu_us for r in rounds])
+            busy = median([r[name][i].cpu_us * r[name][i].rps / 1e6 for r in rounds])
+            cells.append(f"{cpu:6.1f} µs, core {busy:4.2f} busy")
+        print(f"  {name:22} non-streaming {cells[0]}   streaming {cells[1]}")
     one, many = names[1], names[2]
     sel = [median([r[many][i].rps / r[one][i].rps for r in rounds]) for i in (0, 1)]
     print(f"\nselection from 10,000 keys vs 1 key (median of paired rounds): non-streaming {sel[0]:.3f}x, "
