@@ -6,13 +6,16 @@ from email.utils import formatdate
 
 import orjson
 import pytest
-from fixtures.openai_errors import FIXTURES, Fixture, by_name
+from fixtures.google_errors import GOOGLE_FIXTURES
+from fixtures.openai_errors import FIXTURES as OPENAI_FIXTURES
+from fixtures.openai_errors import Fixture, by_name
 
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers.base import Usage
 from keyrelay.providers.openai import RULES, OpenAIDialect, rule_for
 
 NOW = 1_750_000_000.0
+FIXTURES = OPENAI_FIXTURES + GOOGLE_FIXTURES
 dialect = OpenAIDialect()
 
 

@@ -75,6 +75,26 @@ async def test_a_rate_limited_key_cools_for_the_asked_time_then_comes_back(make_
     assert gw.state(RATE) == "active"
 
 
+async def test_a_gemini_per_minute_quota_cools_the_key_instead_of_retiring_it(make_gateway):
+    # Gemini words a per-minute limit "You exceeded your current quota": slow down, not spent
+    gw = await make_gateway(
+        {RATE: KeySpec(Behavior.GEMINI_RATE_LIMITED, retry_after=0.4, rate_limit_for=0.2), GOOD: Behavior.OK},
+        pool={"strategy": "round_robin"},
+    )
+    for _ in range(4):
+        async with gw.post("/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    rec = await gw.stored(RATE)
+    assert (rec.state.value, rec.reason) == ("cooling", "per-minute quota")
+    assert 0.2 < rec.until - time.time() <= 0.45  # RetryInfo.retryDelay "0.4s"
+    assert gw.fake.count(RATE) == 1
+    await asyncio.sleep(0.5)
+    for _ in range(6):
+        async with gw.post("/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    assert gw.fake.count(RATE) >= 2 and gw.state(RATE) == "active"
+
+
 async def test_upstream_faults_retry_elsewhere_without_blaming_the_key(make_gateway):
     gw = await make_gateway({FAULT: Behavior.SERVER_ERROR, GOOD: Behavior.OK}, pool={"strategy": "round_robin"})
     for _ in range(6):

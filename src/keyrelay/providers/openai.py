@@ -17,6 +17,7 @@ from keyrelay.core.durations import parse_duration, retry_after_from_headers
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers.base import Rule, Usage
+from keyrelay.providers.google_status import google_code, google_retry_delay
 
 __all__ = ["RULES", "OpenAIDialect", "parse_error", "rule_for"]
 
@@ -57,6 +58,18 @@ RULES: tuple[Rule, ...] = (
     Rule("invalid_key", "key revoked or suspended", _F({403})),
     # Groq bans an organisation with a 400
     Rule("invalid_key", "organization restricted", _F({400}), codes=_F({"organization_restricted"})),
+    # Gemini answers a bad, expired or unknown key with 400 (google.rpc.Status: google_status.py)
+    Rule("invalid_key", "invalid api key", _F({400}), codes=_F({"api_key_invalid"})),
+    # ... our egress's country with 400: every key fails alike
+    Rule("upstream_fault", "region not supported", _F({400}), message=("user location is not supported",)),
+    # ... and a free-tier key used from a country without a free tier: its project needs billing
+    Rule("quota_exhausted", "billing required", _F({400}), message=("free tier is not available in your country",)),
+    # -- Gemini words every RESOURCE_EXHAUSTED "You exceeded your current quota": the quota id
+    #    tells a per-minute limit (slow down) from a spent day or a tier with no access
+    Rule("rate_limited", "per-minute quota", _F({429}), codes=_F({"quota_per_minute"})),
+    Rule("rate_limited", "rate limited", _F({429}), codes=_F({"resource_exhausted"})),
+    Rule("quota_exhausted", "daily quota used up", _F({429}), codes=_F({"quota_per_day"})),
+    Rule("quota_exhausted", "no quota on this tier", _F({429}), codes=_F({"quota_none"})),
     # -- spent
     Rule("quota_exhausted", "payment required", _F({402})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), codes=QUOTA_CODES),
@@ -193,8 +206,13 @@ def _evidence(status: int, body: bytes, event: bool = False) -> tuple[int, dict[
     return status, _error_of(body)
 
 
+def _code(err: Mapping[str, Any]) -> str:
+    """The error's code as the table matches it (google.rpc.Status: from its status and details)."""
+    return google_code(err) or _s(err.get("code"))
+
+
 def match(status: int, err: Mapping[str, Any] | None) -> Rule | None:
-    code = _s(err.get("code")) if err else ""
+    code = _code(err) if err else ""
     etype = _s(err.get("type")) if err else ""
     msg = _s(err.get("message")).lower() if err else ""
     for rule in RULES:
@@ -252,7 +270,7 @@ class OpenAIDialect:
         headers: Mapping[str, str],
         now: float,
     ) -> Verdict:
-        code = _s(err.get("code")) if err else ""
+        code = _code(err) if err else ""
         raw_message = _s(err.get("message")) if err else ""
         message = redact(raw_message)[:300]
         rule = match(eff, err)
@@ -262,6 +280,8 @@ class OpenAIDialect:
         retry_after = None
         if outcome is Outcome.RATE_LIMITED:
             retry_after = retry_after_from_headers(headers, now)
+            if retry_after is None and err:
+                retry_after = google_retry_delay(err)
             if retry_after is None:
                 retry_after = _wait_in_message(raw_message)
         return Verdict(outcome, status, code or None, message, retry_after, rule.reason)

@@ -59,6 +59,7 @@ from keyrelay.testing.openai_bodies import (
     _count,
     _err,
     _invalid_key,
+    gemini_rate_limit,
     _sse,
     rate_headers,
     read_multipart,
@@ -231,10 +232,12 @@ class FakeUpstream:
             return self._json(400, _CONTEXT)
         if b in _SPENT:
             return self._json(*_SPENT[b])
-        if b is Behavior.RATE_LIMITED:
+        if b is Behavior.RATE_LIMITED or b is Behavior.GEMINI_RATE_LIMITED:
             now = time.monotonic()
             first = self._first_429.setdefault(key or "", now)
             if spec.rate_limit_for is None or now - first < spec.rate_limit_for:
+                if b is Behavior.GEMINI_RATE_LIMITED:
+                    return self._json(429, gemini_rate_limit(spec.retry_after or 26.0), {})  # no rate headers
                 return self._json(429, _RATE, rate_headers(spec.retry_after))
         elif b is Behavior.FLAKY and self._rng.random() < spec.flaky_rate:
             status = self._rng.choice((500, 502, 503))

@@ -16,6 +16,8 @@ class Behavior(str, enum.Enum):
     QUOTA = "quota"
     CREDIT_EXHAUSTED = "credit_exhausted"
     RATE_LIMITED = "rate_limited"
+    #: Gemini's OpenAI-compatible endpoint: 429 RESOURCE_EXHAUSTED, per-minute quota, RetryInfo
+    GEMINI_RATE_LIMITED = "gemini_rate_limited"
     SERVER_ERROR = "server_error"
     FLAKY = "flaky"
     SLOW = "slow"
@@ -29,8 +31,9 @@ class Behavior(str, enum.Enum):
 class KeySpec:
     behavior: Behavior = Behavior.OK
     #: RATE_LIMITED: the wait sent as ``retry-after``, ``retry-after-ms``, ``x-ratelimit-reset-requests``
+    #: (GEMINI_RATE_LIMITED: as ``RetryInfo.retryDelay``, default 26 s)
     retry_after: float | None = None
-    #: RATE_LIMITED: answer 429 only for this many seconds after the first 429, then OK
+    #: RATE_LIMITED, GEMINI_RATE_LIMITED: answer 429 only for this many seconds after the first 429, then OK
     rate_limit_for: float | None = None
     #: FLAKY: probability of a 500/502/503
     flaky_rate: float = 0.5

@@ -50,6 +50,21 @@ _RATE = (
     b"Used 8554, Requested 3082. Please try again in 9.816s. Visit https://platform.openai.com/account/rate-limits to "
     b'learn more.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}'
 )
+
+
+def gemini_rate_limit(delay: float) -> bytes:
+    """Gemini's per-minute 429 (google.rpc.Status; RooCodeInc/Roo-Code#3883), ``delay`` in RetryInfo."""
+    return (
+        b'{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing details. '
+        b'For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",'
+        b'"status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure",'
+        b'"violations":[{"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_input_token_count",'
+        b'"quotaId":"GenerateContentInputTokensPerModelPerMinute-FreeTier","quotaDimensions":{"location":"global",'
+        b'"model":"gemini-2.5-flash"},"quotaValue":"250000"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo",'
+        b'"retryDelay":"' + f"{delay:g}s".encode() + b'"}]}}'
+    )
+
+
 _SERVER = (
     b'{"error":{"message":"The server had an error while processing your request. Sorry about that!",'
     b'"type":"server_error","param":null,"code":null}}'
