@@ -59,8 +59,8 @@ from keyrelay.testing.openai_bodies import (
     _count,
     _err,
     _invalid_key,
-    gemini_rate_limit,
     _sse,
+    gemini_rate_limit,
     rate_headers,
     read_multipart,
 )
