@@ -55,6 +55,13 @@ RULES: tuple[Rule, ...] = (
     Rule("quota_exhausted", "quota exhausted", _F({403}), codes=_F({"insufficient_user_quota", "pre_consume_token_quota_failed"})),
     # ... and a model the token may not use with 403: per (key, model), not the key
     Rule("client_error", "model not allowed for this key", _F({403}), message=("无权使用模型",)),
+    # OpenRouter: a key's, guardrail's or workspace's budget is spent until it resets (403)
+    Rule(
+        "quota_exhausted",
+        "budget spent",
+        _F({403}),
+        codes=_F({"openrouter_key_limit", "openrouter_guardrail_budget", "openrouter_workspace_budget"}),
+    ),
     Rule("invalid_key", "key revoked or suspended", _F({403})),
     # Groq bans an organisation with a 400
     Rule("invalid_key", "organization restricted", _F({400}), codes=_F({"organization_restricted"})),
@@ -70,6 +77,8 @@ RULES: tuple[Rule, ...] = (
     Rule("rate_limited", "rate limited", _F({429}), codes=_F({"resource_exhausted"})),
     Rule("quota_exhausted", "daily quota used up", _F({429}), codes=_F({"quota_per_day"})),
     Rule("quota_exhausted", "no quota on this tier", _F({429}), codes=_F({"quota_none"})),
+    # OpenRouter's in-flight budget is full (402 + Retry-After): wait, the key is fine
+    Rule("rate_limited", "in-flight budget full", _F({402}), codes=_F({"openrouter_in_flight_budget"})),
     # -- spent
     Rule("quota_exhausted", "payment required", _F({402})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), codes=QUOTA_CODES),
@@ -77,6 +86,8 @@ RULES: tuple[Rule, ...] = (
     Rule("quota_exhausted", "quota exhausted", _F({429}), types=_F({"insufficient_quota"})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), message=("exceeded your current quota", "no credits remaining")),
     Rule("quota_exhausted", "daily limit reached", _F({429}), message=("per day (tpd)", "per day (rpd)")),
+    Rule("quota_exhausted", "daily limit reached", _F({429}), codes=_F({"openrouter_free_tier_daily"})),
+    Rule("quota_exhausted", "daily limit reached", _F({429}), message=("free-models-per-day",)),
     # -- a 429 that no key can serve: the request is bigger than the tier's TPM
     Rule("client_error", "request too large for rate limit", _F({429}), message=("request too large for",)),
     # -- slow down
@@ -119,6 +130,10 @@ _WAIT_UNIT = {"min": 60.0, "mil": 1e-3}
 _COMPACT_USAGE = re.compile(rb'"usage":\{"prompt_tokens":(\d{1,15}),"completion_tokens":(\d{1,15})[,}]')
 
 _OUTCOMES = {o.value: o for o in Outcome}
+
+#: A rate limit that asks to wait this long (seconds) or more is a spent quota (a daily cap):
+#: the key is exhausted until it is rechecked, not cooling.
+LONG_WAIT = 3600.0
 
 
 def parse_error(body: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -207,8 +222,11 @@ def _evidence(status: int, body: bytes, event: bool = False) -> tuple[int, dict[
 
 
 def _code(err: Mapping[str, Any]) -> str:
-    """The error's code as the table matches it (google.rpc.Status: from its status and details)."""
-    return google_code(err) or _s(err.get("code"))
+    """The error's code as the table matches it: google.rpc.Status from its status and details,
+    OpenRouter's from ``metadata.limit_source`` (its ``code`` is the HTTP status again)."""
+    meta = err.get("metadata")
+    source = meta.get("limit_source") if isinstance(meta, dict) else None
+    return google_code(err) or (source if isinstance(source, str) and source else _s(err.get("code")))
 
 
 def match(status: int, err: Mapping[str, Any] | None) -> Rule | None:
@@ -284,7 +302,10 @@ class OpenAIDialect:
                 retry_after = google_retry_delay(err)
             if retry_after is None:
                 retry_after = _wait_in_message(raw_message)
-        return Verdict(outcome, status, code or None, message, retry_after, rule.reason)
+        reason = rule.reason
+        if outcome is Outcome.RATE_LIMITED and retry_after is not None and retry_after >= LONG_WAIT:
+            outcome, reason = Outcome.QUOTA_EXHAUSTED, "limit reached for hours"  # Azure's "retry after 86400 seconds"
+        return Verdict(outcome, status, code or None, message, retry_after, reason)
 
     def classify_event(self, data: bytes) -> Verdict | None:
         ev = _evidence(200, data, event=True)
