@@ -209,3 +209,11 @@ def test_error_body_of_a_non_json_answer() -> None:
     assert "502 Bad Gateway" in err["message"]
     empty = orjson.loads(dialect.error_body(503, b""))["error"]
     assert empty["message"] == "upstream answered HTTP 503"
+
+
+def test_a_wait_of_an_hour_is_a_rate_limit_and_a_longer_one_a_spent_quota() -> None:
+    body = b'{"error":{"code":"429","message":"Rate limit is exceeded."}}'
+    hour = dialect.classify(429, {"retry-after": "3600"}, body, NOW)
+    assert (hour.outcome, hour.retry_after) == (Outcome.RATE_LIMITED, 3600.0)
+    day = dialect.classify(429, {"retry-after": "3601"}, body, NOW)
+    assert (day.outcome, day.reason) == (Outcome.QUOTA_EXHAUSTED, "limit reached for hours")

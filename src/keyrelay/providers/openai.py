@@ -131,8 +131,8 @@ _COMPACT_USAGE = re.compile(rb'"usage":\{"prompt_tokens":(\d{1,15}),"completion_
 
 _OUTCOMES = {o.value: o for o in Outcome}
 
-#: A rate limit that asks to wait this long (seconds) or more is a spent quota (a daily cap):
-#: the key is exhausted until it is rechecked, not cooling.
+#: A rate limit that asks to wait longer than this (seconds; the default ``max_cooldown``) is a
+#: spent quota (a daily cap): the key is exhausted until it is rechecked, not cooling.
 LONG_WAIT = 3600.0
 
 
@@ -303,7 +303,7 @@ class OpenAIDialect:
             if retry_after is None:
                 retry_after = _wait_in_message(raw_message)
         reason = rule.reason
-        if outcome is Outcome.RATE_LIMITED and retry_after is not None and retry_after >= LONG_WAIT:
+        if outcome is Outcome.RATE_LIMITED and retry_after is not None and retry_after > LONG_WAIT:
             outcome, reason = Outcome.QUOTA_EXHAUSTED, "limit reached for hours"  # Azure's "retry after 86400 seconds"
         return Verdict(outcome, status, code or None, message, retry_after, reason)
 
