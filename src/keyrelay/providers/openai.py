@@ -71,6 +71,15 @@ RULES: tuple[Rule, ...] = (
     Rule("upstream_fault", "region not supported", _F({400}), message=("user location is not supported",)),
     # ... and a free-tier key used from a country without a free tier: its project needs billing
     Rule("quota_exhausted", "billing required", _F({400}), message=("free tier is not available in your country",)),
+    # Anthropic answers a spent balance, a user-set spend limit and a banned organisation with 400
+    Rule("quota_exhausted", "credit balance too low", _F({400}), message=("credit balance is too low",)),
+    Rule(
+        "quota_exhausted",
+        "spend limit reached",
+        _F({400}),
+        message=("reached your specified api usage limits", "reached your specified workspace api usage limits"),
+    ),
+    Rule("invalid_key", "organization disabled", _F({400}), message=("this organization has been disabled",)),
     # -- Gemini words every RESOURCE_EXHAUSTED "You exceeded your current quota": the quota id
     #    tells a per-minute limit (slow down) from a spent day or a tier with no access
     Rule("rate_limited", "per-minute quota", _F({429}), codes=_F({"quota_per_minute"})),
@@ -83,6 +92,8 @@ RULES: tuple[Rule, ...] = (
     Rule("quota_exhausted", "payment required", _F({402})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), codes=QUOTA_CODES),
     Rule("quota_exhausted", "spend limit reached", _F({429}), code_suffix=("_spend_limit_exceeded",)),
+    # Anthropic's monthly tier cap is a rate_limit_error with details.error_code (and no retry-after)
+    Rule("quota_exhausted", "spend limit reached", _F({429}), codes=_F({"enforced_spend_limit_reached"})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), types=_F({"insufficient_quota"})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), message=("exceeded your current quota", "no credits remaining")),
     Rule("quota_exhausted", "daily limit reached", _F({429}), message=("per day (tpd)", "per day (rpd)")),
@@ -223,10 +234,17 @@ def _evidence(status: int, body: bytes, event: bool = False) -> tuple[int, dict[
 
 def _code(err: Mapping[str, Any]) -> str:
     """The error's code as the table matches it: google.rpc.Status from its status and details,
-    OpenRouter's from ``metadata.limit_source`` (its ``code`` is the HTTP status again)."""
-    meta = err.get("metadata")
-    source = meta.get("limit_source") if isinstance(meta, dict) else None
-    return google_code(err) or (source if isinstance(source, str) and source else _s(err.get("code")))
+    OpenRouter's from ``metadata.limit_source`` (its ``code`` is the HTTP status again),
+    Anthropic's from ``details.error_code`` (it sends no ``code``)."""
+    google = google_code(err)
+    if google:
+        return google
+    for holder, name in (("metadata", "limit_source"), ("details", "error_code")):
+        box = err.get(holder)
+        value = box.get(name) if isinstance(box, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return _s(err.get("code"))
 
 
 def match(status: int, err: Mapping[str, Any] | None) -> Rule | None:
