@@ -311,3 +311,25 @@ async def _post_status(gw) -> int:
     async with gw.post("/v1/chat/completions", json=CHAT) as r:
         await r.read()
         return r.status
+
+
+async def test_every_request_gets_an_access_line_refused_ones_included(make_gateway, caplog):
+    import logging
+
+    gw = await make_gateway({GOOD: Behavior.OK})
+    with caplog.at_level(logging.INFO, logger="keyrelay.access"):
+        async with gw.post("/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+        async with gw.post("/v1/chat/completions", token="kr-wrong", json=CHAT) as r:
+            assert r.status == 401
+        async with gw.post("/v1/chat/completions", token=OTHER_POOL_TOKEN, json=CHAT) as r:
+            assert r.status == 403
+        async with gw.post("/nope/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 404
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "keyrelay.access"]
+    assert len(lines) == 4
+    assert "status=200 outcome=ok attempts=1" in lines[0] and "client=test" in lines[0]
+    assert "pool=openai key=- masked=- method=POST path=/v1/chat/completions status=401 outcome=unauthorized" in lines[1]
+    assert "status=403 outcome=forbidden attempts=0" in lines[2] and "client=other" in lines[2]
+    assert "pool=- " in lines[3] and "status=404 outcome=unknown_pool" in lines[3]
+    assert not any(GOOD in line for line in lines)

@@ -53,7 +53,8 @@ class Proxy:
         if pool is None:
             if request.path == "/healthz":
                 return self._healthz(request)
-            return error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
+            resp = error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
+            return _refused(request, "-", "-", resp, "unknown_pool", started)
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             token = auth[7:]
@@ -64,17 +65,20 @@ class Proxy:
             if client is None:
                 client = await self.runtime.authenticate(token)
         except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
-            return error_response(503, "the key store is unreachable; retry shortly", "server_error",
+            resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
                                   "store_unavailable", retry_after=1.0)
+            return _refused(request, pool.name, "-", resp, "store_unavailable", started)
         if client is None:
-            return error_response(
+            resp = error_response(
                 401,
                 "Missing or unknown keyrelay token. Send 'Authorization: Bearer <token>' with a token "
                 "from 'keyrelay tokens create'.",
                 code="invalid_api_key",
             )
+            return _refused(request, pool.name, "-", resp, "unauthorized", started)
         if not client.may_use(pool.name):
-            return error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
+            resp = error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
+            return _refused(request, pool.name, client.name, resp, "forbidden", started)
         policy = pool.settings.retry
         try:
             if not request.body_exists:
@@ -84,17 +88,18 @@ class Proxy:
             else:
                 body = await self._read_rest(request, policy.max_body_bytes)
         except _TooLarge:
-            return _too_large(policy.max_body_bytes)
+            return _refused(request, pool.name, client.name, _too_large(policy.max_body_bytes), "too_large", started)
         except _Closing:
-            return error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down")
+            resp = error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down")
+            return _refused(request, pool.name, client.name, resp, "shutting_down", started)
         url = join_upstream(pool.settings.base_url, rest, request.query_string)
         status, outcome, attempts = 0, "", None
         try:
             attempts = Attempts(pool)
-            resp = await self._relay(request, pool, attempts, url, body)
-            status = resp.status
+            answer = await self._relay(request, pool, attempts, url, body)
+            status = answer.status
             outcome = attempts.last.outcome.value if attempts.last else ""
-            return resp
+            return answer
         except NoKeyAvailable as exc:
             status, outcome = 503, "no_key"
             return error_response(503, str(exc), "server_error", "no_key_available", retry_after=exc.retry_after)
@@ -318,6 +323,13 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     if len(body) > limit:
         raise _TooLarge
     return body
+
+
+def _refused(request: web.BaseRequest, pool: str, client: str, resp: web.Response, outcome: str, started: float) -> web.Response:
+    """A request answered before any key was chosen: its access line, and the answer."""
+    if access_log.enabled:
+        access_log.request(pool, None, request.method, request.path, resp.status, outcome, 0, started, client)
+    return resp
 
 
 def _too_large(limit: int) -> web.Response:
