@@ -247,8 +247,11 @@ def _code(err: Mapping[str, Any]) -> str:
     return _s(err.get("code"))
 
 
-def match(status: int, err: Mapping[str, Any] | None) -> Rule | None:
-    code = _code(err) if err else ""
+def match(status: int, err: Mapping[str, Any] | None, code: str | None = None) -> Rule | None:
+    """The first row of :data:`RULES` for this status and error object (``code``: its
+    :func:`_code`, when the caller has it already)."""
+    if code is None:
+        code = _code(err) if err else ""
     etype = _s(err.get("type")) if err else ""
     msg = _s(err.get("message")).lower() if err else ""
     for rule in RULES:
@@ -309,7 +312,7 @@ class OpenAIDialect:
         code = _code(err) if err else ""
         raw_message = _s(err.get("message")) if err else ""
         message = redact(raw_message)[:300]
-        rule = match(eff, err)
+        rule = match(eff, err, code)
         if rule is None:
             return Verdict(Outcome.CLIENT_ERROR if 400 <= eff < 500 else Outcome.UPSTREAM_FAULT, status, code or None, message)
         outcome = _OUTCOMES[rule.outcome]

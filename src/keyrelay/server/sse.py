@@ -78,13 +78,10 @@ class UsageScanner:
         while (at := buf.rfind(_USAGE, 0, end)) >= 0:  # from the last complete event back
             before = buf.rfind(b"\n\n", 0, at)
             start = before + 2 if before >= 0 else 0
-            if not buf.startswith(_NO_USAGE, at):
-                quick = self.dialect.usage_at(buf, at)
-                if quick is not None and (quick.prompt_tokens or quick.completion_tokens):
-                    self.usage = quick
-                    return
-                if self._read(buf[start : buf.find(b"\n\n", at)]):
-                    return
+            if not buf.startswith(_NO_USAGE, at) and (
+                self._keep(self.dialect.usage_at(buf, at)) or self._read(buf[start : buf.find(b"\n\n", at)])
+            ):
+                return
             end = start
 
     def _read(self, event: bytes) -> bool:
@@ -96,9 +93,11 @@ class UsageScanner:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
             return False
-        if isinstance(doc, dict):
-            u = self.dialect.usage(doc)
-            if u is not None and (u.prompt_tokens or u.completion_tokens):
-                self.usage = u
-                return True
-        return False
+        return isinstance(doc, dict) and self._keep(self.dialect.usage(doc))
+
+    def _keep(self, u: Usage | None) -> bool:
+        """Take ``u`` when it counts some tokens."""
+        if u is None or not (u.prompt_tokens or u.completion_tokens):
+            return False
+        self.usage = u
+        return True
