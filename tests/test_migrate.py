@@ -65,7 +65,7 @@ async def fill(store: Store) -> None:
     """A store with a bit of everything: two pools, every kind of state, counters, a balance,
     probe events, a removed key, live and revoked tokens."""
     a, b, c, d = (await store.add_keys("openai", ["sk-a", "sk-b", "sk-c", "sk-d"], NOW, weight=2.5, label="team")).added
-    (z,) = (await store.add_keys("azure", ["az-1"], NOW + 1)).added
+    (z,) = (await store.add_keys("azure", ["az-1"], NOW + 1, base_url="https://res-1.openai.azure.com")).added
     cooled = await store.apply(to(a, KeyState.COOLING, NOW + 2, NOW + 62.5, "rate limited"))
     assert cooled is not None
     assert await store.apply(to(cooled, KeyState.COOLING, NOW + 3, NOW + 300.25, "rate limited")) is not None

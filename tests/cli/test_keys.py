@@ -204,6 +204,49 @@ def test_list_json_has_the_documented_fields_and_never_a_secret(cfg: Path, tmp_p
     assert_no_secret(table.output, a, b)
 
 
+def test_a_key_with_its_own_base_url_is_stored_listed_and_shown(cfg: Path, tmp_path: Path) -> None:
+    own, plain = new_secret(""), new_secret("")
+    url = "https://my-resource.openai.azure.com"
+    added = invoke(cfg, "keys", "add", "--pool", "openai", "--base-url", url + "/", own)
+    assert added.exit_code == 0, added.output
+    assert added.stdout.startswith(f"added 1 key to pool openai (sent to {url})\n")
+    assert invoke(cfg, "keys", "add", "--pool", "openai", plain).exit_code == 0
+
+    assert {r.secret: r.base_url for r in stored(tmp_path)} == {own: url, plain: None}  # trailing / dropped
+    assert {k["masked"]: k["base_url"] for k in listed(cfg)} == {mask(own): url, mask(plain): None}
+    table = invoke(cfg, "keys", "list")
+    header, *rows = table.stdout.splitlines()
+    assert "base url" in header
+    assert any(mask(own) in r and r.rstrip().endswith(url) for r in rows)
+    assert any(mask(plain) in r and r.rstrip().endswith("-") for r in rows)
+    shown = invoke(cfg, "keys", "show", key_id_for("openai", own))
+    assert f"base url  {url}" in shown.stdout
+    assert "base url  - (the pool's)" in invoke(cfg, "keys", "show", key_id_for("openai", plain)).stdout
+    assert_no_secret(table.output + shown.output + added.output, own, plain)
+
+
+def test_the_base_url_column_is_left_out_when_no_key_has_one(cfg: Path) -> None:
+    assert invoke(cfg, "keys", "add", "--pool", "openai", new_secret()).exit_code == 0
+    assert "base url" not in invoke(cfg, "keys", "list").stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://files.example.com", "my-resource.openai.azure.com", "https://", "https://user:pw@example.com",
+     "https://example.com/?api-version=1", "javascript:alert(1)", "https://exa mple.com", "http://host:port"],
+)
+def test_a_base_url_that_is_not_an_http_url_is_refused_and_nothing_is_stored(
+    cfg: Path, tmp_path: Path, url: str
+) -> None:
+    key = new_secret()
+    for command in (["add", "--pool", "openai", "--base-url", url, key], ["import", "--pool", "openai", "--base-url", url, "-"]):
+        result = invoke(cfg, "keys", *command, input=key + "\n")
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1 and "--base-url" in result.stderr
+        assert stored(tmp_path) == []
+
+
 def _transition(rec: KeyRecord, to: KeyState, until: float, now: float) -> Transition:
     return Transition(rec.id, rec.pool, rec.version, rec.state, to, "rate limited", now - 100, until, "traffic", "http 429")
 

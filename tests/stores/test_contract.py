@@ -96,6 +96,19 @@ async def test_load_with_a_pool_returns_only_that_pool(store: Store) -> None:
     assert len(await store.load()) == 3
 
 
+async def test_a_key_keeps_its_own_base_url_through_load_get_changes_and_transitions(store: Store) -> None:
+    url = "https://my-resource.openai.azure.com"
+    (own,) = (await store.add_keys("azure", ["az-key-1"], NOW, base_url=url)).added
+    plain = await add_one(store, "az-key-2", "azure")
+
+    assert (own.base_url, plain.base_url) == (url, None)
+    assert {r.secret: r.base_url for r in await store.load("azure")} == {"az-key-1": url, "az-key-2": None}
+    assert await store.get(own.id) == own
+    cooled = await store.apply(cool(own))
+    assert cooled is not None and cooled.base_url == url
+    assert {r.id: r.base_url for r in (await store.changes(0)).records} == {own.id: url, plain.id: None}
+
+
 async def test_adding_records_an_added_event_by_admin(store: Store) -> None:
     rec = await add_one(store)
 

@@ -246,6 +246,7 @@ def key_json(rec: KeyRecord, now: float) -> dict[str, object]:
         "counters": rec.counters.as_dict(),
         "balance": rec.balance,
         "currency": rec.currency,
+        "base_url": rec.base_url,
     }
 
 

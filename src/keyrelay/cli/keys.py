@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -52,7 +53,27 @@ def _weight(ctx: click.Context, param: click.Parameter, value: float) -> float:
     return value
 
 
+def _base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An http(s) URL with a host, without credentials, query or fragment; else exit 2, nothing stored."""
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # e.g. a port that is not a number
+        ok = False
+    ok = ok and not (parts.username or parts.password or parts.query or parts.fragment)
+    if not ok or not all(32 < ord(c) < 127 for c in value):
+        raise CliError(
+            f"--base-url: expected an http(s) URL such as https://name.openai.azure.com, got {shown(value)}; "
+            "nothing added"
+        )
+    return value.rstrip("/")
+
+
 def _pool_opts(f: F) -> F:
+    f = click.option("--base-url", default=None, metavar="URL", callback=_base_url,
+                     help="Send these keys to URL instead of the pool's base_url (e.g. an Azure resource).")(f)
     f = click.option("--label", default="", help="A free-form label stored with each key.")(f)
     f = click.option("--weight", type=float, default=1.0, show_default=True, callback=_weight,
                      help="Selection weight of each key (random strategy).")(f)
@@ -69,7 +90,7 @@ def keys() -> None:
 @config_option
 @_pool_opts
 @click.argument("values", metavar="KEY…", nargs=-1, required=True)
-def add(pool: str, weight: float, label: str, values: tuple[str, ...]) -> None:
+def add(pool: str, weight: float, label: str, base_url: str | None, values: tuple[str, ...]) -> None:
     """Add keys to a pool. A KEY of '-' reads keys from stdin, one per line."""
     settings = load()
     require_pool(settings, pool)
@@ -87,12 +108,13 @@ def add(pool: str, weight: float, label: str, values: tuple[str, ...]) -> None:
     unique = list(dict.fromkeys(secrets))
 
     async def work(store: Store) -> AddResult:
-        return await store.add_keys(pool, unique, time.time(), weight=weight, label=label)
+        return await store.add_keys(pool, unique, time.time(), weight=weight, label=label, base_url=base_url)
 
     result = with_store(settings, work)
     skipped = len(secrets) - len(result.added)
     note = f" ({plural(skipped, 'duplicate')} skipped)" if skipped else ""
-    click.echo(f"added {plural(len(result.added), 'key')} to pool {pool}{note}")
+    via = f" (sent to {base_url})" if base_url else ""
+    click.echo(f"added {plural(len(result.added), 'key')} to pool {pool}{via}{note}")
     for rec in result.added:
         click.echo(f"  {rec.id}  {mask(rec.secret)}")
     dup_ids = set(result.duplicates)
@@ -105,7 +127,7 @@ def add(pool: str, weight: float, label: str, values: tuple[str, ...]) -> None:
 @config_option
 @_pool_opts
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-def import_(pool: str, weight: float, label: str, file: str) -> None:
+def import_(pool: str, weight: float, label: str, base_url: str | None, file: str) -> None:
     """Import keys from FILE ('-': stdin): one key per line, '#' comments and blank lines ignored."""
     settings = load()
     require_pool(settings, pool)
@@ -137,7 +159,7 @@ def import_(pool: str, weight: float, label: str, file: str) -> None:
             task = bar.add_task("import", total=len(unique))
             for i in range(0, len(unique), BATCH):
                 batch = [s for _, s in unique[i:i + BATCH]]
-                res = await store.add_keys(pool, batch, now, weight=weight, label=label)
+                res = await store.add_keys(pool, batch, now, weight=weight, label=label, base_url=base_url)
                 added += len(res.added)
                 dups.extend(res.duplicates)
                 bar.update(task, advance=len(batch), refresh=True)
@@ -191,6 +213,7 @@ def list_(pool: str | None, state: str | None, as_json: bool) -> None:
         click.echo("no keys" + (f" in pool {pool}" if pool else "") + (f" in state {state.lower()}" if state else ""))
         return
     numbers = ("requests", "successes", "failures", "tokens in", "tokens out", "balance")
+    own_urls = any(r.base_url for r in recs)  # the column only when some key has its own URL
     counts: dict[str, int] = {}
     rows = []
     for r in recs:
@@ -200,8 +223,10 @@ def list_(pool: str | None, state: str | None, as_json: bool) -> None:
         rows.append((
             r.id, r.pool, mask(r.secret), st, r.reason, ago(r.since, now), until, str(c.requests),
             str(c.successes), str(failures(c)), str(c.prompt_tokens), str(c.completion_tokens), _balance(r),
+            *((r.base_url or "-",) if own_urls else ()),
         ))
-    print_table(("id", "pool", "key", "state", "reason", "since", "until", *numbers), rows, right=numbers)
+    columns = ("id", "pool", "key", "state", "reason", "since", "until", *numbers, *(("base url",) if own_urls else ()))
+    print_table(columns, rows, right=numbers)
     click.echo(f"{plural(len(recs), 'key')}: " + ", ".join(f"{counts[s]} {s}" for s in STATES if s in counts))
 
 
@@ -240,6 +265,7 @@ def show(key_id: str, n_events: int, as_json: bool) -> None:
         ("requests", f"{c.requests} ({c.successes} ok, {failures(c)} failed)"),
         ("tokens", f"{c.prompt_tokens} in, {c.completion_tokens} out"),
         ("balance", _balance(rec) or "-"),
+        ("base url", rec.base_url or "- (the pool's)"),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

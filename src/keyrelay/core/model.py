@@ -158,6 +158,9 @@ class KeyRecord:
     counters: Counters = field(default_factory=Counters)
     balance: float | None = None
     currency: str = ""
+    #: where this key is sent instead of its pool's ``base_url`` (an Azure resource endpoint, a
+    #: reseller); ``None``: the pool's
+    base_url: str | None = None
     #: the key as it may be shown (``sk-…AbCd``), worked out once per record
     masked: str = field(init=False, repr=False, compare=False)
 

@@ -74,10 +74,12 @@ class Store(Protocol):
 
     # -- keys ----------------------------------------------------------------------------
     async def add_keys(
-        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = ""
+        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
+        base_url: str | None = None,
     ) -> AddResult:
         """Add keys (already validated) to a pool; keys already there are reported, not re-added.
-        Each added key gets an ``added`` event."""
+        Each added key gets an ``added`` event. ``base_url`` (already validated): where these
+        keys are sent instead of the pool's base URL."""
         ...
 
     async def load(self, pool: str | None = None) -> list[KeyRecord]:
@@ -145,7 +147,7 @@ class Store(Protocol):
         self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
     ) -> None:
         """For migration only (``keyrelay migrate``): insert whole records (state, reason,
-        since, until, version, weight, label, added_at, counters, balance), events (in order,
+        since, until, version, weight, label, added_at, counters, balance, base_url), events (in order,
         renumbered by this store) and tokens (revoked or not) as they are. Imported keys count
         as changes. Refuses with a ``ValueError`` naming them (see :func:`refuse_import`) when
         this store already holds any of the key or token ids, or a live token of the same name;

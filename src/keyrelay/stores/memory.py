@@ -38,7 +38,8 @@ class MemoryStore:
         self._events.append(replace(ev, seq=len(self._events) + 1))
 
     async def add_keys(
-        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = ""
+        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
+        base_url: str | None = None,
     ) -> AddResult:
         added: list[KeyRecord] = []
         dups: list[str] = []
@@ -47,7 +48,9 @@ class MemoryStore:
             if kid in self._keys:
                 dups.append(kid)
                 continue
-            rec = KeyRecord(kid, pool, secret, since=now, weight=weight, label=label, added_at=now)
+            rec = KeyRecord(
+                kid, pool, secret, since=now, weight=weight, label=label, added_at=now, base_url=base_url
+            )
             self._keys[kid] = rec
             self._removed.pop(kid, None)
             self._bump(kid)

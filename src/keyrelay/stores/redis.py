@@ -54,7 +54,6 @@ from keyrelay.stores.redis_keys import (
     FIELDS,
     MAX_EVENTS,
     MAX_KEY_EVENTS,
-    SCHEMA_VERSION,
     Names,
     event_json,
     event_of,
@@ -64,6 +63,7 @@ from keyrelay.stores.redis_keys import (
     record_of_hash,
     record_of_values,
 )
+from keyrelay.stores.redis_schema import Upgrade, open_schema
 from keyrelay.stores.redis_scripts import LUA
 
 __all__ = ["RedisStore"]
@@ -146,13 +146,7 @@ class RedisStore:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),
         )
         try:
-            await client.set(self.names.schema, SCHEMA_VERSION, nx=True)
-            found = int(await client.get(self.names.schema) or 0)
-            if found > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the Redis store at {self.where} (prefix {self.names.prefix!r}) has layout version {found}, "
-                    f"newer than the {SCHEMA_VERSION} this keyrelay supports: upgrade keyrelay to use it"
-                )
+            await open_schema(client, self.names, Upgrade(self.where))
         except BaseException:
             await client.aclose()
             raise
@@ -168,7 +162,8 @@ class RedisStore:
     # -- keys ------------------------------------------------------------------------------
     @edge
     async def add_keys(
-        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = ""
+        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
+        base_url: str | None = None,
     ) -> AddResult:
         n = self.names
         ids = [key_id_for(pool, s) for s in secrets]
@@ -179,9 +174,11 @@ class RedisStore:
             for lo in range(0, len(ids), _BATCH):
                 batch = list(zip(ids[lo:lo + _BATCH], secrets[lo:lo + _BATCH]))
                 keys = head_keys + _flat((n.key(k), n.key_events(k)) for k, _ in batch)
-                await self._run("add", keys, [*head_args, json.dumps(batch)], client=pipe)
+                await self._run("add", keys, [*head_args, json.dumps(batch), base_url or ""], client=pipe)
             flags = [x == "1" for batch_flags in await pipe.execute() for x in batch_flags]
-        new = functools.partial(KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now)
+        new = functools.partial(
+            KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, base_url=base_url
+        )
         added = tuple(new(id=k, secret=s) for k, s, ok in zip(ids, secrets, flags) if ok)
         return AddResult(added, tuple(k for k, ok in zip(ids, flags) if not ok))
 

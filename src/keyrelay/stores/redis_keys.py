@@ -4,9 +4,10 @@ Lua scripts that change them atomically are in :mod:`keyrelay.stores.redis_scrip
 
 With the default prefix ``keyrelay``::
 
-    keyrelay:schema            string  layout version (1)
+    keyrelay:schema            string  layout version (see redis_schema.py)
     keyrelay:key:{id}          hash    one key: id pool secret state reason since until version
-                                       weight label added_at balance currency + one field per counter
+                                       weight label added_at balance currency base_url ('' for
+                                       none; version 2) + one field per counter
     keyrelay:keys              zset    every key id → the change seq it was added at (load order)
     keyrelay:pool:{pool}       zset    the key ids of one pool → the same score
     keyrelay:seq               string  the global change sequence (the ``changes()`` cursor)
@@ -42,7 +43,6 @@ __all__ = [
     "FIELDS",
     "MAX_EVENTS",
     "MAX_KEY_EVENTS",
-    "SCHEMA_VERSION",
     "Names",
     "event_json",
     "event_of",
@@ -53,7 +53,6 @@ __all__ = [
     "record_of_values",
 ]
 
-SCHEMA_VERSION = 1
 #: The global event list keeps the last 100,000 events; each key's own list its last 1,000.
 MAX_EVENTS = 100_000
 MAX_KEY_EVENTS = 1_000
@@ -122,7 +121,7 @@ def pairs_of(flat: Sequence[Any]) -> dict[str, str]:
 #: The hash fields of a key, in the order :func:`record_of_values` reads them.
 FIELDS = (
     "id", "pool", "secret", "state", "reason", "since", "until", "version", "weight", "label", "added_at",
-    *COUNTER_FIELDS, "balance", "currency",
+    *COUNTER_FIELDS, "balance", "currency", "base_url",
 )
 _C = 11  # where the counters start
 _STATES = {s.value: s for s in KeyState}
@@ -131,11 +130,12 @@ _STATES = {s.value: s for s in KeyState}
 def record_of_values(v: Sequence[str | bool | None]) -> KeyRecord:
     """A key from its ``FIELDS`` values (a missing field is None or false)."""
     counts = [int(x or 0) for x in v[_C:_C + len(COUNTER_FIELDS)]]
-    balance, currency = v[_C + len(COUNTER_FIELDS):]
+    balance, currency, base_url = v[_C + len(COUNTER_FIELDS):]
     return KeyRecord(
         str(v[0]), str(v[1]), str(v[2]), _STATES[str(v[3])], str(v[4] or ""), float(v[5] or 0), float(v[6] or 0),
         int(v[7] or 1), float(v[8] or 1), str(v[9] or ""), float(v[10] or 0),
         Counters(*counts) if any(counts) else _ZERO, float(balance) if balance else None, str(currency or ""),
+        str(base_url) if base_url else None,
     )
 
 
@@ -150,6 +150,7 @@ def hash_of(rec: KeyRecord) -> list[str]:
         ("reason", rec.reason), ("since", num(rec.since)), ("until", num(rec.until)), ("version", rec.version),
         ("weight", num(rec.weight)), ("label", rec.label), ("added_at", num(rec.added_at)),
         ("balance", "" if rec.balance is None else num(rec.balance)), ("currency", rec.currency),
+        ("base_url", rec.base_url or ""),
         *rec.counters.as_dict().items(),
     ]
     return [str(x) for pair in values for x in pair]

@@ -42,7 +42,7 @@ return redis.call('HGETALL', KEYS[1])
 
 # KEYS: seq, changes, removed, keys, pool, events, event_seq, then (key, key_events) per key
 # ARGV: pool, now, weight, label, cap_all, cap_key, channel, origin, the event's JSON after its key
-# id (`"pool", at, ...]`), JSON [[id, secret], ...]. Returns one character per key: 1 added, 0 already there.
+# id (`"pool", at, ...]`), JSON [[id, secret], ...], base_url ('' for none). Returns one character per key: 1 added, 0 already there.
 # Per batch, not per key: one INCRBY of each counter, one ZADD per zset, one RPUSH + LTRIM.
 _ADD = """
 local flags, ids, secrets_of = {}, {}, {}
@@ -54,7 +54,7 @@ for i, kv in ipairs(cjson.decode(ARGV[10])) do
     flags[i] = 1
     redis.call('HSET', h, 'id', kv[1], 'pool', ARGV[1], 'secret', kv[2], 'state', 'active', 'reason', '',
       'since', ARGV[2], 'until', '0', 'version', 1, 'weight', ARGV[3], 'label', ARGV[4], 'added_at', ARGV[2],
-      'balance', '', 'currency', '')
+      'balance', '', 'currency', '', 'base_url', ARGV[11])
     ids[#ids + 1] = i
   end
 end

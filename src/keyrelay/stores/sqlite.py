@@ -145,7 +145,8 @@ class SQLiteStore:
 
     # -- keys ------------------------------------------------------------------------------
     async def add_keys(
-        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = ""
+        self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
+        base_url: str | None = None,
     ) -> AddResult:
         ids = [key_id_for(pool, s) for s in secrets]
 
@@ -156,7 +157,10 @@ class SQLiteStore:
                 chunk = unique[i:i + _CHUNK]
                 sql = f"SELECT id FROM keys WHERE id IN ({', '.join('?' * len(chunk))})"
                 present.update(r[0] for r in conn.execute(sql, chunk))
-            new = partial(KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, counters=ZERO)
+            new = partial(
+                KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, counters=ZERO,
+                base_url=base_url,
+            )
             added: list[KeyRecord] = []
             dups: list[str] = []
             for kid, secret in zip(ids, secrets):
@@ -168,9 +172,12 @@ class SQLiteStore:
             if added:
                 first = _bump(conn, len(added))
                 conn.executemany(
-                    "INSERT INTO keys(id, pool, secret, state, since, weight, label, added_at, seq) "
-                    "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
-                    ((r.id, pool, r.secret, now, weight, label, now, first + i) for i, r in enumerate(added)),
+                    "INSERT INTO keys(id, pool, secret, state, since, weight, label, added_at, base_url, seq) "
+                    "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+                    (
+                        (r.id, pool, r.secret, now, weight, label, now, base_url, first + i)
+                        for i, r in enumerate(added)
+                    ),
                 )
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
                 _insert_events(conn, [(r.id, pool, now, "admin", "", "active", "added", "") for r in added])
@@ -345,7 +352,7 @@ class SQLiteStore:
             if records:
                 first = _bump(conn, len(records))
                 conn.executemany(
-                    f"INSERT INTO keys({KEY_COLUMNS}, seq) VALUES ({', '.join('?' * (14 + _N))})",
+                    f"INSERT INTO keys({KEY_COLUMNS}, seq) VALUES ({', '.join('?' * (15 + _N))})",
                     (row_of(r) + (first + i,) for i, r in enumerate(records)),
                 )
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")

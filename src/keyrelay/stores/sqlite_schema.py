@@ -12,15 +12,21 @@ Tables::
     locks     name → owner, expires_at (the writer's clock)
 
 On open, a file written by a newer keyrelay (a ``schema_version`` above :data:`SCHEMA_VERSION`)
-is refused; otherwise the ``CREATE … IF NOT EXISTS`` statements add whatever is missing. There
-is one schema version so far, so no migrations yet: they belong in :func:`create_schema`.
+is refused. Otherwise the version-1 tables are created if missing (``CREATE … IF NOT EXISTS``)
+and every step of :data:`UPGRADES` above the file's version runs, in order, inside the same
+write transaction as the version bump: a file is either wholly upgraded or left as it was. A
+new file starts at version 1 and takes the same steps, so there is one path to every layout.
+
+Versions: 1 the first layout; 2 adds ``keys.base_url`` (a key's own upstream URL).
+To add version N: write ``_to_N(conn, upgrade)`` and add ``N: _to_N`` to :data:`UPGRADES`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState
@@ -31,19 +37,19 @@ __all__ = [
     "KEY_COLUMNS",
     "SCHEMA_VERSION",
     "TOKEN_COLUMNS",
+    "UPGRADES",
     "ZERO",
+    "Upgrade",
     "create_schema",
     "record_of",
     "row_of",
     "token_of",
 ]
 
-SCHEMA_VERSION = 1
-
 KEY_COLUMNS = (
     "id, pool, secret, state, reason, since, until, version, weight, label, added_at, "
     + ", ".join(COUNTER_FIELDS)
-    + ", balance, currency"
+    + ", balance, currency, base_url"
 )
 EVENT_COLUMNS = "key_id, pool, at, actor, from_state, to_state, reason, detail"
 TOKEN_COLUMNS = "id, name, pools, token_hash, created_at, revoked_at"
@@ -74,12 +80,32 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at REAL NOT NULL, revoked_at REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
-INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', {SCHEMA_VERSION}), ('cursor', 0);
+INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', 1), ('cursor', 0);
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What an upgrade step may need besides the connection."""
+
+    path: str
+
+
+def _to_2(conn: sqlite3.Connection, upgrade: Upgrade) -> None:
+    """Version 2: a key may carry its own upstream base URL (NULL: its pool's)."""
+    conn.execute("ALTER TABLE keys ADD COLUMN base_url TEXT NULL")
+
+
+#: target version → the step that brings a file from the version before it; run in order.
+UPGRADES: dict[int, Callable[[sqlite3.Connection, Upgrade], None]] = {
+    2: _to_2,
+}
+SCHEMA_VERSION = max(UPGRADES)
+
+
 def create_schema(path: str, conn: sqlite3.Connection) -> None:
-    """Create the tables of a new file, or check an existing file's version (inside the caller's write)."""
+    """Create the tables of a new file, or check an existing file's version and upgrade it
+    (inside the caller's write transaction)."""
     conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
     row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
     if row is not None and row[0] > SCHEMA_VERSION:
@@ -90,6 +116,11 @@ def create_schema(path: str, conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    (found,) = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    upgrade = Upgrade(path)
+    for version in sorted(v for v in UPGRADES if v > found):
+        UPGRADES[version](conn, upgrade)
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (version,))
 
 
 # -- rows <-> records -------------------------------------------------------------------------
@@ -102,7 +133,7 @@ def record_of(row: Sequence[Any]) -> KeyRecord:
     counts = row[11:11 + _N]
     return KeyRecord(
         row[0], row[1], row[2], KeyState(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
-        Counters(*counts) if any(counts) else ZERO, row[11 + _N], row[12 + _N],
+        Counters(*counts) if any(counts) else ZERO, row[11 + _N], row[12 + _N], row[13 + _N],
     )
 
 
@@ -114,5 +145,5 @@ def row_of(r: KeyRecord) -> tuple[object, ...]:
     """A record as the values of ``KEY_COLUMNS``, the inverse of :func:`record_of`."""
     return (
         r.id, r.pool, r.secret, r.state.value, r.reason, r.since, r.until, r.version, r.weight, r.label,
-        r.added_at, *r.counters.values(), r.balance, r.currency,
+        r.added_at, *r.counters.values(), r.balance, r.currency, r.base_url,
     )
