@@ -28,7 +28,7 @@ from statistics import median
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_proxy import (  # noqa: E402 - after the path set-up
+from bench_proxy import (
     free_port,
     pinned,
     run_load,

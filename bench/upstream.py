@@ -14,7 +14,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy import CHAT_JSON, SSE  # noqa: E402 - after the path set-up
+from bench_proxy import CHAT_JSON, SSE
 
 _CHAT = CHAT_JSON.encode()
 _SSE = SSE.replace("\\n", "\n").encode()  # written for nginx's config, where \n is an escape
