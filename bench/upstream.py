@@ -1,23 +1,41 @@
-"""Fallback upstream for the benchmarks (when nginx is not installed): keyrelay's fake OpenAI
-server with every key healthy, serving /v1/chat/completions and /v1/sse (a streamed answer).
+"""Fallback upstream for the benchmarks (when nginx is not installed): a bare aiohttp server
+answering as the nginx configuration of ``bench_proxy.py`` does — a fixed chat completion at
+/v1/chat/completions and a fixed stream at /v1/sse, whatever the key.
 
     python bench/upstream.py PORT
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
+from pathlib import Path
 
-from keyrelay.testing.fake_upstream import Behavior, FakeUpstream
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_proxy import CHAT_JSON, SSE
+
+_CHAT = CHAT_JSON.encode()
+_SSE = SSE.replace("\\n", "\n").encode()  # written for nginx's config, where \n is an escape
 
 
-async def main(port: int) -> None:
-    fake = FakeUpstream(default=Behavior.OK)
-    fake.app.router.add_post("/v1/sse", fake.sse_handler)
-    await fake.start(port=port)
-    await asyncio.Event().wait()
+async def chat(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=_CHAT, content_type="application/json")
+
+
+async def sse(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=_SSE, content_type="text/event-stream")
+
+
+def main(port: int) -> None:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/sse", sse)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    main(int(sys.argv[1]))

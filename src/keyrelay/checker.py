@@ -183,6 +183,9 @@ class Checker:
         for pool, res in zip(due, results):
             if isinstance(res, asyncio.CancelledError):
                 raise res
+            if pool.telemetry is not None:
+                outcome = "failed" if isinstance(res, BaseException) else "locked_out" if res.locked_out else "done"
+                pool.telemetry.sweep(pool.name, outcome)
             if isinstance(res, BaseException):
                 if pool.name not in failing:
                     log.error("checker sweep of pool=%s failed: %s", pool.name, type(res).__name__)
@@ -303,6 +306,8 @@ class Checker:
             if r.kind in _DECISIVE:
                 break
         result = combine_probes(results)
+        if pool.telemetry is not None and not dry_run:
+            pool.telemetry.probe(pool.name, result.kind.value)
         now = self.clock()
         with pool.lock:
             cur = pool.state.get(rec.id) or rec  # it may have changed while we probed
@@ -327,6 +332,8 @@ class Checker:
             new = await self.store.apply(t)
             if new is not None:
                 pool.upsert(new)
+                if pool.telemetry is not None:
+                    pool.telemetry.transition(t, new)
                 return new
             stored = await self.store.get(t.key_id)
             with pool.lock:

@@ -30,8 +30,11 @@ from keyrelay.providers import DIALECTS
 from keyrelay.stores.base import hash_token
 
 __all__ = [
+    "ALERT_EVENTS",
     "DEFAULT_STORE_URL",
+    "AlertSettings",
     "ConfigError",
+    "MetricsSettings",
     "PoolSettings",
     "ServerSettings",
     "Settings",
@@ -90,12 +93,40 @@ class TokenSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``[metrics]``: the Prometheus endpoint ``GET /metrics`` (server/metrics.py)."""
+
+    enabled: bool = True
+    #: answer only a bearer admin token (401 without a token, 403 for a client token)
+    require_admin: bool = False
+
+
+#: what ``[[alerts]] on`` may name
+ALERT_EVENTS = ("key_retired", "pool_low", "guard_tripped")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """One ``[[alerts]]`` webhook (alerts.py); parsed by config_ops.py."""
+
+    url: str = field(repr=False)  # a Slack webhook URL is a secret: never logged whole
+    kind: str = "json"  # json | slack
+    on: tuple[str, ...] = ALERT_EVENTS
+    pools: tuple[str, ...] = ()  # empty: every pool
+    threshold: int = 1  # pool_low: fewer eligible keys than this
+    timeout: float = 5.0  # seconds per delivery attempt
+    retries: int = 4  # further attempts after a failed one (backoff 1, 2, 4, 8 s …)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store_url: str = DEFAULT_STORE_URL
     pools: tuple[PoolSettings, ...] = (PoolSettings("openai", default=True),)
     tokens: tuple[TokenSettings, ...] = ()
     source: str = ""
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    alerts: tuple[AlertSettings, ...] = ()
 
     @property
     def default_pool(self) -> PoolSettings:
@@ -242,7 +273,7 @@ def _token(raw: Any, i: int, pool_names: set[str], environ: Mapping[str, str]) -
 
 def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: str = "") -> Settings:
     """Settings from a decoded TOML document and the environment."""
-    known = {"server", "store", "pools", "tokens"}
+    known = {"server", "store", "pools", "tokens", "metrics", "alerts"}
     for k in doc:
         if k not in known:
             raise ConfigError(k, f"unknown section (known: {', '.join(sorted(known))})")
@@ -281,7 +312,11 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     if not isinstance(raw_tokens, list):
         raise ConfigError("tokens", "must be an array of tables ([[tokens]])")
     tokens = tuple(_token(t, i, set(names), environ) for i, t in enumerate(raw_tokens))
-    return Settings(server, store_url, pools, tokens, source)
+    from keyrelay.config_ops import parse_alerts
+
+    metrics: MetricsSettings = _frozen(MetricsSettings, _table(doc, "metrics", "metrics"), "metrics")
+    alerts = parse_alerts(doc.get("alerts", []), set(names), environ)
+    return Settings(server, store_url, pools, tokens, source, metrics, alerts)
 
 
 def load_settings(path: str | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -26,6 +26,7 @@ from keyrelay.core.pool import Lease, PoolState
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.providers import Dialect, Usage, get_dialect
 from keyrelay.stores.base import Store
+from keyrelay.telemetry import Telemetry
 
 __all__ = ["KeyPool", "Lease"]
 
@@ -77,6 +78,8 @@ class KeyPool:
         self.guard = CorrelationGuard(c.correlated_share, c.correlated_window, c.correlated_min_keys)
         #: transitions decided while the store was unreachable, written when it is back
         self.backlog: deque[tuple[Transition, Verdict, int]] = deque(maxlen=10_000)
+        #: counts for /metrics and events for the alerts (set by the runtime; None: not wanted)
+        self.telemetry: Telemetry | None = None
 
     # -- choosing ------------------------------------------------------------------------
     def acquire(self, exclude: Collection[str] = ()) -> Lease | None:
@@ -134,6 +137,8 @@ class KeyPool:
             return True
         admission = self.guard.admit(rec.id, self.state.eligible_count(now), now)
         if admission is Admission.TRIPPED:
+            if self.telemetry is not None:
+                self.telemetry.guard_tripped(self.name, self.guard.taken(now), self.guard.window, now)
             log.warning(
                 "pool=%s correlated failure: %d keys taken out within %gs; further failures are treated as "
                 "upstream_fault (the upstream or our egress, not the keys) until they stop for %gs",
@@ -154,6 +159,8 @@ class KeyPool:
         with self.lock:
             tally, self._tally = self._tally, []
             rows, self._carry = self._carry, {}
+        if self.telemetry is not None and tally:
+            self.telemetry.add_tally(self.name, tally)
         width = len(COUNTER_FIELDS)
         for kid, index, prompt, completion in tally:
             row = rows.get(kid)
@@ -192,15 +199,21 @@ class KeyPool:
                 new = await self.store.apply(t)
             except StoreUnavailable:
                 self.backlog.append((t, verdict, lease_version))  # memory already holds the new state
+                if self.telemetry is not None:
+                    self.telemetry.store_error("apply")
                 return None
             if new is not None:
                 with self.lock:
                     self.state.upsert(new)
+                if self.telemetry is not None:
+                    self.telemetry.transition(t, new)
                 return new
             try:
                 stored = await self.store.get(t.key_id)
             except StoreUnavailable:
                 self.backlog.append((t, verdict, lease_version))
+                if self.telemetry is not None:
+                    self.telemetry.store_error("get")
                 return None
             with self.lock:
                 if stored is None:

@@ -40,7 +40,7 @@ class NoKeyAvailable(KeyrelayError):
 class Attempts:
     """The attempts of one request over one pool."""
 
-    __slots__ = ("clock", "count", "deadline_at", "last", "last_lease", "lease", "policy", "pool", "tried")
+    __slots__ = ("clock", "count", "deadline_at", "first_byte", "last", "last_lease", "lease", "policy", "pool", "tried")
 
     def __init__(self, pool: KeyPool, clock: Callable[[], float] | None = None) -> None:
         self.pool = pool
@@ -52,6 +52,7 @@ class Attempts:
         self.last: Verdict | None = None
         self.lease: Lease | None = None  # the attempt under way
         self.last_lease: Lease | None = None  # the latest attempt's, kept after it ends
+        self.first_byte = 0.0  # perf_counter() when a stream's first byte went out (0: not streamed)
 
     def next(self) -> Lease | None:
         """The key for the next attempt, or ``None`` when the loop must stop and answer with the

@@ -19,6 +19,7 @@ from keyrelay.exceptions import StoreUnavailable
 from keyrelay.keypool import KeyPool
 from keyrelay.stores import Store, TokenRecord, hash_token, open_store
 from keyrelay.stores.base import Watchable
+from keyrelay.telemetry import Telemetry
 
 __all__ = ["Client", "Runtime"]
 
@@ -60,6 +61,12 @@ class Runtime:
         #: memory only (as the request that brought the token was), emptied at every sync.
         self._recent: dict[str, tuple[Client, float]] = {}
         self._wake = asyncio.Event()  # set by the store's change notices: sync now
+        #: counts for /metrics and events for [[alerts]] (telemetry.py); None when neither is on
+        self.telemetry: Telemetry | None = None
+        if settings.metrics.enabled or settings.alerts:
+            self.telemetry = Telemetry()
+            for pool in self.pools.values():
+                pool.telemetry = self.telemetry
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self, background: bool = True) -> None:
@@ -79,6 +86,11 @@ class Runtime:
 
                 checker = Checker(self.store, self.pools.values(), clock=self.clock)
                 self._tasks.append(asyncio.create_task(checker.run(), name="keyrelay-checker"))
+            if self.settings.alerts and self.telemetry is not None:  # [[alerts]] webhooks (alerts.py)
+                from keyrelay.alerts import Alerts
+
+                alerts = Alerts(self.settings, self.store, self.pools, self.telemetry, clock=self.clock)
+                self._tasks.append(asyncio.create_task(alerts.run(), name="keyrelay-alerts"))
 
     def _poke(self) -> None:
         self._wake.set()
@@ -115,7 +127,9 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable:
-                pass  # the store logs one line when lost and one when back; what failed stays queued
+                # the store logs one line when lost and one when back; what failed stays queued
+                if self.telemetry is not None:
+                    self.telemetry.store_error(getattr(job, "__name__", "job").removeprefix("_paced_"))
             except Exception as exc:  # noqa: BLE001 - a background job must outlive one failure; say so once
                 if not failing:
                     log.error("background %s failed: %s", getattr(job, "__name__", "job"), type(exc).__name__)

@@ -66,6 +66,7 @@ async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
         pool: Mapping[str, Any] | None = None,
         server: Mapping[str, Any] | None = None,
         fake_kw: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Gateway:
         fake = FakeUpstream(dict(keys), **(fake_kw or {}))
         base = await fake.start()
@@ -80,6 +81,7 @@ async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
                 {"name": "test", "pools": ["openai"], "token": TOKEN},
                 {"name": "other", "pools": ["other"], "token": OTHER_POOL_TOKEN},
             ],
+            **(extra or {}),  # e.g. [metrics], [[alerts]]
         }
         settings: Settings = parse_settings(doc, {})
         store: Store = open_store(settings.store_url)

@@ -39,14 +39,18 @@ class GatewayRunner(web.BaseRunner):
     (``setup()``, a site, ``cleanup()``). With ``own_runtime`` it starts and stops the runtime
     with itself."""
 
-    __slots__ = ("_max_body", "own_runtime", "proxy", "runtime")
+    __slots__ = ("_max_body", "metrics_dir", "own_runtime", "proxy", "runtime")
 
-    def __init__(self, runtime: Runtime, *, own_runtime: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, runtime: Runtime, *, own_runtime: bool = True, metrics_dir: str | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("access_log", None)  # ours is keyrelay.access (logs.py)
         super().__init__(handler_cancellation=True, **kwargs)
         self.runtime = runtime
         self.own_runtime = own_runtime
         self.proxy = Proxy(runtime)
+        #: where the workers of ``serve --workers N`` leave their counts for /metrics (server/metrics.py)
+        self.metrics_dir = metrics_dir
         #: aiohttp stops reading a body here; each pool then applies its own limit
         self._max_body = max(p.retry.max_body_bytes for p in runtime.settings.pools) + 1
 
@@ -54,6 +58,11 @@ class GatewayRunner(web.BaseRunner):
         loop = asyncio.get_running_loop()
         if self.own_runtime:
             await self.runtime.start()
+        if self.runtime.settings.metrics.enabled and self.runtime.telemetry is not None:
+            from keyrelay.server.metrics import MetricsEndpoint
+
+            self.proxy.metrics = MetricsEndpoint(self.runtime, self.runtime.settings.metrics, self.metrics_dir)
+            self.proxy.metrics.start()
         server = self.runtime.settings.server
         connector = aiohttp.TCPConnector(
             limit=server.max_connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True
@@ -74,12 +83,21 @@ class GatewayRunner(web.BaseRunner):
             await self.proxy.session.close()
         if self.own_runtime:
             await self.runtime.stop()
+        if self.proxy.metrics is not None:  # after the runtime's last counter flush
+            await self.proxy.metrics.close()
 
 
-async def run_server(settings: Settings, *, sock: socket.socket | None = None, ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled or SIGTERM/SIGINT."""
+async def run_server(
+    settings: Settings,
+    *,
+    sock: socket.socket | None = None,
+    ready: asyncio.Event | None = None,
+    metrics_dir: str | None = None,
+) -> None:
+    """Serve until cancelled or SIGTERM/SIGINT. ``metrics_dir``: the directory the workers of
+    ``serve --workers N`` share their counts through (server/metrics.py)."""
     runtime = Runtime(settings)
-    runner = GatewayRunner(runtime, handle_signals=False)
+    runner = GatewayRunner(runtime, handle_signals=False, metrics_dir=metrics_dir)
     await runner.setup()
     if sock is not None:
         site: web.BaseSite = web.SockSite(runner, sock)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -23,6 +24,9 @@ from keyrelay.runtime import Runtime
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data
+
+if TYPE_CHECKING:
+    from keyrelay.server.metrics import MetricsEndpoint
 
 __all__ = ["Proxy"]
 
@@ -45,6 +49,8 @@ class Proxy:
         #: upstream read timeouts, one ticker for all attempts; it looks 4 times per shortest timeout
         self.deadlines = ReadDeadlines(min(1.0, *(p.settings.retry.read_timeout / 4 for p in runtime.pools.values())))  # bodies a handler waits for the rest of
         self._closing = False
+        #: ``GET /metrics`` (server/metrics.py), when [metrics] is enabled
+        self.metrics: MetricsEndpoint | None = None
 
     # -- entry ---------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -53,8 +59,10 @@ class Proxy:
         if pool is None:
             if request.path == "/healthz":
                 return self._healthz(request)
+            if request.path == "/metrics" and self.metrics is not None:
+                return await self.metrics.handle(request)
             resp = error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
-            return _refused(request, "-", "-", resp, "unknown_pool", started)
+            return self._refused(request, "-", "-", resp, "unknown_pool", started)
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             token = auth[7:]
@@ -67,7 +75,9 @@ class Proxy:
         except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
             resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
                                   "store_unavailable", retry_after=1.0)
-            return _refused(request, pool.name, "-", resp, "store_unavailable", started)
+            if self.runtime.telemetry is not None:
+                self.runtime.telemetry.store_error("auth")
+            return self._refused(request, pool.name, "-", resp, "store_unavailable", started)
         if client is None:
             resp = error_response(
                 401,
@@ -75,10 +85,10 @@ class Proxy:
                 "from 'keyrelay tokens create'.",
                 code="invalid_api_key",
             )
-            return _refused(request, pool.name, "-", resp, "unauthorized", started)
+            return self._refused(request, pool.name, "-", resp, "unauthorized", started)
         if not client.may_use(pool.name):
             resp = error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
-            return _refused(request, pool.name, client.name, resp, "forbidden", started)
+            return self._refused(request, pool.name, client.name, resp, "forbidden", started)
         policy = pool.settings.retry
         try:
             if not request.body_exists:
@@ -88,10 +98,10 @@ class Proxy:
             else:
                 body = await self._read_rest(request, policy.max_body_bytes)
         except _TooLarge:
-            return _refused(request, pool.name, client.name, _too_large(policy.max_body_bytes), "too_large", started)
+            return self._refused(request, pool.name, client.name, _too_large(policy.max_body_bytes), "too_large", started)
         except _Closing:
             resp = error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down")
-            return _refused(request, pool.name, client.name, resp, "shutting_down", started)
+            return self._refused(request, pool.name, client.name, resp, "shutting_down", started)
         url = join_upstream(pool.settings.base_url, rest, request.query_string)
         status, outcome, attempts = 0, "", None
         try:
@@ -112,6 +122,22 @@ class Proxy:
                     pool.name, attempts.last_lease if attempts else None, request.method, request.path, status,
                     outcome, attempts.count if attempts else 0, started, client.name,
                 )
+            telemetry = self.runtime.telemetry
+            if telemetry is not None:  # one tuple; summed off the request path (telemetry.py)
+                end = time.perf_counter()
+                first = attempts.first_byte if attempts is not None and attempts.first_byte else end
+                telemetry.requests.append((pool.name, outcome or "error", status, end - started, first - started))
+
+    def _refused(
+        self, request: web.BaseRequest, pool: str, client: str, resp: web.Response, outcome: str, started: float
+    ) -> web.Response:
+        """A request answered before any key was chosen: its access line, its count, and the answer."""
+        if access_log.enabled:
+            access_log.request(pool, None, request.method, request.path, resp.status, outcome, 0, started, client)
+        telemetry = self.runtime.telemetry
+        if telemetry is not None:
+            telemetry.requests.append((pool, outcome, resp.status, -1.0, -1.0))
+        return resp
 
     def _healthz(self, request: web.BaseRequest) -> web.Response:
         """Ready to serve: answers without a token and without touching upstream."""
@@ -277,6 +303,7 @@ class Proxy:
             d.pause()  # waiting on the client, not the upstream
             await resp.prepare(request)
             await resp.write(first)
+            attempts.first_byte = time.perf_counter()
             d.push()
             try:
                 with d:
@@ -324,12 +351,6 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
         raise _TooLarge
     return body
 
-
-def _refused(request: web.BaseRequest, pool: str, client: str, resp: web.Response, outcome: str, started: float) -> web.Response:
-    """A request answered before any key was chosen: its access line, and the answer."""
-    if access_log.enabled:
-        access_log.request(pool, None, request.method, request.path, resp.status, outcome, 0, started, client)
-    return resp
 
 
 def _too_large(limit: int) -> web.Response:

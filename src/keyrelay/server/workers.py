@@ -35,9 +35,11 @@ import ctypes
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -93,12 +95,21 @@ def run_workers(settings: Settings, workers: int, *, reuse_port: bool = True, gr
     host, port = settings.server.host, settings.server.port
     # reuse_port: bound, not listening, so it takes no connection: it only holds the port
     sock = listen_socket(host, port, reuse_port=reuse_port, listen=not reuse_port)
-    return _Parent(settings, workers, sock, reuse_port, grace).run()
+    # the workers' counts for /metrics meet here (server/metrics.py); gone when the run ends
+    metrics_dir = tempfile.mkdtemp(prefix="keyrelay-metrics-") if settings.metrics.enabled else None
+    try:
+        return _Parent(settings, workers, sock, reuse_port, grace, metrics_dir).run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 class _Parent:
-    def __init__(self, settings: Settings, n: int, sock: socket.socket, reuse_port: bool, grace: float) -> None:
+    def __init__(
+        self, settings: Settings, n: int, sock: socket.socket, reuse_port: bool, grace: float, metrics_dir: str | None
+    ) -> None:
         self.settings, self.sock, self.reuse_port, self.grace = settings, sock, reuse_port, grace
+        self.metrics_dir = metrics_dir
         self.slots = [_Slot(i) for i in range(n)]
         self.signals: list[int] = []
         self.stopping_at = 0.0  # when the children were told to stop (0: not yet)
@@ -217,7 +228,7 @@ class _Parent:
                     os.close(other.ready_fd)
             self._wake_r.close()
             self._wake_w.close()
-            _child(self.settings, None if self.reuse_port else self.sock, ready_w, parent, self.sock)
+            _child(self.settings, None if self.reuse_port else self.sock, ready_w, parent, self.sock, self.metrics_dir)
         os.close(ready_w)
         slot.pid, slot.started, slot.ready_fd, slot.ready = pid, time.monotonic(), ready_r, False
         log.info("keyrelay worker %d started (pid=%d)", slot.index, pid)
@@ -276,7 +287,12 @@ class _Parent:
 
 
 def _child(
-    settings: Settings, sock: socket.socket | None, ready_w: int, parent: int, inherited: socket.socket
+    settings: Settings,
+    sock: socket.socket | None,
+    ready_w: int,
+    parent: int,
+    inherited: socket.socket,
+    metrics_dir: str | None = None,
 ) -> NoReturn:
     code = 1
     try:
@@ -289,7 +305,7 @@ def _child(
             from uvloop import run
         except ImportError:  # pragma: no cover - non-Linux
             from asyncio import run  # type: ignore[assignment]
-        run(_serve(settings, sock, ready_w))
+        run(_serve(settings, sock, ready_w, metrics_dir))
         code = 0
     except KeyboardInterrupt:
         code = 0
@@ -303,11 +319,11 @@ def _child(
         os._exit(code)
 
 
-async def _serve(settings: Settings, sock: socket.socket, ready_w: int) -> None:
+async def _serve(settings: Settings, sock: socket.socket, ready_w: int, metrics_dir: str | None = None) -> None:
     from keyrelay.server.app import run_server
 
     ready = asyncio.Event()
-    server = asyncio.create_task(run_server(settings, sock=sock, ready=ready))
+    server = asyncio.create_task(run_server(settings, sock=sock, ready=ready, metrics_dir=metrics_dir))
     waiter = asyncio.create_task(ready.wait())
     try:
         await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
