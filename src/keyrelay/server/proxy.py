@@ -22,7 +22,7 @@ from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Runtime
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
-from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data
+from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 
 __all__ = ["Proxy"]
 
@@ -103,8 +103,14 @@ class Proxy:
         except NoKeyAvailable as exc:
             status, outcome = 503, "no_key"
             return error_response(503, str(exc), "server_error", "no_key_available", retry_after=exc.retry_after)
-        except asyncio.CancelledError:
+        except _ClientGone as gone:
             status, outcome = 499, "client_gone"
+            return gone.response
+        except asyncio.CancelledError:
+            if attempts is not None and attempts.lease is None and attempts.last is not None and attempts.last.outcome is Outcome.OK:
+                status, outcome = 200, "ok"  # the stream was delivered whole; the client then hung up
+            else:
+                status, outcome = 499, "client_gone"
             raise
         finally:
             if access_log.enabled:
@@ -273,19 +279,23 @@ class Proxy:
         scanner = UsageScanner(pool.dialect)
         scanner.feed(first)
         verdict = _OK
+        before, last, ended = b"", b"", False  # the last two chunks written: did they end the stream?
         try:
             d.pause()  # waiting on the client, not the upstream
             await resp.prepare(request)
             await resp.write(first)
+            last = first
             d.push()
             try:
                 with d:
                     async for chunk in up.content.iter_any():
                         d.pause()
                         await resp.write(chunk)
+                        before, last = last, chunk
                         d.push()
                         if scanner.wants(chunk):
                             scanner.feed(chunk)
+                ended = True
             except _UPSTREAM_BROKE as exc:  # the upstream cut or stalled the stream: too late to fail over
                 d.pause()
                 verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
@@ -294,11 +304,15 @@ class Proxy:
             d.pause()
             await resp.write_eof()
         except asyncio.CancelledError:
-            attempts.abandon(lease)
+            if verdict is _OK and (ended or stream_ended(before, last)):  # hung up after the last event
+                await asyncio.shield(self._record(pool, attempts, lease, verdict, scanner.usage))
+            else:
+                attempts.abandon(lease)
             raise
-        except ConnectionResetError:  # the client went away mid-stream: it costs the key nothing
-            attempts.abandon(lease)
-            return resp
+        except ConnectionResetError:  # the client went away: mid-stream it costs the key nothing
+            if not (verdict is _OK and (ended or stream_ended(before, last))):
+                attempts.abandon(lease)
+                raise _ClientGone(resp) from None
         await self._record(pool, attempts, lease, verdict, scanner.usage)
         return resp
 
@@ -308,6 +322,13 @@ _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, 
 
 class _TooLarge(Exception):
     pass
+
+
+class _ClientGone(Exception):
+    """The client hung up before the stream's last event: it costs the key nothing."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
 
 
 class _Closing(Exception):
