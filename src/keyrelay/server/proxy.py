@@ -11,6 +11,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from keyrelay import answers
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
@@ -102,7 +103,8 @@ class Proxy:
             return answer
         except NoKeyAvailable as exc:
             status, outcome = 503, "no_key"
-            return error_response(503, str(exc), "server_error", "no_key_available", retry_after=exc.retry_after)
+            code, body, headers = answers.no_key(exc)
+            return web.Response(status=code, body=body, headers=headers)
         except _ClientGone as gone:
             status, outcome = 499, "client_gone"
             return gone.response
@@ -233,7 +235,12 @@ class Proxy:
                 up.release()
             lease = attempts.next() if attempts.should_retry(verdict) else None
         assert last is not None
+        rejected = answers.keys_rejected(pool, attempts.last)
+        if rejected is not None:  # the guard holds: the keys are not to blame, nor the client's token
+            last = web.Response(status=answers.KEYS_REJECTED_STATUS, body=rejected, content_type="application/json")
         last.headers["x-keyrelay-attempts"] = str(attempts.count)
+        if attempts.last_lease is not None:
+            last.headers["x-keyrelay-key"] = attempts.last_lease.key_id
         return last
 
     async def _record(
