@@ -181,7 +181,7 @@ def list_(pool: str | None, state: str | None, as_json: bool) -> None:
         return await store.load(pool)
 
     now = time.time()
-    recs = with_store(settings, work)
+    recs = with_store(settings, work, existing=True)
     if state is not None:
         recs = [r for r in recs if effective_state(r, now).value == state.lower()]
     if as_json:
@@ -221,7 +221,7 @@ def show(key_id: str, n_events: int, as_json: bool) -> None:
             return rec, []
         return rec, await store.events(key_id, n_events)
 
-    rec, evs = with_store(settings, work)
+    rec, evs = with_store(settings, work, existing=True)
     if rec is None:
         raise CliError(f"no key with id {shown(key_id)}")
     now = time.time()
@@ -265,7 +265,7 @@ def _admin(action: str, key_id: str) -> None:
                 return rec, new
         raise CliFailure(f"key {key_id} keeps changing under us; try again")
 
-    old, new = with_store(settings, work)
+    old, new = with_store(settings, work, existing=True)
     click.echo(f"key {named(old)}: " + (f"{old.state.value} → {new.state.value}" if new else f"already {old.state.value}"))
 
 
@@ -308,6 +308,6 @@ def remove(key_id: str, yes: bool) -> None:
             raise CliError(f"no key with id {shown(key_id)}")
         return rec
 
-    rec = with_store(settings, work)
+    rec = with_store(settings, work, existing=True)
     click.echo(f"removed key {named(rec)}")
 
