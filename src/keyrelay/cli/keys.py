@@ -33,6 +33,7 @@ from keyrelay.cli.common import (
     with_store,
 )
 from keyrelay.cli.events import print_events
+from keyrelay.cli.paste import check_pasted, read_key_file
 from keyrelay.core.machine import effective_state, on_admin
 from keyrelay.core.masking import InvalidSecret, mask, validate_secret
 from keyrelay.core.model import Event, KeyRecord, KeyState
@@ -65,23 +66,35 @@ def keys() -> None:
     """Upstream keys: add, import, list, show, disable, enable, remove."""
 
 
+_FORCE = click.option(
+    "--force", is_flag=True,
+    help="Store values that look like no key (quotes, NAME=value, commas, under 8 characters) as given.",
+)
+
+
 @keys.command("add")
 @config_option
 @_pool_opts
+@_FORCE
 @click.argument("values", metavar="KEY…", nargs=-1, required=True)
-def add(pool: str, weight: float, label: str, values: tuple[str, ...]) -> None:
+def add(pool: str, weight: float, label: str, force: bool, values: tuple[str, ...]) -> None:
     """Add keys to a pool. A KEY of '-' reads keys from stdin, one per line."""
     settings = load()
     require_pool(settings, pool)
     secrets: list[str] = []
+    pasted: list[tuple[str, str]] = []
     for i, v in enumerate(values):
         try:
             if v != "-":
                 secrets.append(validate_secret(v))
+                pasted.append((f"key {i + 1} of {len(values)} ({mask(v)!r})", v))
             elif "-" not in values[:i]:  # stdin is read once
-                secrets.extend(s for _, s in read_keys("-"))
+                from_stdin = read_keys("-")
+                secrets.extend(s for _, s in from_stdin)
+                pasted.extend((f"stdin line {n} ({mask(s)!r})", s) for n, s in from_stdin)
         except InvalidSecret as exc:
             raise CliError(f"{exc}; nothing added") from None
+    check_pasted(pasted, force)
     if not secrets:
         raise CliError("no keys given; nothing added")
     unique = list(dict.fromkeys(secrets))
@@ -104,13 +117,18 @@ def add(pool: str, weight: float, label: str, values: tuple[str, ...]) -> None:
 @keys.command("import")
 @config_option
 @_pool_opts
+@_FORCE
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-def import_(pool: str, weight: float, label: str, file: str) -> None:
-    """Import keys from FILE ('-': stdin): one key per line, '#' comments and blank lines ignored."""
+def import_(pool: str, weight: float, label: str, force: bool, file: str) -> None:
+    """Import keys from FILE ('-': stdin): one key per line, '#' comments and blank lines ignored.
+    Env-file lines (NAME=value, export NAME=value) give their value."""
     settings = load()
     require_pool(settings, pool)
     name = "stdin" if file == "-" else file
-    found = read_keys(file)
+    found, taken = read_key_file(file)
+    check_pasted(((f"{name} line {n} ({mask(s)!r})", s) for n, s in found), force)
+    for note in taken:
+        click.echo(note)
     first_line: dict[str, int] = {}
     unique: list[tuple[int, str]] = []
     notes: list[tuple[int, str]] = []
