@@ -99,7 +99,8 @@ def test_settings_built_in_code_match_the_parsed_defaults() -> None:
 def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, "")
     s = load_settings(path, environ={})
-    assert s == dataclasses.replace(Settings(), source=path)
+    # the default store's relative path is taken from the file's directory
+    assert s == dataclasses.replace(Settings(), source=path, store_url=f"sqlite:///{tmp_path / 'keyrelay.db'}")
 
 
 # -- a full file -----------------------------------------------------------------------------

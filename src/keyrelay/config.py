@@ -4,6 +4,11 @@ This is the only module that reads the environment, and it takes ``environ`` as 
 Every error is a :class:`ConfigError` naming the field, e.g. ``pools[0].strategy: unknown
 strategy 'fastest' (choose from random, round_robin, least_busy)``.
 
+The settings file is the first of: ``--config FILE``, ``$KEYRELAY_CONFIG``, ``./keyrelay.toml``,
+``keyrelay.toml`` in the user's config directory (``platformdirs``: ``~/.config/keyrelay/`` on
+Linux); else built-in defaults. A relative ``sqlite:///`` store path in a file is relative to
+that file's directory.
+
 Environment overrides (all optional):
 
 - ``KEYRELAY_CONFIG`` — the file, when ``--config`` is not given
@@ -39,11 +44,14 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "TokenSettings",
+    "find_config",
     "load_settings",
     "parse_settings",
+    "sqlite_path",
 ]
 
 DEFAULT_STORE_URL = "sqlite:///keyrelay.db"
+CONFIG_NAME = "keyrelay.toml"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -295,6 +303,8 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     store_url = environ.get("KEYRELAY_STORE_URL") or store.get("url", DEFAULT_STORE_URL)
     if not isinstance(store_url, str) or store_url.split(":", 1)[0] not in ("memory", "sqlite", "redis", "rediss", "unix"):
         raise ConfigError("store.url", f"expected memory://, sqlite:///path or redis://…, got {store_url!r}")
+    if source and not environ.get("KEYRELAY_STORE_URL"):  # the file's own relative path: next to the file
+        store_url = _next_to(store_url, Path(source).parent)
     raw_pools = doc.get("pools")
     if raw_pools is None:
         pools: tuple[PoolSettings, ...] = (_pool({"name": "openai", "default": True}, 0, environ),)
@@ -319,10 +329,57 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     return Settings(server, store_url, pools, tokens, source, metrics, alerts)
 
 
-def load_settings(path: str | None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read ``path`` (or ``$KEYRELAY_CONFIG``; defaults when neither is given)."""
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///`` store URL (relative or absolute), else ``None``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix) or "?" in url:
+        return None
+    path = url[len(prefix):]
+    return None if path == ":memory:" else path
+
+
+def _next_to(url: str, directory: Path) -> str:
+    """``url``, its relative SQLite path made absolute against ``directory``."""
+    path = sqlite_path(url)
+    if path is None or Path(path).is_absolute():
+        return url
+    return "sqlite:///" + str((directory / path).absolute())
+
+
+def user_config_file() -> Path:
+    """``keyrelay.toml`` in the user's config directory (it need not exist)."""
+    import platformdirs
+
+    return platformdirs.user_config_path("keyrelay") / CONFIG_NAME
+
+
+def find_config(
+    path: str | None, environ: Mapping[str, str], cwd: Path | None = None, user_file: Path | None = None
+) -> str | None:
+    """The settings file to read: ``path`` (``--config``), ``$KEYRELAY_CONFIG``, ``./keyrelay.toml``,
+    the user's ``keyrelay.toml``; ``None`` when there is none (built-in defaults)."""
+    if path:
+        return path
+    if environ.get("KEYRELAY_CONFIG"):
+        return environ["KEYRELAY_CONFIG"]
+    here = (cwd or Path.cwd()) / CONFIG_NAME
+    if here.is_file():
+        return CONFIG_NAME if cwd is None else str(here)
+    mine = user_file if user_file is not None else user_config_file()
+    return str(mine) if mine.is_file() else None
+
+
+def load_settings(
+    path: str | None, environ: Mapping[str, str] | None = None, *, discover: bool = False,
+    cwd: Path | None = None, user_file: Path | None = None,
+) -> Settings:
+    """Read ``path`` (or ``$KEYRELAY_CONFIG``; defaults when neither is given). With ``discover``
+    (the CLI), look for ``./keyrelay.toml`` and the user's ``keyrelay.toml`` too (:func:`find_config`)."""
     env = os.environ if environ is None else environ
-    path = path or env.get("KEYRELAY_CONFIG") or None
+    if discover:
+        path = find_config(path, env, cwd, user_file)
+    else:
+        path = path or env.get("KEYRELAY_CONFIG") or None
     if path is None:
         return parse_settings({}, env)
     p = Path(path)

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from keyrelay.config import PoolSettings
 from keyrelay.core.correlation import Admission, CorrelationGuard
@@ -27,6 +28,9 @@ from keyrelay.exceptions import StoreUnavailable
 from keyrelay.providers import Dialect, Usage, get_dialect
 from keyrelay.stores.base import Store
 from keyrelay.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from keyrelay.relay import NoKeyAvailable
 
 __all__ = ["KeyPool", "Lease"]
 
@@ -96,6 +100,15 @@ class KeyPool:
         with self.lock:
             soonest = self.state.soonest_free(now)
         return None if soonest is None else max(0.0, soonest - now)
+
+    def no_key(self) -> NoKeyAvailable:
+        """The error for a request that finds no eligible key (an error path: takes the lock)."""
+        from keyrelay.relay import NoKeyAvailable  # relay imports this module
+
+        retry_after = self.retry_after()
+        with self.lock:
+            empty = len(self.state) == 0
+        return NoKeyAvailable(self.name, retry_after, empty=empty)
 
     def eligible_count(self) -> int:
         with self.lock:

@@ -27,14 +27,24 @@ _GONE = Verdict(Outcome.CLIENT_GONE)
 class NoKeyAvailable(KeyrelayError):
     """No key of the pool may take this request now.
 
-    ``retry_after`` (seconds) is when the soonest cooling key frees up, or ``None``.
+    ``retry_after`` (seconds) is when the soonest cooling key frees up, or ``None`` (no key will
+    come back by itself); ``empty`` says the pool holds no key at all.
     """
 
-    def __init__(self, pool: str, retry_after: float | None) -> None:
-        when = f"; the soonest cooling key frees up in {retry_after:.1f}s" if retry_after is not None else ""
-        super().__init__(f"no usable key in pool {pool!r}{when}")
+    def __init__(self, pool: str, retry_after: float | None, *, empty: bool = False) -> None:
+        if empty:
+            msg = f"no usable key in pool {pool!r}: it holds no keys; add some with 'keyrelay keys add --pool {pool} KEY'"
+        elif retry_after is not None:
+            msg = f"no usable key in pool {pool!r}; the soonest cooling key frees up in {retry_after:.1f}s"
+        else:
+            msg = (
+                f"no usable key in pool {pool!r}: every key is invalid, exhausted or disabled and none comes back "
+                f"by itself; see 'keyrelay keys list --pool {pool}'"
+            )
+        super().__init__(msg)
         self.pool = pool
         self.retry_after = retry_after
+        self.empty = empty
 
 
 class Attempts:
@@ -62,7 +72,7 @@ class Attempts:
         lease = self.pool.acquire(self.tried)
         if lease is None:
             if self.last is None:
-                raise NoKeyAvailable(self.pool.name, self.pool.retry_after())
+                raise self.pool.no_key()
             return None
         self.count += 1
         self.tried.append(lease.key_id)

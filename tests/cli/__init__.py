@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -17,7 +19,15 @@ from keyrelay.stores.sqlite import SQLiteStore
 
 T = TypeVar("T")
 
-KEYRELAY = "/work/venv/bin/keyrelay"
+def _keyrelay_command() -> list[str]:
+    """The installed ``keyrelay`` of the Python running the tests: the console script next to the
+    interpreter (or on PATH when it is this install's), else ``python -m keyrelay``."""
+    here = shutil.which("keyrelay", path=os.path.dirname(sys.executable))
+    return [here] if here else [sys.executable, "-m", "keyrelay"]
+
+
+#: how the end-to-end CLI tests run the real command
+KEYRELAY: list[str] = _keyrelay_command()
 
 
 def make_config(tmp_path: Path, pools: tuple[str, ...] = ("openai", "groq"), extra: str = "") -> Path:

@@ -300,6 +300,7 @@ def test_show_gives_the_key_masked_with_its_events(cfg: Path) -> None:
 
 
 def test_show_of_an_unknown_id_exits_2(cfg: Path) -> None:
+    assert invoke(cfg, "keys", "add", "--pool", "openai", new_secret()).exit_code == 0
     result = invoke(cfg, "keys", "show", "k000000000000")
     assert result.exit_code == 2
     assert result.stderr == "keyrelay: no key with id 'k000000000000'\n"

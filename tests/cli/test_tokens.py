@@ -101,7 +101,8 @@ def test_an_unknown_pool_is_refused(cfg: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "'mistral'" in result.stderr and "openai, groq" in result.stderr
     assert result.stdout == ""
-    assert json.loads(invoke(cfg, "tokens", "list", "--json").stdout) == []
+    listing = invoke(cfg, "tokens", "list", "--json")  # nothing written: not even an empty store
+    assert listing.exit_code == 2 and listing.stderr.startswith("keyrelay: no store at ")
 
 
 @pytest.mark.parametrize("args", [(), ("--all-pools", "--pool", "openai")])

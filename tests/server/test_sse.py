@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyrelay.providers import Usage, get_dialect
-from keyrelay.server.sse import UsageScanner, first_data
+from keyrelay.server.sse import UsageScanner, first_data, stream_ended
 
 
 def _chunk(text: str) -> bytes:
@@ -82,3 +82,25 @@ def test_usage_spelled_with_spaces_is_read_too() -> None:
     spaced = b'data: {"choices": [], "usage": null}\n\ndata: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}\n\n'
     assert _scan([spaced + b"data: [DONE]\n\n"]) == Usage(3, 4)
     assert _scan([b'data: {"choices": [], "usage": null}\n\n']) is None
+
+
+# -- the last event of a stream: was it delivered? -----------------------------------------
+
+
+def test_a_stream_ends_with_done_or_its_dialects_last_event() -> None:
+    chunk = b'data: {"choices":[]}\n\n'
+    assert stream_ended(chunk, b"data: [DONE]\n\n")
+    assert stream_ended(b"", chunk + b"data: [DONE]\n\n")
+    assert stream_ended(b"", b"data:[DONE]\r\n\r\n")
+    assert stream_ended(b'data: {"x":1}\n\ndata: [DO', b"NE]\n\n")  # split over two chunks
+    assert stream_ended(b"", b'event: response.completed\ndata: {"type":"response.completed"}\n\n')
+    assert stream_ended(b"", b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    assert stream_ended(b"", b'data: {"type":"message_stop"}\n\n')
+
+
+def test_a_stream_cut_before_its_last_event_has_not_ended() -> None:
+    assert not stream_ended(b"", b'data: {"choices":[]}\n\n')
+    assert not stream_ended(b"", b"data: [DONE]")  # the event is not complete yet
+    assert not stream_ended(b"", b"")
+    assert not stream_ended(b"data: [DONE]\n\n", b'data: {"late":1}\n\n')
+    assert not stream_ended(b"", b'event: response.output_text.delta\ndata: {"delta":"x"}\n\n')

@@ -57,7 +57,9 @@ def check(pool_name: str | None, probes: tuple[str, ...], dry_run: bool, as_json
     quiet = logging.getLogger("keyrelay")
     if not quiet.handlers:  # our table says it all; no log lines on stderr
         quiet.addHandler(logging.NullHandler())
-    reports = with_store(settings, lambda store: _sweep(store, selected, probes, dry_run, show_progress=not as_json))
+    reports = with_store(
+        settings, lambda store: _sweep(store, selected, probes, dry_run, show_progress=not as_json), existing=True
+    )
     if as_json:
         echo_json([_row_json(row, r.dry_run) for r in reports for row in r.rows])
     else:

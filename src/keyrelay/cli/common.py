@@ -13,6 +13,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +21,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from keyrelay.config import ConfigError, Settings, load_settings
+from keyrelay.config import ConfigError, Settings, load_settings, sqlite_path
 from keyrelay.core.machine import effective_state
 from keyrelay.core.masking import InvalidSecret, mask, redact, validate_secret
 from keyrelay.core.model import Counters, Event, KeyRecord, KeyState
@@ -30,7 +31,8 @@ from keyrelay.stores import Store, open_store
 __all__ = [
     "RICH_ROWS", "SHOWN", "STATES", "CliError", "CliFailure", "ago", "capped", "config_option", "console",
     "display_url", "echo_json", "event_json", "failures", "fmt_time", "iso", "key_json", "load", "named",
-    "parse_key_lines", "plural", "print_table", "read_keys", "require_pool", "shown", "with_store",
+    "open_cli_store", "parse_key_lines", "plural", "print_table", "read_keys", "require_existing", "require_pool",
+    "shown", "with_store",
 ]
 
 T = TypeVar("T")
@@ -75,7 +77,8 @@ def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         expose_value=False,
         callback=_remember_config,
-        help="Settings file (TOML). Default: $KEYRELAY_CONFIG, else built-in defaults.",
+        help="Settings file (TOML). Default: $KEYRELAY_CONFIG, else ./keyrelay.toml, else keyrelay.toml in "
+        "the user's config directory, else built-in defaults.",
     )(f)
 
 
@@ -83,7 +86,7 @@ def load(ctx: click.Context | None = None) -> Settings:
     """The settings named by ``--config`` (or ``$KEYRELAY_CONFIG``)."""
     ctx = ctx or click.get_current_context()
     try:
-        return load_settings(ctx.meta.get(_CONFIG))
+        return load_settings(ctx.meta.get(_CONFIG), discover=True)
     except ConfigError as exc:
         raise CliError(f"config error: {exc}") from None
 
@@ -111,13 +114,33 @@ def display_url(url: str) -> str:
     return url
 
 
-async def _session(url: str, work: Callable[[Store], Awaitable[T]], warn: bool) -> T:
+def require_existing(url: str) -> None:
+    """Refuse a SQLite store that does not exist yet: a read-only command (or ``migrate --from``)
+    must not create an empty store where the user expected theirs."""
+    path = sqlite_path(url)
+    if path is not None and not Path(path).exists():
+        raise CliError(f"no store at {Path(path).absolute()} (add keys with 'keyrelay keys add', or pass --config)")
+
+
+async def open_cli_store(url: str) -> Store:
+    """Open the store at ``url``; any failure is one line (exit code 2)."""
     shown = display_url(url)
     try:
         store = open_store(url)
         await store.open()
+    except ImportError as exc:
+        if (exc.name or "").startswith("redis"):
+            raise CliError(f"cannot open store {shown}: the redis extra is not installed; "
+                           "run: pip install 'keyrelay[redis]'") from None
+        raise CliError(f"cannot open store {shown}: {redact(str(exc)) or type(exc).__name__}") from None
     except Exception as exc:  # noqa: BLE001 - any failure to open is reported the same way
         raise CliError(f"cannot open store {shown}: {redact(str(exc)) or type(exc).__name__}") from None
+    return store
+
+
+async def _session(url: str, work: Callable[[Store], Awaitable[T]], warn: bool) -> T:
+    shown = display_url(url)
+    store = await open_cli_store(url)
     if warn and url.lower().startswith("memory:"):
         click.echo(f"keyrelay: warning: store {shown} lives in this process only; nothing is kept", err=True)
     try:
@@ -128,10 +151,16 @@ async def _session(url: str, work: Callable[[Store], Awaitable[T]], warn: bool) 
         await store.close()
 
 
-def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]], *, warn_memory: bool = True) -> T:
+def with_store(
+    settings: Settings, work: Callable[[Store], Awaitable[T]], *, warn_memory: bool = True, existing: bool = False
+) -> T:
     """Open the settings' store, run ``work(store)`` to completion, close the store.
 
-    A ``memory://`` store is new and empty in every command: say so on stderr (``warn_memory``)."""
+    A ``memory://`` store is new and empty in every command: say so on stderr (``warn_memory``).
+    With ``existing`` (read-only commands), a SQLite store that does not exist is an error, not
+    created."""
+    if existing:
+        require_existing(settings.store_url)
     return asyncio.run(_session(settings.store_url, work, warn_memory))
 
 

@@ -35,7 +35,7 @@ def events(key_id: str | None, limit: int, as_json: bool) -> None:
     async def work(store: Store) -> list[Event]:
         return await store.events(key_id, limit)
 
-    evs = with_store(settings, work)
+    evs = with_store(settings, work, existing=True)
     if as_json:
         echo_json([event_json(e) for e in evs])
         return

@@ -34,6 +34,7 @@ from keyrelay.cli.common import (
     with_store,
 )
 from keyrelay.cli.events import print_events
+from keyrelay.cli.paste import check_pasted, read_key_file
 from keyrelay.core.machine import effective_state, on_admin
 from keyrelay.core.masking import InvalidSecret, mask, validate_secret
 from keyrelay.core.model import Event, KeyRecord, KeyState
@@ -86,23 +87,35 @@ def keys() -> None:
     """Upstream keys: add, import, list, show, disable, enable, remove."""
 
 
+_FORCE = click.option(
+    "--force", is_flag=True,
+    help="Store values that look like no key (quotes, NAME=value, commas, under 8 characters) as given.",
+)
+
+
 @keys.command("add")
 @config_option
 @_pool_opts
+@_FORCE
 @click.argument("values", metavar="KEY…", nargs=-1, required=True)
-def add(pool: str, weight: float, label: str, base_url: str | None, values: tuple[str, ...]) -> None:
+def add(pool: str, weight: float, label: str, base_url: str | None, force: bool, values: tuple[str, ...]) -> None:
     """Add keys to a pool. A KEY of '-' reads keys from stdin, one per line."""
     settings = load()
     require_pool(settings, pool)
     secrets: list[str] = []
+    pasted: list[tuple[str, str]] = []
     for i, v in enumerate(values):
         try:
             if v != "-":
                 secrets.append(validate_secret(v))
+                pasted.append((f"key {i + 1} of {len(values)} ({mask(v)!r})", v))
             elif "-" not in values[:i]:  # stdin is read once
-                secrets.extend(s for _, s in read_keys("-"))
+                from_stdin = read_keys("-")
+                secrets.extend(s for _, s in from_stdin)
+                pasted.extend((f"stdin line {n} ({mask(s)!r})", s) for n, s in from_stdin)
         except InvalidSecret as exc:
             raise CliError(f"{exc}; nothing added") from None
+    check_pasted(pasted, force)
     if not secrets:
         raise CliError("no keys given; nothing added")
     unique = list(dict.fromkeys(secrets))
@@ -126,13 +139,18 @@ def add(pool: str, weight: float, label: str, base_url: str | None, values: tupl
 @keys.command("import")
 @config_option
 @_pool_opts
+@_FORCE
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-def import_(pool: str, weight: float, label: str, base_url: str | None, file: str) -> None:
-    """Import keys from FILE ('-': stdin): one key per line, '#' comments and blank lines ignored."""
+def import_(pool: str, weight: float, label: str, base_url: str | None, force: bool, file: str) -> None:
+    """Import keys from FILE ('-': stdin): one key per line, '#' comments and blank lines ignored.
+    Env-file lines (NAME=value, export NAME=value) give their value."""
     settings = load()
     require_pool(settings, pool)
     name = "stdin" if file == "-" else file
-    found = read_keys(file)
+    found, taken = read_key_file(file)
+    check_pasted(((f"{name} line {n} ({mask(s)!r})", s) for n, s in found), force)
+    for note in taken:
+        click.echo(note)
     first_line: dict[str, int] = {}
     unique: list[tuple[int, str]] = []
     notes: list[tuple[int, str]] = []
@@ -203,7 +221,7 @@ def list_(pool: str | None, state: str | None, as_json: bool) -> None:
         return await store.load(pool)
 
     now = time.time()
-    recs = with_store(settings, work)
+    recs = with_store(settings, work, existing=True)
     if state is not None:
         recs = [r for r in recs if effective_state(r, now).value == state.lower()]
     if as_json:
@@ -246,7 +264,7 @@ def show(key_id: str, n_events: int, as_json: bool) -> None:
             return rec, []
         return rec, await store.events(key_id, n_events)
 
-    rec, evs = with_store(settings, work)
+    rec, evs = with_store(settings, work, existing=True)
     if rec is None:
         raise CliError(f"no key with id {shown(key_id)}")
     now = time.time()
@@ -291,7 +309,7 @@ def _admin(action: str, key_id: str) -> None:
                 return rec, new
         raise CliFailure(f"key {key_id} keeps changing under us; try again")
 
-    old, new = with_store(settings, work)
+    old, new = with_store(settings, work, existing=True)
     click.echo(f"key {named(old)}: " + (f"{old.state.value} → {new.state.value}" if new else f"already {old.state.value}"))
 
 
@@ -334,6 +352,6 @@ def remove(key_id: str, yes: bool) -> None:
             raise CliError(f"no key with id {shown(key_id)}")
         return rec
 
-    rec = with_store(settings, work)
+    rec = with_store(settings, work, existing=True)
     click.echo(f"removed key {named(rec)}")
 

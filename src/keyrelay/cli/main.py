@@ -7,6 +7,9 @@ error (bad key, unknown pool, unknown key id, store that cannot be opened).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import logging
+import socket
 from typing import Any
 
 import click
@@ -18,9 +21,9 @@ from keyrelay.cli.demo import demo
 from keyrelay.cli.events import events
 from keyrelay.cli.keys import keys
 from keyrelay.cli.migrate import migrate
+from keyrelay.cli.startup import empty_pool_notes, where_from
 from keyrelay.cli.tokens import tokens
-from keyrelay.config import ConfigError
-from keyrelay.stores import Store
+from keyrelay.config import ConfigError, Settings
 
 __all__ = ["cli", "main"]
 
@@ -77,7 +80,12 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         setup_logging(settings.server.log_level)
     from keyrelay.server.app import serve as run
 
-    with_store(settings, _noop, warn_memory=False)  # a store that cannot be opened fails here, with exit code 2
+    _check_port(settings)  # a port in use: one line, before anything is opened or logged
+    log = logging.getLogger("keyrelay.server")
+    log.info("%s", where_from(settings))
+    # a store that cannot be opened fails here, with exit code 2
+    for note in with_store(settings, empty_pool_notes(settings), warn_memory=False):
+        log.warning("%s", note)
     try:
         if settings.server.workers > 1:
             from keyrelay.server.workers import run_workers
@@ -91,13 +99,28 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             run(settings)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         pass
-    except OSError as exc:  # e.g. the address is in use
-        where = f"{settings.server.host}:{settings.server.port}"
-        raise CliFailure(f"cannot serve on {where}: {exc.strerror or exc}") from None
+    except OSError as exc:  # e.g. the address was taken meanwhile: the user's to fix
+        raise _cannot_serve(settings, exc) from None
 
 
-async def _noop(store: Store) -> None:
-    return None
+def _cannot_serve(settings: Settings, exc: OSError) -> CliError:
+    where = f"{settings.server.host}:{settings.server.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return CliError(f"cannot serve on {where}: the address is in use (stop the other server, or pick another --port)")
+    return CliError(f"cannot serve on {where}: {exc.strerror or exc}")
+
+
+def _check_port(settings: Settings) -> None:
+    """Can the gateway listen on its address? (Bound and released at once.)"""
+    host, port = settings.server.host, settings.server.port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+    except OSError as exc:  # socket.gaierror included: an unknown host
+        raise _cannot_serve(settings, exc) from None
 
 
 cli.add_command(keys)

@@ -12,23 +12,18 @@ from collections import Counter
 
 import click
 
-from keyrelay.cli.common import CliError, CliFailure, display_url, plural
+from keyrelay.cli.common import CliError, CliFailure, display_url, open_cli_store, plural, require_existing
 from keyrelay.core.masking import redact
 from keyrelay.exceptions import StoreError
 from keyrelay.migrate import MigrateReport
 from keyrelay.migrate import migrate as copy_store
-from keyrelay.stores import Store, open_store
+from keyrelay.stores import Store
 
 __all__ = ["migrate"]
 
 
 async def _open(url: str) -> Store:
-    try:
-        store = open_store(url)
-        await store.open()
-    except Exception as exc:  # noqa: BLE001 - any failure to open is reported the same way
-        raise CliError(f"cannot open store {display_url(url)}: {redact(str(exc)) or type(exc).__name__}") from None
-    return store
+    return await open_cli_store(url)
 
 
 def _pools(keys: dict[str, int]) -> str:
@@ -37,6 +32,7 @@ def _pools(keys: dict[str, int]) -> str:
 
 async def _run(src_url: str, dst_url: str, yes: bool) -> MigrateReport:
     shown_src, shown_dst = display_url(src_url), display_url(dst_url)
+    require_existing(src_url)  # copying from a store that is not there must not create it
     src = await _open(src_url)
     try:
         dst = await _open(dst_url)

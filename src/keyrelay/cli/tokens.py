@@ -86,7 +86,7 @@ def list_(as_json: bool) -> None:
     async def work(store: Store) -> list[TokenRecord]:
         return await store.list_tokens()
 
-    toks = with_store(settings, work)
+    toks = with_store(settings, work, existing=True)
     if as_json:
         echo_json([_token_json(t) for t in toks])
         return
@@ -118,7 +118,7 @@ def revoke(name_or_id: str) -> None:
             return None
         return live[0]
 
-    rec = with_store(settings, work)
+    rec = with_store(settings, work, existing=True)
     if rec is None:
         raise CliError(f"no live token named or with id {shown(name_or_id)}")
     click.echo(f"revoked token {rec.name!r} (id {rec.id})")

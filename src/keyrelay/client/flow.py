@@ -23,14 +23,12 @@ themselves are :class:`~keyrelay.relay.Attempts`, the gateway's loop, driven the
 from __future__ import annotations
 
 import datetime
-import math
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from keyrelay import answers
 from keyrelay.client.pool import Pool
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
@@ -187,15 +185,19 @@ class Relay:
         return resp
 
     def no_key_response(self, exc: NoKeyAvailable) -> Any:
-        body = orjson.dumps(
-            {"error": {"message": str(exc), "type": "server_error", "param": None, "code": "no_key_available"}}
-        )
-        headers = {"content-type": "application/json", "content-length": str(len(body)), "x-keyrelay-attempts": "0"}
-        if exc.retry_after is None:
-            headers["x-should-retry"] = "false"  # no key frees up by itself: an SDK retry cannot help
-        else:
-            headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-        return self.http.Response(503, headers=headers, stream=self.http.ByteStream(body))
+        status, body, headers = answers.no_key(exc)
+        headers |= {"content-length": str(len(body)), "x-keyrelay-attempts": "0"}
+        return self.http.Response(status, headers=headers, stream=self.http.ByteStream(body))
+
+    def keys_rejected_response(self, last: Any, attempts: Attempts) -> Any:
+        """The last answer, or a 502 ``upstream_keys_rejected`` when the pool's correlated-failure
+        guard holds its keys back (``keyrelay.answers``)."""
+        body = answers.keys_rejected(self.keypool, attempts.last)
+        if body is None or attempts.last_lease is None:
+            return last
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.append((b"x-keyrelay-key", attempts.last_lease.key_id.encode()))
+        return self.http.Response(answers.KEYS_REJECTED_STATUS, headers=headers, stream=self.http.ByteStream(body))
 
     def usage(self, ctype: str, data: bytes) -> Usage | None:
         return usage_of_json(self.dialect, ctype, data)
@@ -312,5 +314,6 @@ def relay_flow(r: Relay, request: Any) -> Flow:
         lease = attempts.next() if attempts.should_retry(verdict) else None
     if isinstance(last, BaseException):
         raise r.scrub(last, secrets)
+    last = r.keys_rejected_response(last, attempts)
     last.headers["x-keyrelay-attempts"] = str(attempts.count)
     return last

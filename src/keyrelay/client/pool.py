@@ -36,7 +36,7 @@ from keyrelay.core.policy import CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
 from keyrelay.keypool import KeyPool
 from keyrelay.providers import DIALECTS, Dialect
-from keyrelay.relay import Attempts, NoKeyAvailable
+from keyrelay.relay import Attempts
 from keyrelay.runtime import Runtime
 
 __all__ = ["Pool"]
@@ -174,7 +174,7 @@ class Pool:
             attempts.tried.extend(exclude)
         lease = attempts.next()
         if lease is None:  # every key was excluded
-            raise NoKeyAvailable(self.name, self.keypool.retry_after())
+            raise self.keypool.no_key()
         return KeyLease(self, attempts, lease)
 
     async def aacquire(self, exclude: Collection[str] = ()) -> KeyLease:

@@ -27,7 +27,7 @@ from keyrelay.client import flow as f
 from keyrelay.client.pool import Pool
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers import Dialect, Usage
-from keyrelay.server.sse import UsageScanner
+from keyrelay.server.sse import UsageScanner, stream_ended
 
 __all__ = ["transport_classes"]
 
@@ -71,10 +71,12 @@ class _Replay:
         self._scanner.feed(first)
         self._done = _DONE in first
         self._tail = first[-8:]
+        self._before, self._last = b"", first
         self._ended = False
 
     def _seen(self, chunk: bytes) -> None:
         self._scanner.feed(chunk)
+        self._before, self._last = self._last, chunk
         if not self._done:
             both = self._tail + chunk
             self._done = _DONE in both
@@ -90,7 +92,8 @@ class _Replay:
         self._end(Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut"))
 
     def _closed(self) -> None:
-        self._end(Verdict.ok(200) if self._done else None)
+        done = self._done or stream_ended(self._before, self._last)  # e.g. the Responses API's last event
+        self._end(Verdict.ok(200) if done else None)
 
 
 def _run_sync(relay: f.Relay, inner: Any, request: Any) -> Any:

@@ -103,7 +103,11 @@ async def run_server(
         site: web.BaseSite = web.SockSite(runner, sock)
     else:
         site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # e.g. the port is taken: close what setup() opened (the upstream session, the store)
+        await runner.cleanup()
+        raise
     gc.freeze()  # start-up objects (modules, config, the loaded pool) leave the collector's scans
     gc.set_threshold(*GC_THRESHOLDS)
     log.info(

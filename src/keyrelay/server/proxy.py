@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from keyrelay import answers
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
@@ -23,7 +24,7 @@ from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Runtime
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
-from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data
+from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 
 if TYPE_CHECKING:
     from keyrelay.server.metrics import MetricsEndpoint
@@ -112,9 +113,16 @@ class Proxy:
             return answer
         except NoKeyAvailable as exc:
             status, outcome = 503, "no_key"
-            return error_response(503, str(exc), "server_error", "no_key_available", retry_after=exc.retry_after)
-        except asyncio.CancelledError:
+            code, body, headers = answers.no_key(exc)
+            return web.Response(status=code, body=body, headers=headers)
+        except _ClientGone as gone:
             status, outcome = 499, "client_gone"
+            return gone.response
+        except asyncio.CancelledError:
+            if attempts is not None and attempts.lease is None and attempts.last is not None and attempts.last.outcome is Outcome.OK:
+                status, outcome = 200, "ok"  # the stream was delivered whole; the client then hung up
+            else:
+                status, outcome = 499, "client_gone"
             raise
         finally:
             if access_log.enabled:
@@ -253,7 +261,12 @@ class Proxy:
                 up.release()
             lease = attempts.next() if attempts.should_retry(verdict) else None
         assert last is not None
+        rejected = answers.keys_rejected(pool, attempts.last)
+        if rejected is not None:  # the guard holds: the keys are not to blame, nor the client's token
+            last = web.Response(status=answers.KEYS_REJECTED_STATUS, body=rejected, content_type="application/json")
         last.headers["x-keyrelay-attempts"] = str(attempts.count)
+        if attempts.last_lease is not None:
+            last.headers["x-keyrelay-key"] = attempts.last_lease.key_id
         return last
 
     async def _record(
@@ -299,20 +312,24 @@ class Proxy:
         scanner = UsageScanner(pool.dialect)
         scanner.feed(first)
         verdict = _OK
+        before, last, ended = b"", b"", False  # the last two chunks written: did they end the stream?
         try:
             d.pause()  # waiting on the client, not the upstream
             await resp.prepare(request)
             await resp.write(first)
             attempts.first_byte = time.perf_counter()
+            last = first
             d.push()
             try:
                 with d:
                     async for chunk in up.content.iter_any():
                         d.pause()
                         await resp.write(chunk)
+                        before, last = last, chunk
                         d.push()
                         if scanner.wants(chunk):
                             scanner.feed(chunk)
+                ended = True
             except _UPSTREAM_BROKE as exc:  # the upstream cut or stalled the stream: too late to fail over
                 d.pause()
                 verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
@@ -321,11 +338,15 @@ class Proxy:
             d.pause()
             await resp.write_eof()
         except asyncio.CancelledError:
-            attempts.abandon(lease)
+            if verdict is _OK and (ended or stream_ended(before, last)):  # hung up after the last event
+                await asyncio.shield(self._record(pool, attempts, lease, verdict, scanner.usage))
+            else:
+                attempts.abandon(lease)
             raise
-        except ConnectionResetError:  # the client went away mid-stream: it costs the key nothing
-            attempts.abandon(lease)
-            return resp
+        except ConnectionResetError:  # the client went away: mid-stream it costs the key nothing
+            if not (verdict is _OK and (ended or stream_ended(before, last))):
+                attempts.abandon(lease)
+                raise _ClientGone(resp) from None
         await self._record(pool, attempts, lease, verdict, scanner.usage)
         return resp
 
@@ -335,6 +356,13 @@ _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, 
 
 class _TooLarge(Exception):
     pass
+
+
+class _ClientGone(Exception):
+    """The client hung up before the stream's last event: it costs the key nothing."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
 
 
 class _Closing(Exception):

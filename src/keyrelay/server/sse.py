@@ -7,7 +7,7 @@ import orjson
 
 from keyrelay.providers import Dialect, Usage
 
-__all__ = ["FIRST_EVENT_LIMIT", "UsageScanner", "first_data"]
+__all__ = ["FIRST_EVENT_LIMIT", "UsageScanner", "first_data", "stream_ended"]
 
 FIRST_EVENT_LIMIT = 64 * 1024
 _USAGE = b'"usage"'
@@ -43,6 +43,27 @@ def first_data(buf: bytes) -> bytes | None:
         start = end + 2
         end = buf.find(b"\n\n", start)
     return None
+
+
+#: how the last event of a finished stream starts: OpenAI's ``data: [DONE]`` (chat, completions),
+#: the Responses API's ``response.completed`` and Anthropic's ``message_stop``
+_END_EVENTS = (b"data: [DONE]", b"data:[DONE]", b"event: response.completed", b"event: message_stop")
+_END_TYPES = (b'{"type":"response.completed"', b'{"type":"message_stop"')
+
+
+def stream_ended(before: bytes, last: bytes) -> bool:
+    """Did the bytes written so far (the last two chunks, ``before`` and ``last``) end with the
+    event that closes a stream? Then the caller had the whole answer, even if it hangs up before
+    the upstream ends the body. Asked once per stream, when the client goes away."""
+    buf = _normal(before[-4096:] + last)
+    if not buf.endswith(b"\n\n"):
+        return False
+    cut = buf.rfind(b"\n\n", 0, len(buf) - 2)  # the end of the event before the last one
+    event = buf[cut + 2 :] if cut >= 0 else buf
+    if event.startswith(_END_EVENTS):
+        return True
+    data = _data_of(event[:-2])
+    return data is not None and (data == b"[DONE]" or data.startswith(_END_TYPES))
 
 
 class UsageScanner:

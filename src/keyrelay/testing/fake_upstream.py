@@ -65,7 +65,7 @@ from keyrelay.testing.openai_bodies import (
     read_multipart,
 )
 
-__all__ = ["COMPLETION_TOKENS", "SPEECH_BYTES", "Behavior", "Call", "FakeUpstream", "KeySpec", "go_duration"]
+__all__ = ["COMPLETION_TOKENS", "SPEECH_BYTES", "Behavior", "Call", "FakeUpstream", "KeySpec", "Served", "go_duration"]
 
 
 _NO_MODEL = "no-such-model"
@@ -91,12 +91,27 @@ class _Ctx:
     payload: dict[str, Any]
     stream: bool
     spec: KeySpec
+    #: the usage object this answer carries (set when it is built)
+    usage: dict[str, int] | None = None
+    #: counted in ``served`` already (a stream is, once its last event went out)
+    counted: bool = False
+
+
+@dataclass(slots=True)
+class Served:
+    """What the fake answered for one key: answers given whole (any status) and the tokens
+    reported in their usage objects."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class FakeUpstream:
     """A fake OpenAI API. ``keys`` maps bearer keys to behaviours; others get ``default``
     (``None``: a 401 ``invalid_api_key``). ``calls`` records every request received
-    (``record_calls=False`` turns that off for long benchmarks)."""
+    (``record_calls=False`` turns that off for long benchmarks); ``served`` counts, per key, the
+    answers given whole and the tokens their usage objects reported."""
 
     def __init__(
         self,
@@ -108,13 +123,18 @@ class FakeUpstream:
         chunk_delay: float = 0.0,
         latency: float = 0.0,
         record_calls: bool = True,
+        end_delay: float = 0.0,
     ) -> None:
         self._keys = {k: self._spec(v) for k, v in (keys or {}).items()}
         self._default = None if default is None else KeySpec(default)
         self._rng = random.Random(seed)
         self.stream_chunks, self.chunk_delay, self.latency = stream_chunks, chunk_delay, latency
         self.record_calls = record_calls
+        #: seconds between a stream's last event and the end of the answer (real servers and
+        #: proxies end the chunked body a moment after ``data: [DONE]``)
+        self.end_delay = end_delay
         self.calls: list[Call] = []
+        self.served: dict[str | None, Served] = {}
         self.files: dict[str, tuple[str, str, bytes]] = {}
         self.url = ""
         self._first_429: dict[str, float] = {}
@@ -182,21 +202,36 @@ class FakeUpstream:
         self, build: Callable[[_Ctx], Awaitable[Response]], kind: str
     ) -> Callable[[web.Request], Awaitable[Response]]:
         async def handler(request: web.Request) -> Response:
+            ctx: list[_Ctx] = []
             try:
-                return await self._serve(request, build, kind)
+                resp = await self._serve(request, build, kind, ctx)
             except _Cut:
                 if request.transport is not None:
                     request.transport.close()
                 raise asyncio.CancelledError from None
+            if not (ctx and ctx[0].counted):
+                self._count_served(request, ctx[0].usage if ctx else None)
+            return resp
 
         return handler
+
+    def _count_served(self, request: web.Request, usage: dict[str, int] | None) -> None:
+        auth = request.headers.get("Authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        s = self.served.get(key)
+        if s is None:
+            s = self.served[key] = Served()
+        s.requests += 1
+        if usage:
+            s.prompt_tokens += usage.get("prompt_tokens", 0)
+            s.completion_tokens += usage.get("completion_tokens", 0)
 
     def _json(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> web.Response:
         headers = {"x-request-id": f"req_{next(self._ids):024x}", **(extra if extra is not None else _OK_HEADERS)}
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
     async def _serve(
-        self, request: web.Request, build: Callable[[_Ctx], Awaitable[Response]], kind: str
+        self, request: web.Request, build: Callable[[_Ctx], Awaitable[Response]], kind: str, ctx: list[_Ctx]
     ) -> Response:
         auth = request.headers.get("Authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
@@ -254,27 +289,39 @@ class FakeUpstream:
             return self._json(500, _SERVER)
         elif b is Behavior.STREAM_CUT and not stream:
             raise _Cut
-        return await build(_Ctx(request, payload, stream, spec))
+        ctx.append(_Ctx(request, payload, stream, spec))
+        return await build(ctx[0])
 
     async def _stream(self, c: _Ctx, frames: list[bytes], error: bytes) -> Response:
         resp = web.StreamResponse(headers={"x-request-id": f"req_{next(self._ids):024x}"} | _OK_HEADERS | _SSE_HEADERS)
         await resp.prepare(c.request)
         if c.spec.behavior is Behavior.STREAM_ERROR:
-            frames = [error]
+            frames, c.usage = [error], None
         for i, frame in enumerate(frames):
             if i == 2 and c.spec.behavior is Behavior.STREAM_CUT:
                 raise _Cut
             if i and self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
             await resp.write(frame)
-        await resp.write_eof()
+        self._count_served(c.request, c.usage)  # every event went out: served, as a real API bills it
+        c.counted = True
+        if self.end_delay:
+            await asyncio.sleep(self.end_delay)
+        try:
+            await resp.write_eof()
+        except ConnectionResetError:  # the client hung up after the last event
+            pass
         return resp
 
     # ------------------------------------------------------------------ endpoints
 
-    def _usage(self, n_inputs: int) -> dict[str, int]:
+    def _usage(self, n_inputs: int, c: _Ctx | None = None) -> dict[str, int]:
+        """The usage of an answer; with ``c``, that answer carries it (``served`` counts it)."""
         p = 10 * n_inputs
-        return {"prompt_tokens": p, "completion_tokens": COMPLETION_TOKENS, "total_tokens": p + COMPLETION_TOKENS}
+        u = {"prompt_tokens": p, "completion_tokens": COMPLETION_TOKENS, "total_tokens": p + COMPLETION_TOKENS}
+        if c is not None:
+            c.usage = u
+        return u
 
     def _pieces(self) -> list[str]:
         return [_PIECES[i % len(_PIECES)] for i in range(self.stream_chunks)]
@@ -289,7 +336,7 @@ class FakeUpstream:
                 chunk["usage"] = None
             frames.append(_sse(orjson.dumps(chunk)))
         if with_usage:
-            usage = self._usage(_count(c.payload.get("messages", c.payload.get("prompt"))))
+            usage = self._usage(_count(c.payload.get("messages", c.payload.get("prompt"))), c)
             frames.append(_sse(orjson.dumps({**base, "choices": [], "usage": usage})))
         frames.append(_DONE)
         return await self._stream(c, frames, _sse(_STREAM_ERR) + _DONE)
@@ -306,7 +353,7 @@ class FakeUpstream:
             return await self._chunked(c, {**base, "object": "chat.completion.chunk"}, choice)
         message = {"role": "assistant", "content": _TEXT, "refusal": None}
         choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]
-        usage = self._usage(_count(c.payload.get("messages")))
+        usage = self._usage(_count(c.payload.get("messages")), c)
         body = {**base, "object": "chat.completion", "choices": choices, "usage": usage}
         return self._json(200, orjson.dumps(body))
 
@@ -321,7 +368,7 @@ class FakeUpstream:
 
             return await self._chunked(c, base, choice)
         choices = [{"text": _TEXT, "index": 0, "logprobs": None, "finish_reason": "stop"}]
-        usage = self._usage(_count(c.payload.get("prompt")))
+        usage = self._usage(_count(c.payload.get("prompt")), c)
         return self._json(200, orjson.dumps({**base, "choices": choices, "usage": usage}))
 
     async def _embeddings(self, c: _Ctx) -> Response:
@@ -329,10 +376,11 @@ class FakeUpstream:
         data = [{"object": "embedding", "index": i, "embedding": _EMBEDDING} for i in range(n)]
         body = {"object": "list", "data": data, "model": c.payload.get("model", "text-embedding-3-small")}
         body["usage"] = {"prompt_tokens": 10 * n, "total_tokens": 10 * n}
+        c.usage = {"prompt_tokens": 10 * n}
         return self._json(200, orjson.dumps(body))
 
     async def _responses(self, c: _Ctx) -> Response:
-        u = self._usage(_count(c.payload.get("input")))
+        u = self._usage(_count(c.payload.get("input")), c)
         rid, pieces = f"resp_{next(self._ids):016x}", self._pieces()
         part = {"type": "output_text", "text": "".join(pieces) if c.stream else _TEXT, "annotations": []}
         msg = {"type": "message", "id": "msg_" + rid[5:], "status": "completed", "role": "assistant", "content": [part]}
