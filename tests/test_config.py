@@ -378,3 +378,34 @@ def test_collections_in_settings_are_immutable(tmp_path: Path) -> None:
     assert isinstance(s.tokens, tuple)
     assert all(isinstance(t.pools, tuple) for t in s.tokens)
     assert isinstance(s.pools[0], PoolSettings)
+
+
+# -- the secret of keys at rest ----------------------------------------------------------------
+
+
+def test_the_secret_comes_from_the_environment_and_is_never_shown() -> None:
+    value, pending = "s" * 40, "n" * 43
+    settings = parse_settings({}, {"KEYRELAY_SECRET_KEY": value, "KEYRELAY_NEW_SECRET_KEY": pending})
+    assert (settings.secret.value, settings.secret.pending, settings.secret.file) == (value, pending, None)
+    assert value not in repr(settings) and pending not in repr(settings)
+
+
+@pytest.mark.parametrize("var", ["KEYRELAY_SECRET_KEY", "KEYRELAY_NEW_SECRET_KEY"])
+@pytest.mark.parametrize("value", ["too-short", " " + "x" * 40, "x" * 40 + "\n"])
+def test_a_weak_or_mangled_secret_is_refused_without_echoing_it(var: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{var}: must be at least 32 printable characters") as caught:
+        parse_settings({}, {var: value})
+    assert value.strip() not in str(caught.value)
+
+
+def test_the_key_file_is_relative_to_the_settings_file_and_redis_gets_one_there(tmp_path: Path) -> None:
+    conf = tmp_path / "conf" / "keyrelay.toml"
+    conf.parent.mkdir()
+    conf.write_text('[store]\nurl = "sqlite:///k.db"\nsecret_file = "secrets/k.key"\n')
+    assert load_settings(str(conf), {}).secret.file == str(tmp_path / "conf" / "secrets" / "k.key")
+    conf.write_text('[store]\nurl = "sqlite:///k.db"\n')
+    assert load_settings(str(conf), {}).secret.file is None  # the SQLite store's default: <file>.key
+    conf.write_text('[store]\nurl = "redis://127.0.0.1:6379/0"\n')
+    assert load_settings(str(conf), {}).secret.file == str(tmp_path / "conf" / "keyrelay-redis.key")
+    with pytest.raises(ConfigError, match="store.secret_file"):
+        parse_settings({"store": {"secret_file": 3}}, {})

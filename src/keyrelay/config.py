@@ -15,6 +15,10 @@ Environment overrides (all optional):
 - ``KEYRELAY_HOST``, ``KEYRELAY_PORT``, ``KEYRELAY_LOG_LEVEL`` — ``[server]``
 - ``KEYRELAY_STORE_URL`` — ``[store] url``
 - ``KEYRELAY_POOL_<NAME>_BASE_URL`` — a pool's ``base_url`` (name upper-cased, ``-`` → ``_``)
+- ``KEYRELAY_SECRET_KEY`` — the secret the store's keys are encrypted with (at least 32
+  characters); unset: a key file (``[store] secret_file``, default next to the store)
+- ``KEYRELAY_NEW_SECRET_KEY`` — the new secret for ``keyrelay keys rotate-secret`` when the
+  current one comes from ``KEYRELAY_SECRET_KEY``
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from keyrelay.core.selection import STRATEGIES
 from keyrelay.exceptions import KeyrelayError
 from keyrelay.providers import DIALECTS
 from keyrelay.stores.base import hash_token
+from keyrelay.stores.crypto import MIN_SECRET_LENGTH, SecretSource
 
 __all__ = [
     "ALERT_EVENTS",
@@ -135,6 +140,8 @@ class Settings:
     source: str = ""
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     alerts: tuple[AlertSettings, ...] = ()
+    #: where the secret that encrypts the store's keys comes from
+    secret: SecretSource = field(default_factory=SecretSource)
 
     @property
     def default_pool(self) -> PoolSettings:
@@ -297,9 +304,9 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level", f"expected debug, info, warning or error, got {server.log_level!r}")
     store = dict(_table(doc, "store", "store"))
-    unknown = set(store) - {"url"}
+    unknown = set(store) - {"url", "secret_file"}
     if unknown:
-        raise ConfigError(f"store.{min(unknown)}", "unknown field (known: url)")
+        raise ConfigError(f"store.{min(unknown)}", "unknown field (known: secret_file, url)")
     store_url = environ.get("KEYRELAY_STORE_URL") or store.get("url", DEFAULT_STORE_URL)
     if not isinstance(store_url, str) or store_url.split(":", 1)[0] not in ("memory", "sqlite", "redis", "rediss", "unix"):
         raise ConfigError("store.url", f"expected memory://, sqlite:///path or redis://…, got {store_url!r}")
@@ -326,7 +333,30 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
 
     metrics: MetricsSettings = _frozen(MetricsSettings, _table(doc, "metrics", "metrics"), "metrics")
     alerts = parse_alerts(doc.get("alerts", []), set(names), environ)
-    return Settings(server, store_url, pools, tokens, source, metrics, alerts)
+    secret = _secret(store.get("secret_file"), store_url, environ, source)
+    return Settings(server, store_url, pools, tokens, source, metrics, alerts, secret)
+
+
+def _secret(file: Any, store_url: str, environ: Mapping[str, str], source: str) -> SecretSource:
+    """Where the store's secret comes from: ``KEYRELAY_SECRET_KEY``, else ``[store] secret_file``
+    (relative to the settings file), else the store's default key file — for Redis
+    ``keyrelay-redis.key`` next to the settings file (the store's default: the working directory)."""
+    values = {}
+    for var in ("KEYRELAY_SECRET_KEY", "KEYRELAY_NEW_SECRET_KEY"):
+        value = environ.get(var) or None
+        if value is not None and (len(value) < MIN_SECRET_LENGTH or not value.isprintable() or value != value.strip()):
+            raise ConfigError(
+                var, f"must be at least {MIN_SECRET_LENGTH} printable characters without surrounding spaces "
+                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        values[var] = value
+    if file is not None and (not isinstance(file, str) or not file):
+        raise ConfigError("store.secret_file", "expected a file path")
+    base = os.path.dirname(os.path.abspath(source)) if source else ""
+    if file is None and source and store_url.split(":", 1)[0] in ("redis", "rediss", "unix"):
+        file = "keyrelay-redis.key"
+    path = os.path.join(base, file) if file is not None and base else file
+    return SecretSource(values["KEYRELAY_SECRET_KEY"], path, values["KEYRELAY_NEW_SECRET_KEY"])
 
 
 def sqlite_path(url: str) -> str | None:

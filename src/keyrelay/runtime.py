@@ -49,7 +49,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, store: Store | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.store = store or open_store(settings.store_url)
+        self.store = store or open_store(settings.store_url, settings.secret)
         self.clock = clock
         self.pools: dict[str, KeyPool] = {p.name: KeyPool(p, self.store, clock=clock) for p in settings.pools}
         self.default_pool = self.pools[settings.default_pool.name]

@@ -171,6 +171,7 @@ def test_import_of_100k_keys_is_fast_and_shows_a_progress_bar(cfg: Path, tmp_pat
 def test_a_small_import_shows_no_bar_when_stderr_is_not_a_terminal(cfg: Path, tmp_path: Path) -> None:
     keyfile = tmp_path / "keys.txt"
     keyfile.write_text(new_secret() + "\n", encoding="utf-8")
+    assert "created the key file" in invoke(cfg, "keys", "add", "--pool", "groq", new_secret()).stderr  # once
     result = invoke(cfg, "keys", "import", "--pool", "openai", str(keyfile))
     assert result.exit_code == 0
     assert result.stderr == ""

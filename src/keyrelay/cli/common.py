@@ -26,7 +26,7 @@ from keyrelay.core.machine import effective_state
 from keyrelay.core.masking import InvalidSecret, mask, redact, validate_secret
 from keyrelay.core.model import Counters, Event, KeyRecord, KeyState
 from keyrelay.exceptions import StoreError
-from keyrelay.stores import Store, open_store
+from keyrelay.stores import SecretSource, Store, open_store
 
 __all__ = [
     "RICH_ROWS", "SHOWN", "STATES", "CliError", "CliFailure", "ago", "capped", "config_option", "console",
@@ -122,11 +122,12 @@ def require_existing(url: str) -> None:
         raise CliError(f"no store at {Path(path).absolute()} (add keys with 'keyrelay keys add', or pass --config)")
 
 
-async def open_cli_store(url: str) -> Store:
-    """Open the store at ``url``; any failure is one line (exit code 2)."""
+async def open_cli_store(url: str, secret: SecretSource | None = None, *, announce: bool = False) -> Store:
+    """Open the store at ``url``; any failure is one line (exit code 2). With ``announce``, one
+    line on stderr naming a key file this created (never the secret)."""
     shown = display_url(url)
     try:
-        store = open_store(url)
+        store = open_store(url, secret)
         await store.open()
     except ImportError as exc:
         if (exc.name or "").startswith("redis"):
@@ -135,12 +136,21 @@ async def open_cli_store(url: str) -> Store:
         raise CliError(f"cannot open store {shown}: {redact(str(exc)) or type(exc).__name__}") from None
     except Exception as exc:  # noqa: BLE001 - any failure to open is reported the same way
         raise CliError(f"cannot open store {shown}: {redact(str(exc)) or type(exc).__name__}") from None
+    created = getattr(store, "created_key_file", None)
+    if created and announce:
+        click.echo(
+            f"keyrelay: created the key file {created} (mode 0600) that encrypts the keys of {shown}: "
+            "keep it (and back it up): without it the keys cannot be read",
+            err=True,
+        )
     return store
 
 
-async def _session(url: str, work: Callable[[Store], Awaitable[T]], warn: bool) -> T:
+async def _session(
+    url: str, secret: SecretSource, work: Callable[[Store], Awaitable[T]], warn: bool, announce: bool
+) -> T:
     shown = display_url(url)
-    store = await open_cli_store(url)
+    store = await open_cli_store(url, secret, announce=announce)
     if warn and url.lower().startswith("memory:"):
         click.echo(f"keyrelay: warning: store {shown} lives in this process only; nothing is kept", err=True)
     try:
@@ -152,16 +162,18 @@ async def _session(url: str, work: Callable[[Store], Awaitable[T]], warn: bool) 
 
 
 def with_store(
-    settings: Settings, work: Callable[[Store], Awaitable[T]], *, warn_memory: bool = True, existing: bool = False
+    settings: Settings, work: Callable[[Store], Awaitable[T]], *, warn_memory: bool = True, existing: bool = False,
+    announce: bool = False,
 ) -> T:
     """Open the settings' store, run ``work(store)`` to completion, close the store.
 
     A ``memory://`` store is new and empty in every command: say so on stderr (``warn_memory``).
     With ``existing`` (read-only commands), a SQLite store that does not exist is an error, not
-    created."""
+    created. ``announce``: say on stderr when opening created the key file (commands that store
+    keys: other commands keep their one line of output or error)."""
     if existing:
         require_existing(settings.store_url)
-    return asyncio.run(_session(settings.store_url, work, warn_memory))
+    return asyncio.run(_session(settings.store_url, settings.secret, work, warn_memory, announce))
 
 
 # -- output --------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def add(pool: str, weight: float, label: str, base_url: str | None, force: bool,
     async def work(store: Store) -> AddResult:
         return await store.add_keys(pool, unique, time.time(), weight=weight, label=label, base_url=base_url)
 
-    result = with_store(settings, work)
+    result = with_store(settings, work, announce=True)
     skipped = len(secrets) - len(result.added)
     note = f" ({plural(skipped, 'duplicate')} skipped)" if skipped else ""
     via = f" (sent to {base_url})" if base_url else ""
@@ -183,7 +183,7 @@ def import_(pool: str, weight: float, label: str, base_url: str | None, force: b
                 bar.update(task, advance=len(batch), refresh=True)
         return added, dups
 
-    added, store_dups = with_store(settings, work)
+    added, store_dups = with_store(settings, work, announce=True)
     if store_dups:
         where = {key_id_for(pool, s): (n, s) for n, s in unique}
         for kid in store_dups:

@@ -21,9 +21,11 @@ from keyrelay.cli.demo import demo
 from keyrelay.cli.events import events
 from keyrelay.cli.keys import keys
 from keyrelay.cli.migrate import migrate
+from keyrelay.cli.secret import rotate_secret
 from keyrelay.cli.startup import empty_pool_notes, where_from
 from keyrelay.cli.tokens import tokens
 from keyrelay.config import ConfigError, Settings
+from keyrelay.coredump import disable_core_dumps
 
 __all__ = ["cli", "main"]
 
@@ -63,6 +65,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     With --workers N > 1 a parent process runs N gateway processes on the port and restarts
     any that dies; SIGTERM or Ctrl-C stops them all."""
     settings = load()
+    disable_core_dumps()  # the keys live decrypted in this process's memory
     changes: dict[str, Any] = {}
     if host is not None:
         changes["host"] = host
@@ -84,7 +87,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     log = logging.getLogger("keyrelay.server")
     log.info("%s", where_from(settings))
     # a store that cannot be opened fails here, with exit code 2
-    for note in with_store(settings, empty_pool_notes(settings), warn_memory=False):
+    for note in with_store(settings, empty_pool_notes(settings), warn_memory=False, announce=True):
         log.warning("%s", note)
     try:
         if settings.server.workers > 1:
@@ -123,6 +126,7 @@ def _check_port(settings: Settings) -> None:
         raise _cannot_serve(settings, exc) from None
 
 
+keys.add_command(rotate_secret)
 cli.add_command(keys)
 cli.add_command(tokens)
 cli.add_command(events)

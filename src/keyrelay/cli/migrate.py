@@ -12,30 +12,26 @@ from collections import Counter
 
 import click
 
-from keyrelay.cli.common import CliError, CliFailure, display_url, open_cli_store, plural, require_existing
+from keyrelay.cli.common import CliError, CliFailure, display_url, load, open_cli_store, plural, require_existing
 from keyrelay.core.masking import redact
 from keyrelay.exceptions import StoreError
 from keyrelay.migrate import MigrateReport
 from keyrelay.migrate import migrate as copy_store
-from keyrelay.stores import Store
+from keyrelay.stores import SecretSource
 
 __all__ = ["migrate"]
-
-
-async def _open(url: str) -> Store:
-    return await open_cli_store(url)
 
 
 def _pools(keys: dict[str, int]) -> str:
     return ", ".join(f"{pool} {n}" for pool, n in sorted(keys.items())) or "none"
 
 
-async def _run(src_url: str, dst_url: str, yes: bool) -> MigrateReport:
+async def _run(src_url: str, dst_url: str, yes: bool, secrets: tuple[SecretSource, SecretSource]) -> MigrateReport:
     shown_src, shown_dst = display_url(src_url), display_url(dst_url)
     require_existing(src_url)  # copying from a store that is not there must not create it
-    src = await _open(src_url)
+    src = await open_cli_store(src_url, secrets[0])
     try:
-        dst = await _open(dst_url)
+        dst = await open_cli_store(dst_url, secrets[1], announce=True)
         try:
             if not yes:
                 pools = Counter(r.pool for r in await src.load())
@@ -61,16 +57,29 @@ async def _run(src_url: str, dst_url: str, yes: bool) -> MigrateReport:
 @click.command()
 @click.option("--from", "src_url", required=True, metavar="URL", help="The store to copy from (only read).")
 @click.option("--to", "dst_url", required=True, metavar="URL", help="The store to copy into.")
+@click.option("--from-secret-file", "src_file", metavar="FILE", default=None,
+              help="The key file the source's keys are encrypted with (default: KEYRELAY_SECRET_KEY, else its own).")
+@click.option("--to-secret-file", "dst_file", metavar="FILE", default=None,
+              help="The key file to encrypt the copied keys with (default: KEYRELAY_SECRET_KEY, else its own).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def migrate(src_url: str, dst_url: str, yes: bool) -> None:
-    """Copy every key (state, history, counters, balance) and client token from one store into
-    another, then check the counts. Stop the gateways first; the destination must not hold any
-    of the keys or tokens yet."""
+def migrate(src_url: str, dst_url: str, src_file: str | None, dst_file: str | None, yes: bool) -> None:
+    """Copy every key (state, history, counters, balance, base URL) and client token from one
+    store into another, then check the counts. Keys are decrypted with the source's secret and
+    encrypted with the destination's. Stop the gateways first; the destination must not hold
+    any of the keys or tokens yet."""
     if src_url == dst_url:
         raise click.UsageError("--from and --to name the same store")
     if any(u.lower().startswith("memory:") for u in (src_url, dst_url)):
         raise click.UsageError("a memory:// store lives in one process: there is nothing to copy from or into")
-    report = asyncio.run(_run(src_url, dst_url, yes))
+    settings = load()
+
+    def secret(url: str, file: str | None) -> SecretSource:
+        if file:
+            return SecretSource(None, file)
+        return settings.secret if url == settings.store_url else SecretSource(settings.secret.value)
+
+    secrets = (secret(src_url, src_file), secret(dst_url, dst_file))
+    report = asyncio.run(_run(src_url, dst_url, yes, secrets))
     click.echo(
         f"copied {plural(report.total_keys, 'key')} (by pool: {_pools(report.keys)}), "
         f"{plural(report.events, 'event')} and {plural(report.tokens, 'token')} "

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from keyrelay.stores.base import AddResult, Changes, Store, TokenRecord, hash_token, key_id_for
+from keyrelay.stores.crypto import SecretSource
 
-__all__ = ["AddResult", "Changes", "Store", "TokenRecord", "hash_token", "key_id_for", "open_store"]
+__all__ = ["AddResult", "Changes", "SecretSource", "Store", "TokenRecord", "hash_token", "key_id_for", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """A store for ``url`` (not yet opened: ``await store.open()``). Backends load lazily."""
+def open_store(url: str, secret: SecretSource | None = None) -> Store:
+    """A store for ``url`` (not yet opened: ``await store.open()``). Backends load lazily.
+    ``secret``: where the secret that encrypts the keys at rest comes from (SQLite and Redis;
+    default: a key file next to the store, created on first use)."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "memory":
         from keyrelay.stores.memory import MemoryStore
@@ -17,9 +20,9 @@ def open_store(url: str) -> Store:
     if scheme == "sqlite":
         from keyrelay.stores.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, secret)
     if scheme in ("redis", "rediss", "unix"):
         from keyrelay.stores.redis import RedisStore
 
-        return RedisStore(url)
+        return RedisStore(url, secret)
     raise ValueError(f"unsupported store URL {url!r} (use memory://, sqlite:///path or redis://host:port/db)")

@@ -31,14 +31,12 @@ Redis ≥ 6 or Valkey, no modules; not Redis Cluster.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
 import secrets as _secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -49,7 +47,8 @@ from redis.exceptions import RedisError
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.exceptions import StoreError
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
-from keyrelay.stores.redis_health import BACKOFF, Health, edge
+from keyrelay.stores.crypto import KeyCipher, SecretSource, key_ring
+from keyrelay.stores.redis_health import Health, edge, watch
 from keyrelay.stores.redis_keys import (
     FIELDS,
     MAX_EVENTS,
@@ -62,28 +61,20 @@ from keyrelay.stores.redis_keys import (
     pairs_of,
     record_of_hash,
     record_of_values,
+    split_url,
 )
-from keyrelay.stores.redis_schema import Upgrade, open_schema
+from keyrelay.stores.redis_schema import open_schema, rotate
 from keyrelay.stores.redis_scripts import LUA
 
-__all__ = ["RedisStore"]
+__all__ = ["DEFAULT_KEY_FILE", "RedisStore"]
+
+#: The key file of a Redis store when neither ``KEYRELAY_SECRET_KEY`` nor a file is given (the
+#: settings put it next to the settings file).
+DEFAULT_KEY_FILE = "keyrelay-redis.key"
 
 _R = TypeVar("_R")
 _BATCH = 1_000  # keys per Lua call (add, import, counters)
 _READ_CHUNK = 10_000  # keys (or events) per pipeline round trip
-
-
-def _split_url(url: str) -> tuple[str, str, str]:
-    """``(url for redis-py, prefix, where)``: the prefix taken out of the query; ``where`` is
-    ``host:port`` or the socket path, never the credentials."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got scheme {parts.scheme!r}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefixes = [v for k, v in query if k == "prefix"]
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    where = parts.path if parts.scheme == "unix" else f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-    return urlunsplit(parts._replace(query=rest)), (prefixes[-1] if prefixes else "keyrelay"), where
 
 
 def _chunks(seq: Sequence[_R], size: int) -> Iterator[Sequence[_R]]:
@@ -100,16 +91,28 @@ class RedisStore:
 
     max_events = MAX_EVENTS
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, secret: SecretSource | None = None) -> None:
         self.url = url
-        self._client_url, prefix, self.where = _split_url(url)
+        self._client_url, prefix, self.where = split_url(url)
         self.names = Names(prefix)
+        self.secret = secret or SecretSource()
+        self._cipher: KeyCipher | None = None
+        #: the key file, when opening created it (the CLI prints its path)
+        self.created_key_file: str | None = None
+        #: the key file the secret comes from (None: KEYRELAY_SECRET_KEY)
+        self.key_file: str | None = None
         self.origin = _secrets.token_hex(8)  # tags our own change notifications
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._health = Health(self.where)  # one log line per outage, backoff while down
 
     # -- plumbing --------------------------------------------------------------------------
+    @property
+    def cipher(self) -> KeyCipher:
+        if self._cipher is None:
+            raise RuntimeError(f"the Redis store at {self.where} is not open (await store.open() first)")
+        return self._cipher
+
     @property
     def _r(self) -> aioredis.Redis:
         if self._redis is None:
@@ -129,7 +132,8 @@ class RedisStore:
                     await self._run("fetch", [self.names.key(k) for k in batch], FIELDS, client=pipe)
                 replies = await pipe.execute()
             # a key removed meanwhile comes back empty and is skipped
-            out.extend(record_of_values(v) for reply in replies for v in json.loads(reply) if v[0])
+            cipher = self.cipher
+            out.extend(record_of_values(v, cipher) for reply in replies for v in json.loads(reply) if v[0])
         return out
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -146,7 +150,10 @@ class RedisStore:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),
         )
         try:
-            await open_schema(client, self.names, Upgrade(self.where))
+            ring = key_ring(self.secret, DEFAULT_KEY_FILE)
+            self._cipher = await open_schema(client, self.names, self.where, ring)
+            self.created_key_file = ring.file if ring.created else None
+            self.key_file = ring.file
         except BaseException:
             await client.aclose()
             raise
@@ -165,17 +172,22 @@ class RedisStore:
         self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
         base_url: str | None = None,
     ) -> AddResult:
-        n = self.names
+        n, cipher = self.names, self.cipher
         ids = [key_id_for(pool, s) for s in secrets]
-        head_keys = [n.seq, n.changes, n.removed, n.keys, n.pool(pool), n.events, n.event_seq]
+        head_keys = [n.seq, n.changes, n.removed, n.keys, n.pool(pool), n.events, n.event_seq, n.lookups]
         event_tail = json.dumps([pool, float(now), "admin", "", "active", "added", ""])[1:]  # the script adds the id
         head_args = [pool, num(now), num(weight), label, MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin, event_tail]
-        async with self._r.pipeline(transaction=False) as pipe:
-            for lo in range(0, len(ids), _BATCH):
-                batch = list(zip(ids[lo:lo + _BATCH], secrets[lo:lo + _BATCH]))
-                keys = head_keys + _flat((n.key(k), n.key_events(k)) for k, _ in batch)
-                await self._run("add", keys, [*head_args, json.dumps(batch), base_url or ""], client=pipe)
-            flags = [x == "1" for batch_flags in await pipe.execute() for x in batch_flags]
+        flags: list[bool] = []
+        for start in range(0, len(ids), _READ_CHUNK):  # a few MB per round trip: no socket write timeout
+            async with self._r.pipeline(transaction=False) as pipe:
+                for lo in range(start, min(start + _READ_CHUNK, len(ids)), _BATCH):
+                    batch = [
+                        (k, cipher.seal(k, s), cipher.lookup(pool, s))
+                        for k, s in zip(ids[lo:lo + _BATCH], secrets[lo:lo + _BATCH])
+                    ]
+                    keys = head_keys + _flat((n.key(k), n.key_events(k)) for k, _, _ in batch)
+                    await self._run("add", keys, [*head_args, json.dumps(batch), base_url or ""], client=pipe)
+                flags += [x == "1" for batch_flags in await pipe.execute() for x in batch_flags]
         new = functools.partial(
             KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, base_url=base_url
         )
@@ -190,7 +202,7 @@ class RedisStore:
     @edge
     async def get(self, key_id: str) -> KeyRecord | None:
         h = cast(dict[str, str], await self._r.hgetall(self.names.key(key_id)))
-        return record_of_hash(h) if h else None
+        return record_of_hash(h, self.cipher) if h else None
 
     @edge
     async def apply(self, transition: Transition) -> KeyRecord | None:
@@ -202,7 +214,7 @@ class RedisStore:
             MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin, t.key_id,
         ]
         result = await self._run("apply", keys, args)
-        return record_of_hash(pairs_of(result)) if isinstance(result, list) else None
+        return record_of_hash(pairs_of(result), self.cipher) if isinstance(result, list) else None
 
     @edge
     async def remove(self, key_id: str, now: float, actor: str = "admin") -> bool:
@@ -214,7 +226,7 @@ class RedisStore:
                 return False
             keys = [
                 n.key(key_id), n.seq, n.changes, n.removed, n.keys, n.pool(pool),
-                n.events, n.event_seq, n.key_events(key_id),
+                n.events, n.event_seq, n.key_events(key_id), n.lookups,
             ]
             ev = event_json(key_id, pool, now, actor, state, "removed", "removed by a person", "")
             args = [version, pool, key_id, ev, MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin]
@@ -263,33 +275,9 @@ class RedisStore:
         return Changes(int(cursor), tuple(await self._records(ids or [])), tuple(gone or []))
 
     async def watch(self, on_change: Callable[[], None]) -> None:
-        """Call ``on_change()`` whenever another process changes a key, until cancelled.
-
-        Subscribes to the change channel; on a lost connection it reconnects with backoff
-        (the store logs one line when lost and one when back) and calls ``on_change()`` after
-        every (re)subscription, since messages published meanwhile are gone."""
-        client, health = self._r, self._health
-        own = self.origin + " "
-        delay = BACKOFF[0]
-        while True:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.names.channel)
-                health.ok(health.gen)
-                delay = BACKOFF[0]
-                on_change()
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is not None and msg.get("type") == "message" and not str(msg["data"]).startswith(own):
-                        on_change()
-            except (RedisError, OSError) as exc:
-                if not health.down:  # while down, the calls' own attempts set their backoff
-                    health.failed(health.gen, exc)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF[1])
+        """Call ``on_change()`` whenever another process changes a key, until cancelled (see
+        :func:`keyrelay.stores.redis_health.watch`)."""
+        await watch(self._r, self.names.channel, self.origin, self._health, on_change)
 
     # -- locks -----------------------------------------------------------------------------
     @edge
@@ -373,8 +361,9 @@ class RedisStore:
                 taken.append(f"live token {t.name!r}")
         refuse_import(records, tokens, taken)
         for batch in _chunks(records, _BATCH):
-            keys = [n.seq, n.changes, n.removed, n.keys, *_flat((n.key(r.id), n.pool(r.pool)) for r in batch)]
-            fields = [hash_of(r) for r in batch]
+            keys = [n.seq, n.changes, n.removed, n.keys, n.lookups,
+                    *_flat((n.key(r.id), n.pool(r.pool)) for r in batch)]
+            fields = [hash_of(r, self.cipher) for r in batch]
             args = [n.channel, self.origin, *_flat([r.id, len(f) // 2, *f] for r, f in zip(batch, fields))]
             clash = await self._run("import", keys, args)
             if clash:  # written meanwhile by someone else: nothing of this batch was written
@@ -389,3 +378,11 @@ class RedisStore:
         for t in sorted(tokens, key=lambda t: t.created_at):
             await self._put_token(t)
 
+
+    # -- keys at rest ----------------------------------------------------------------------
+    @edge
+    async def rotate_secret(self, new: KeyCipher) -> int:
+        """Re-encrypt every key under ``new`` atomically (one MULTI/EXEC); returns how many."""
+        count = await rotate(self._r, self.names, self.cipher, new)
+        self._cipher = new
+        return count

@@ -11,19 +11,21 @@ goes through :func:`edge`, which maps redis-py's failures to the store's excepti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from keyrelay.exceptions import StoreError, StoreUnavailable
 
-__all__ = ["BACKOFF", "Health", "edge"]
+__all__ = ["BACKOFF", "Health", "edge", "watch"]
 
 log = logging.getLogger("keyrelay.store")
 
@@ -109,3 +111,33 @@ def edge(
         return result
 
     return call
+
+
+async def watch(client: Any, channel: str, origin: str, health: Health, on_change: Callable[[], None]) -> None:
+    """Call ``on_change()`` whenever another process publishes a change on ``channel``, until
+    cancelled (messages starting with our own ``origin`` are ours, skipped).
+
+    On a lost connection it reconnects with backoff (``health`` logs one line when lost and one
+    when back) and calls ``on_change()`` after every (re)subscription, since messages published
+    meanwhile are gone."""
+    own = origin + " "
+    delay = BACKOFF[0]
+    while True:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(channel)
+            health.ok(health.gen)
+            delay = BACKOFF[0]
+            on_change()
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg is not None and msg.get("type") == "message" and not str(msg["data"]).startswith(own):
+                    on_change()
+        except (RedisError, OSError) as exc:
+            if not health.down:  # while down, the calls' own attempts set their backoff
+                health.failed(health.gen, exc)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, BACKOFF[1])

@@ -5,9 +5,13 @@ Lua scripts that change them atomically are in :mod:`keyrelay.stores.redis_scrip
 With the default prefix ``keyrelay``::
 
     keyrelay:schema            string  layout version (see redis_schema.py)
+    keyrelay:cipher            string  fingerprint of the secret the keys are encrypted with (v2)
     keyrelay:key:{id}          hash    one key: id pool secret state reason since until version
                                        weight label added_at balance currency base_url ('' for
-                                       none; version 2) + one field per counter
+                                       none; version 2) lookup + one field per counter; since
+                                       version 2 ``secret`` is encrypted and ``lookup`` its keyed
+                                       hash (see keyrelay.stores.crypto)
+    keyrelay:lookup            hash    keyed hash of a key → its id (how duplicates are found)
     keyrelay:keys              zset    every key id → the change seq it was added at (load order)
     keyrelay:pool:{pool}       zset    the key ids of one pool → the same score
     keyrelay:seq               string  the global change sequence (the ``changes()`` cursor)
@@ -36,8 +40,10 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, KeyState
+from keyrelay.stores.crypto import KeyCipher
 
 __all__ = [
     "FIELDS",
@@ -51,6 +57,7 @@ __all__ = [
     "pairs_of",
     "record_of_hash",
     "record_of_values",
+    "split_url",
 ]
 
 #: The global event list keeps the last 100,000 events; each key's own list its last 1,000.
@@ -60,11 +67,24 @@ MAX_KEY_EVENTS = 1_000
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*")
 
 
+def split_url(url: str) -> tuple[str, str, str]:
+    """``(url for redis-py, prefix, where)``: the prefix taken out of the query; ``where`` is
+    ``host:port`` or the socket path, never the credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got scheme {parts.scheme!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [v for k, v in query if k == "prefix"]
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    where = parts.path if parts.scheme == "unix" else f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    return urlunsplit(parts._replace(query=rest)), (prefixes[-1] if prefixes else "keyrelay"), where
+
+
 class Names:
     """Every Redis key name of one store, under ``prefix``."""
 
     __slots__ = (
-        "changes", "channel", "event_seq", "events", "keys", "prefix", "removed",
+        "changes", "channel", "cipher", "event_seq", "events", "keys", "lookups", "prefix", "removed",
         "schema", "seq", "token_names", "token_revoked", "token_seq", "tokens",
     )
 
@@ -73,6 +93,8 @@ class Names:
             raise ValueError(f"a Redis key prefix is letters, digits, '_', '.', '-' and ':' separators; got {prefix!r}")
         p = self.prefix = prefix
         self.schema = f"{p}:schema"
+        self.cipher = f"{p}:cipher"
+        self.lookups = f"{p}:lookup"
         self.keys = f"{p}:keys"
         self.seq = f"{p}:seq"
         self.changes = f"{p}:changes"
@@ -127,26 +149,28 @@ _C = 11  # where the counters start
 _STATES = {s.value: s for s in KeyState}
 
 
-def record_of_values(v: Sequence[str | bool | None]) -> KeyRecord:
-    """A key from its ``FIELDS`` values (a missing field is None or false)."""
+def record_of_values(v: Sequence[str | bool | None], cipher: KeyCipher) -> KeyRecord:
+    """A key from its ``FIELDS`` values (a missing field is None or false), its key decrypted."""
     counts = [int(x or 0) for x in v[_C:_C + len(COUNTER_FIELDS)]]
     balance, currency, base_url = v[_C + len(COUNTER_FIELDS):]
     return KeyRecord(
-        str(v[0]), str(v[1]), str(v[2]), _STATES[str(v[3])], str(v[4] or ""), float(v[5] or 0), float(v[6] or 0),
+        str(v[0]), str(v[1]), cipher.open(str(v[0]), str(v[2])), _STATES[str(v[3])], str(v[4] or ""), float(v[5] or 0), float(v[6] or 0),
         int(v[7] or 1), float(v[8] or 1), str(v[9] or ""), float(v[10] or 0),
         Counters(*counts) if any(counts) else _ZERO, float(balance) if balance else None, str(currency or ""),
         str(base_url) if base_url else None,
     )
 
 
-def record_of_hash(h: Mapping[str, str]) -> KeyRecord:
-    return record_of_values([h.get(f) for f in FIELDS])
+def record_of_hash(h: Mapping[str, str], cipher: KeyCipher) -> KeyRecord:
+    return record_of_values([h.get(f) for f in FIELDS], cipher)
 
 
-def hash_of(rec: KeyRecord) -> list[str]:
-    """A record as HSET field/value pairs (flat), the inverse of :func:`record_of_hash`."""
+def hash_of(rec: KeyRecord, cipher: KeyCipher) -> list[str]:
+    """A record as HSET field/value pairs (flat), the inverse of :func:`record_of_hash`; its
+    ``lookup`` comes right after ``secret`` (the import script reads it there)."""
     values: list[tuple[str, object]] = [
-        ("id", rec.id), ("pool", rec.pool), ("secret", rec.secret), ("state", rec.state.value),
+        ("id", rec.id), ("pool", rec.pool), ("secret", cipher.seal(rec.id, rec.secret)),
+        ("lookup", cipher.lookup(rec.pool, rec.secret)), ("state", rec.state.value),
         ("reason", rec.reason), ("since", num(rec.since)), ("until", num(rec.until)), ("version", rec.version),
         ("weight", num(rec.weight)), ("label", rec.label), ("added_at", num(rec.added_at)),
         ("balance", "" if rec.balance is None else num(rec.balance)), ("currency", rec.currency),

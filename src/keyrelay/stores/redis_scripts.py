@@ -40,21 +40,24 @@ redis.call('PUBLISH', ARGV[9], ARGV[10] .. ' ' .. seq)
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: seq, changes, removed, keys, pool, events, event_seq, then (key, key_events) per key
+# KEYS: seq, changes, removed, keys, pool, events, event_seq, lookups, then (key, key_events) per key
 # ARGV: pool, now, weight, label, cap_all, cap_key, channel, origin, the event's JSON after its key
-# id (`"pool", at, ...]`), JSON [[id, secret], ...], base_url ('' for none). Returns one character per key: 1 added, 0 already there.
+# id (`"pool", at, ...]`), JSON [[id, sealed secret, lookup], ...], base_url ('' for none).
+# Returns one character per key: 1 added, 0 already there (by id or by keyed hash).
 # Per batch, not per key: one INCRBY of each counter, one ZADD per zset, one RPUSH + LTRIM.
 _ADD = """
-local flags, ids, secrets_of = {}, {}, {}
-for i, kv in ipairs(cjson.decode(ARGV[10])) do
-  local h = KEYS[6 + 2 * i]
-  if redis.call('EXISTS', h) == 1 then
+local flags, ids = {}, {}
+local batch = cjson.decode(ARGV[10])
+for i, kv in ipairs(batch) do
+  local h = KEYS[7 + 2 * i]
+  if redis.call('EXISTS', h) == 1 or redis.call('HEXISTS', KEYS[8], kv[3]) == 1 then
     flags[i] = 0
   else
     flags[i] = 1
-    redis.call('HSET', h, 'id', kv[1], 'pool', ARGV[1], 'secret', kv[2], 'state', 'active', 'reason', '',
-      'since', ARGV[2], 'until', '0', 'version', 1, 'weight', ARGV[3], 'label', ARGV[4], 'added_at', ARGV[2],
-      'balance', '', 'currency', '', 'base_url', ARGV[11])
+    redis.call('HSET', h, 'id', kv[1], 'pool', ARGV[1], 'secret', kv[2], 'lookup', kv[3], 'state', 'active',
+      'reason', '', 'since', ARGV[2], 'until', '0', 'version', 1, 'weight', ARGV[3], 'label', ARGV[4],
+      'added_at', ARGV[2], 'balance', '', 'currency', '', 'base_url', ARGV[11])
+    redis.call('HSET', KEYS[8], kv[3], kv[1])
     ids[#ids + 1] = i
   end
 end
@@ -62,13 +65,12 @@ if #ids == 0 then return table.concat(flags) end
 local seq = redis.call('INCRBY', KEYS[1], #ids) - #ids
 local ev = redis.call('INCRBY', KEYS[7], #ids) - #ids
 local scored, members, lines = {}, {}, {}
-local batch = cjson.decode(ARGV[10])
 for j, i in ipairs(ids) do
   local id = batch[i][1]
   scored[2 * j - 1], scored[2 * j], members[j] = seq + j, id, id
   lines[j] = '[' .. (ev + j) .. ',' .. cjson.encode(id) .. ',' .. ARGV[9]
-  if redis.call('RPUSH', KEYS[7 + 2 * i], lines[j]) > tonumber(ARGV[6]) then
-    redis.call('LTRIM', KEYS[7 + 2 * i], -tonumber(ARGV[6]), -1)
+  if redis.call('RPUSH', KEYS[8 + 2 * i], lines[j]) > tonumber(ARGV[6]) then
+    redis.call('LTRIM', KEYS[8 + 2 * i], -tonumber(ARGV[6]), -1)
   end
 end
 redis.call('ZADD', KEYS[2], unpack(scored))
@@ -81,13 +83,15 @@ redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. (seq + #ids))
 return table.concat(flags)
 """
 
-# KEYS: key, seq, changes, removed, keys, pool, events, event_seq, key_events
+# KEYS: key, seq, changes, removed, keys, pool, events, event_seq, key_events, lookups
 # ARGV: expected_version, pool, key_id, event, cap_all, cap_key, channel, origin
 # Returns 1 removed, 0 no such key, -1 changed since read (the caller reads again).
 _REMOVE = _PUSH_EVENT + """
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return 0 end
 if tonumber(v) ~= tonumber(ARGV[1]) or redis.call('HGET', KEYS[1], 'pool') ~= ARGV[2] then return -1 end
+local lookup = redis.call('HGET', KEYS[1], 'lookup')
+if lookup and redis.call('HGET', KEYS[10], lookup) == ARGV[3] then redis.call('HDEL', KEYS[10], lookup) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[3])
@@ -177,22 +181,24 @@ if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1
 return 1
 """
 
-# KEYS: seq, changes, removed, keys, then (key, pool) per record
-# ARGV: channel, origin, then per record: id, n, then n (field, value) pairs. Refuses (returns the
-# ids already there, writing nothing) when any key exists; else returns an empty table.
+# KEYS: seq, changes, removed, keys, lookups, then (key, pool) per record
+# ARGV: channel, origin, then per record: id, n, then n (field, value) pairs, the 4th pair being
+# (lookup, keyed hash). Refuses (returns the ids already there, writing nothing) when any key
+# exists; else returns an empty table.
 _IMPORT = """
 local taken = {}
 local a = 3
-for i = 5, #KEYS, 2 do
+for i = 6, #KEYS, 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = ARGV[a] end
   a = a + 2 + 2 * tonumber(ARGV[a + 1])
 end
 if #taken > 0 then return taken end
 a = 3
 local seq = 0
-for i = 5, #KEYS, 2 do
+for i = 6, #KEYS, 2 do
   local id, n = ARGV[a], tonumber(ARGV[a + 1])
   for j = 1, n do redis.call('HSET', KEYS[i], ARGV[a + 2 * j], ARGV[a + 2 * j + 1]) end
+  redis.call('HSET', KEYS[5], ARGV[a + 9], id)
   seq = redis.call('INCR', KEYS[1])
   redis.call('ZADD', KEYS[2], seq, id)
   redis.call('ZREM', KEYS[3], id)

@@ -7,6 +7,12 @@ processes. Other processes learn of changes by polling :meth:`SQLiteStore.change
 cursor kept in ``meta``: every key add, transition and removal bumps it and stamps the row
 with the new value; counters and balances do not.
 
+Keys are encrypted at rest (:mod:`keyrelay.stores.crypto`): decrypted when records are read
+(load, sync), never per request. The file and its WAL / shared-memory files are created 0600,
+``secure_delete`` zeroes what a write replaces, and after an upgrade from plaintext (schema 1)
+or a secret rotation the WAL is checkpointed and truncated and the file VACUUMed, so no old
+page holding a plaintext key (or a key under the old secret) stays in any of the files.
+
 All database calls run on one dedicated worker thread that owns the only connection, so
 the event loop never blocks on disk or on another process's lock. A call cancelled while
 its transaction runs still completes (or rolls back) on the worker: never half-written.
@@ -25,6 +31,8 @@ from typing import TypeVar
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, Transition
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.crypto import KeyCipher, KeyRing, SecretSource, key_ring, new_secret
+from keyrelay.stores.sqlite_files import path_of, private, scrub
 from keyrelay.stores.sqlite_schema import (
     EVENT_COLUMNS,
     KEY_COLUMNS,
@@ -33,27 +41,17 @@ from keyrelay.stores.sqlite_schema import (
     ZERO,
     create_schema,
     record_of,
+    reencrypt,
     row_of,
     token_of,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-_PREFIX = "sqlite:///"
 _CHUNK = 500  # ids per ``IN (...)`` query, under SQLite's bound-parameter limit
 _N = len(COUNTER_FIELDS)
 
 _T = TypeVar("_T")
-
-
-def _path_of(url: str) -> str:
-    """What follows ``sqlite:///``, as SQLAlchemy reads it: relative, or absolute with a 4th slash."""
-    if not url.startswith(_PREFIX) or len(url) == len(_PREFIX):
-        raise ValueError(f"expected sqlite:///relative/path.db or sqlite:////absolute/path.db, got {url!r}")
-    path = url[len(_PREFIX):]
-    if "?" in path:
-        raise ValueError(f"query parameters are not supported in a sqlite store URL: {url!r}")
-    return path
 
 
 def _bump(conn: sqlite3.Connection, n: int = 1) -> int:
@@ -80,11 +78,17 @@ def _in_tx(begin: str, fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Con
 
 
 class SQLiteStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, secret: SecretSource | None = None) -> None:
         self.url = url
-        self.path = _path_of(url)
+        self.path = path_of(url)
+        self.secret = secret or SecretSource()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._cipher: KeyCipher | None = None
+        #: the key file, when opening created it (the CLI prints its path)
+        self.created_key_file: str | None = None
+        #: the key file the secret comes from (None: KEYRELAY_SECRET_KEY)
+        self.key_file: str | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -105,23 +109,38 @@ class SQLiteStore:
                 raise FileNotFoundError(
                     f"cannot open the SQLite store {os.path.abspath(self.path)!r}: directory {parent!r} does not exist"
                 )
+            ring = key_ring(self.secret, f"{self.path}.key")
+            private(self.path)
+        else:
+            ring = KeyRing(KeyCipher(self.secret.value or new_secret()), "this process")
         # Only the worker thread ever touches the connection; isolation_level=None lets us
         # issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")  # wait up to 5 s for another process's write
+            conn.execute("PRAGMA secure_delete = ON")  # a replaced or deleted row is zeroed, not left behind
             conn.execute("PRAGMA journal_mode = WAL")
             # With WAL, NORMAL syncs at checkpoints only: a committed transaction is in the WAL
             # file (the OS page cache) before COMMIT returns, so it survives a kill -9 of this
             # process; only a power loss / OS crash may roll back the last few commits.
             conn.execute("PRAGMA synchronous = NORMAL")
-            _in_tx("BEGIN IMMEDIATE", partial(create_schema, self.path), conn)
+            self.created_key_file = ring.file if ring.created else None
+            self.key_file = ring.file
+            found, self._cipher = _in_tx("BEGIN IMMEDIATE", partial(create_schema, self.path, ring), conn)
+            if 0 < found < 2:  # the file held plaintext keys: no page of it may stay behind
+                scrub(conn)
         except BaseException:
             conn.close()
             raise
         return conn
 
     # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def cipher(self) -> KeyCipher:
+        if self._cipher is None:
+            raise RuntimeError(f"the SQLite store {self.path!r} is not open (await store.open() first)")
+        return self._cipher
+
     async def open(self) -> None:
         if self._executor is not None:
             return
@@ -148,68 +167,74 @@ class SQLiteStore:
         self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
         base_url: str | None = None,
     ) -> AddResult:
+        cipher = self.cipher
         ids = [key_id_for(pool, s) for s in secrets]
+        lookups = [cipher.lookup(pool, s) for s in secrets]
 
         def write(conn: sqlite3.Connection) -> AddResult:
-            present: set[str] = set()
-            unique = list(dict.fromkeys(ids))
+            present: set[str] = set()  # keyed hashes of the keys already in the pool
+            unique = list(dict.fromkeys(lookups))
             for i in range(0, len(unique), _CHUNK):
                 chunk = unique[i:i + _CHUNK]
-                sql = f"SELECT id FROM keys WHERE id IN ({', '.join('?' * len(chunk))})"
+                sql = f"SELECT lookup FROM keys WHERE lookup IN ({', '.join('?' * len(chunk))})"
                 present.update(r[0] for r in conn.execute(sql, chunk))
             new = partial(
                 KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, counters=ZERO,
                 base_url=base_url,
             )
-            added: list[KeyRecord] = []
+            added: list[tuple[KeyRecord, str]] = []
             dups: list[str] = []
-            for kid, secret in zip(ids, secrets):
-                if kid in present:
+            for kid, lookup, secret in zip(ids, lookups, secrets):
+                if lookup in present:
                     dups.append(kid)
                     continue
-                present.add(kid)
-                added.append(new(id=kid, secret=secret))
+                present.add(lookup)
+                added.append((new(id=kid, secret=secret), lookup))
             if added:
                 first = _bump(conn, len(added))
                 conn.executemany(
-                    "INSERT INTO keys(id, pool, secret, state, since, weight, label, added_at, base_url, seq) "
-                    "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO keys(id, pool, secret, lookup, state, since, weight, label, added_at, base_url, seq) "
+                    "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
                     (
-                        (r.id, pool, r.secret, now, weight, label, now, base_url, first + i)
-                        for i, r in enumerate(added)
+                        (r.id, pool, cipher.seal(r.id, r.secret), lookup, now, weight, label, now, base_url, first + i)
+                        for i, (r, lookup) in enumerate(added)
                     ),
                 )
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
-                _insert_events(conn, [(r.id, pool, now, "admin", "", "active", "added", "") for r in added])
-            return AddResult(tuple(added), tuple(dups))
+                _insert_events(conn, [(r.id, pool, now, "admin", "", "active", "added", "") for r, _ in added])
+            return AddResult(tuple(r for r, _ in added), tuple(dups))
 
         return await self._write(write)
 
     async def load(self, pool: str | None = None) -> list[KeyRecord]:
+        cipher = self.cipher
+
         def read(conn: sqlite3.Connection) -> list[KeyRecord]:
             if pool is None:
                 rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY rowid")
             else:
                 rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE pool = ? ORDER BY rowid", (pool,))
-            return [record_of(r) for r in rows]
+            return [record_of(r, cipher) for r in rows]
 
         return await self._run(read)
 
     async def get(self, key_id: str) -> KeyRecord | None:
+        cipher = self.cipher
+
         def read(conn: sqlite3.Connection) -> KeyRecord | None:
             row = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
-            return None if row is None else record_of(row)
+            return None if row is None else record_of(row, cipher)
 
         return await self._run(read)
 
     async def apply(self, transition: Transition) -> KeyRecord | None:
-        t = transition
+        t, cipher = transition, self.cipher
 
         def write(conn: sqlite3.Connection) -> KeyRecord | None:
             row = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (t.key_id,)).fetchone()
             if row is None:
                 return None
-            old = record_of(row)
+            old = record_of(row, cipher)
             if old.version != t.expected_version:
                 return None
             new = t.applied_to(old)
@@ -265,10 +290,12 @@ class SQLiteStore:
         return await self._run(read)
 
     async def changes(self, since: int) -> Changes:
+        cipher = self.cipher
+
         def read(conn: sqlite3.Connection) -> Changes:
             (cursor,) = conn.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
             recs = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE seq > ? ORDER BY seq", (since,))
-            records = tuple(record_of(r) for r in recs)
+            records = tuple(record_of(r, cipher) for r in recs)
             gone = tuple(r[0] for r in conn.execute("SELECT key_id FROM removed WHERE seq > ? ORDER BY seq", (since,)))
             return Changes(int(cursor), records, gone)
 
@@ -335,6 +362,8 @@ class SQLiteStore:
     async def import_records(
         self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
     ) -> None:
+        cipher = self.cipher
+
         def write(conn: sqlite3.Connection) -> None:
             ids = [r.id for r in records]
             taken = [
@@ -352,8 +381,8 @@ class SQLiteStore:
             if records:
                 first = _bump(conn, len(records))
                 conn.executemany(
-                    f"INSERT INTO keys({KEY_COLUMNS}, seq) VALUES ({', '.join('?' * (15 + _N))})",
-                    (row_of(r) + (first + i,) for i, r in enumerate(records)),
+                    f"INSERT INTO keys({KEY_COLUMNS}, lookup, seq) VALUES ({', '.join('?' * (16 + _N))})",
+                    (row_of(r, cipher) + (first + i,) for i, r in enumerate(records)),
                 )
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
             _insert_events(
@@ -369,3 +398,12 @@ class SQLiteStore:
 
         await self._write(write)
 
+    # -- keys at rest ----------------------------------------------------------------------
+    async def rotate_secret(self, new: KeyCipher) -> int:
+        """Re-encrypt every key under ``new`` in one write transaction (a crash midway rolls it
+        back: every key stays under the old secret), then scrub the files of the old
+        ciphertexts. Returns how many keys were re-encrypted."""
+        count = await self._write(partial(reencrypt, self.cipher, new))
+        self._cipher = new
+        await self._run(scrub)
+        return count

@@ -10,6 +10,10 @@ Tables::
     removed   removed key id → pool, and ``seq`` of its removal
     tokens    client tokens; ``pools`` is a JSON list, ``revoked_at`` 0 while live
     locks     name → owner, expires_at (the writer's clock)
+    cipher    one row: the fingerprint of the secret the keys are encrypted with (version 2)
+
+Since version 2 ``keys.secret`` holds the key encrypted (:mod:`keyrelay.stores.crypto`) and
+``keys.lookup`` its keyed hash (unique: how duplicates are found).
 
 On open, a file written by a newer keyrelay (a ``schema_version`` above :data:`SCHEMA_VERSION`)
 is refused. Otherwise the version-1 tables are created if missing (``CREATE … IF NOT EXISTS``)
@@ -17,7 +21,8 @@ and every step of :data:`UPGRADES` above the file's version runs, in order, insi
 write transaction as the version bump: a file is either wholly upgraded or left as it was. A
 new file starts at version 1 and takes the same steps, so there is one path to every layout.
 
-Versions: 1 the first layout; 2 adds ``keys.base_url`` (a key's own upstream URL).
+Versions: 1 the first layout; 2 adds ``keys.base_url`` (a key's own upstream URL) and encrypts
+the keys (``keys.lookup``, table ``cipher``; events are redacted with their key's secret).
 To add version N: write ``_to_N(conn, upgrade)`` and add ``N: _to_N`` to :data:`UPGRADES`.
 """
 
@@ -29,8 +34,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from keyrelay.core.masking import redact
 from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState
 from keyrelay.stores.base import TokenRecord
+from keyrelay.stores.crypto import KeyCipher, KeyRing
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -42,6 +49,7 @@ __all__ = [
     "Upgrade",
     "create_schema",
     "record_of",
+    "reencrypt",
     "row_of",
     "token_of",
 ]
@@ -89,11 +97,31 @@ class Upgrade:
     """What an upgrade step may need besides the connection."""
 
     path: str
+    cipher: KeyCipher
 
 
 def _to_2(conn: sqlite3.Connection, upgrade: Upgrade) -> None:
-    """Version 2: a key may carry its own upstream base URL (NULL: its pool's)."""
+    """Version 2: a key may carry its own upstream base URL (NULL: its pool's); keys are
+    encrypted and found by their keyed hash; events lose the plaintext keys v1 let in."""
+    cipher = upgrade.cipher
     conn.execute("ALTER TABLE keys ADD COLUMN base_url TEXT NULL")
+    conn.execute("ALTER TABLE keys ADD COLUMN lookup TEXT NULL")
+    conn.execute("CREATE TABLE cipher (fingerprint TEXT NOT NULL)")
+    conn.execute("INSERT INTO cipher(fingerprint) VALUES (?)", (cipher.fingerprint,))
+    plain = dict(conn.execute("SELECT id, secret FROM keys").fetchall())
+    conn.executemany(
+        "UPDATE keys SET secret = ?, lookup = ? WHERE id = ?",
+        [(cipher.seal(kid, s), cipher.lookup(pool, s), kid) for kid, pool, s in
+         ((kid, pool, plain[kid]) for kid, pool in conn.execute("SELECT id, pool FROM keys").fetchall())],
+    )
+    conn.execute("CREATE UNIQUE INDEX keys_lookup ON keys(lookup)")
+    fixed = []
+    for seq, key_id, reason, detail in conn.execute("SELECT seq, key_id, reason, detail FROM events").fetchall():
+        own = [plain[key_id]] if key_id in plain else []
+        new_reason, new_detail = redact(reason, own), redact(detail, own)
+        if (new_reason, new_detail) != (reason, detail):
+            fixed.append((new_reason, new_detail, seq))
+    conn.executemany("UPDATE events SET reason = ?, detail = ? WHERE seq = ?", fixed)
 
 
 #: target version → the step that brings a file from the version before it; run in order.
@@ -103,9 +131,10 @@ UPGRADES: dict[int, Callable[[sqlite3.Connection, Upgrade], None]] = {
 SCHEMA_VERSION = max(UPGRADES)
 
 
-def create_schema(path: str, conn: sqlite3.Connection) -> None:
+def create_schema(path: str, ring: KeyRing, conn: sqlite3.Connection) -> tuple[int, KeyCipher]:
     """Create the tables of a new file, or check an existing file's version and upgrade it
-    (inside the caller's write transaction)."""
+    (inside the caller's write transaction). Returns the version found (0 for a new file) and
+    the cipher of the file's keys."""
     conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
     row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
     if row is not None and row[0] > SCHEMA_VERSION:
@@ -117,10 +146,32 @@ def create_schema(path: str, conn: sqlite3.Connection) -> None:
         if statement.strip():
             conn.execute(statement)
     (found,) = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-    upgrade = Upgrade(path)
+    if found >= 2:
+        row = conn.execute("SELECT fingerprint FROM cipher").fetchone()
+        empty = conn.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is None
+        cipher = ring.settle(row[0] if row else None, path, empty)
+        if row is None or row[0] != cipher.fingerprint:  # a file without keys takes the secret given
+            conn.execute("DELETE FROM cipher")
+            conn.execute("INSERT INTO cipher(fingerprint) VALUES (?)", (cipher.fingerprint,))
+    else:
+        cipher = ring.settle(None, path, True)
+    upgrade = Upgrade(path, cipher)
     for version in sorted(v for v in UPGRADES if v > found):
         UPGRADES[version](conn, upgrade)
         conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (version,))
+    return (int(found) if row is not None else 0), cipher
+
+
+def reencrypt(old: KeyCipher, new: KeyCipher, conn: sqlite3.Connection) -> int:
+    """Every key decrypted with ``old`` and encrypted with ``new``, its keyed hash and the
+    file's fingerprint updated (inside the caller's write transaction); how many keys."""
+    updates = []
+    for kid, pool, sealed in conn.execute("SELECT id, pool, secret FROM keys").fetchall():
+        secret = old.open(kid, sealed)
+        updates.append((new.seal(kid, secret), new.lookup(pool, secret), kid))
+    conn.executemany("UPDATE keys SET secret = ?, lookup = ? WHERE id = ?", updates)
+    conn.execute("UPDATE cipher SET fingerprint = ?", (new.fingerprint,))
+    return len(updates)
 
 
 # -- rows <-> records -------------------------------------------------------------------------
@@ -129,10 +180,11 @@ ZERO = Counters()  # frozen: one shared instance spares 100k allocations on a bi
 _N = len(COUNTER_FIELDS)
 
 
-def record_of(row: Sequence[Any]) -> KeyRecord:
+def record_of(row: Sequence[Any], cipher: KeyCipher) -> KeyRecord:
+    """A record from the values of ``KEY_COLUMNS``, its key decrypted."""
     counts = row[11:11 + _N]
     return KeyRecord(
-        row[0], row[1], row[2], KeyState(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+        row[0], row[1], cipher.open(row[0], row[2]), KeyState(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
         Counters(*counts) if any(counts) else ZERO, row[11 + _N], row[12 + _N], row[13 + _N],
     )
 
@@ -141,9 +193,9 @@ def token_of(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5])
 
 
-def row_of(r: KeyRecord) -> tuple[object, ...]:
-    """A record as the values of ``KEY_COLUMNS``, the inverse of :func:`record_of`."""
+def row_of(r: KeyRecord, cipher: KeyCipher) -> tuple[object, ...]:
+    """A record as the values of ``KEY_COLUMNS`` and ``lookup``, the inverse of :func:`record_of`."""
     return (
-        r.id, r.pool, r.secret, r.state.value, r.reason, r.since, r.until, r.version, r.weight, r.label,
-        r.added_at, *r.counters.values(), r.balance, r.currency, r.base_url,
+        r.id, r.pool, cipher.seal(r.id, r.secret), r.state.value, r.reason, r.since, r.until, r.version, r.weight, r.label,
+        r.added_at, *r.counters.values(), r.balance, r.currency, r.base_url, cipher.lookup(r.pool, r.secret),
     )
