@@ -175,3 +175,21 @@ def test_the_cli_copies_a_store_after_confirmation(tmp_path: Path, redis_url: st
     assert same.exit_code == 2
     dead = runner.invoke(migrate_command, ["--from", src_url, "--to", "redis://:pw@127.0.0.1:1/0", "--yes"])
     assert dead.exit_code == 2 and "redis://:***@127.0.0.1:1/0" in dead.output and "pw@" not in dead.output
+
+
+async def test_events_carrying_a_key_are_copied_without_it(any_url: str) -> None:
+    """An event written by an older keyrelay (or any writer) with a key in its evidence loses
+    the key on the way into the destination, whatever its shape."""
+    secret = "9c0ffee0123456789abcdef0123456789"
+    rec = KeyRecord("k" + "0" * 11, "azure", secret, added_at=NOW)
+    leaked = Event(rec.id, "azure", NOW, "checker", "active", "invalid", f"401 for {secret}", f"code {secret[:20]}")
+    dst = await opened(open_store(any_url))
+    try:
+        await dst.import_records([rec], [leaked], [])
+        (copied,) = await dst.events(rec.id)
+        assert "401 for" in copied.reason
+        text = copied.reason + copied.detail
+        assert not any(secret[i:i + 8] in text for i in range(len(secret) - 7))
+        assert (await dst.get(rec.id)) == rec
+    finally:
+        await dst.close()

@@ -42,6 +42,7 @@ from keyrelay.keypool import KeyPool
 from keyrelay.providers.probes import Probe, ProbeRequest, ProbeResponse, build_probes
 from keyrelay.schedule import Schedule
 from keyrelay.stores.base import Store
+from keyrelay.stores.evidence import scrub_result
 
 __all__ = ["CheckRow", "Checker", "SweepReport", "run_probe"]
 
@@ -105,7 +106,7 @@ async def run_probe(
             req = flow.send(resp)
     except StopIteration as stop:
         result: ProbeResult = stop.value
-        return result
+        return scrub_result(result, [secret])  # an upstream may echo the key: events, logs and `check` never show it
 
 
 async def _send(session: aiohttp.ClientSession, req: ProbeRequest, timeout: float) -> ProbeResponse:

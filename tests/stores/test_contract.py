@@ -109,6 +109,28 @@ async def test_a_key_keeps_its_own_base_url_through_load_get_changes_and_transit
     assert {r.id: r.base_url for r in (await store.changes(0)).records} == {own.id: url, plain.id: None}
 
 
+@pytest.mark.parametrize(
+    "secret",
+    ["sk-proj-EVIDENCEa1b2c3d4e5f6g7h8", "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "AIzaSyEVIDENCE_0123-456789abcdef"],
+)
+async def test_a_key_echoed_into_evidence_is_never_stored(store: Store, secret: str) -> None:
+    (rec,) = (await store.add_keys("openai", [secret], NOW)).added
+    echo = f"upstream said: {secret} / code {secret[5:20]}"
+    t = cool(rec, reason=f"rate limited ({secret})", detail=echo)
+
+    new = await store.apply(t)
+    await store.record_event(Event(rec.id, "openai", NOW + 20, "checker", "cooling", "cooling", echo, echo))
+
+    assert new is not None and secret not in new.reason
+    stored = [e for e in await store.events(rec.id) if e.actor != "admin"]
+    assert len(stored) == 2
+    now = await store.get(rec.id)
+    assert now is not None
+    text = " ".join(f"{e.reason} {e.detail}" for e in stored) + " " + now.reason
+    assert not any(secret[i:i + 8] in text for i in range(8, len(secret) - 7))
+    assert "upstream said:" in text  # the evidence is kept, only the key is gone
+
+
 async def test_adding_records_an_added_event_by_admin(store: Store) -> None:
     rec = await add_one(store)
 

@@ -9,8 +9,20 @@ import click
 from keyrelay.cli.common import config_option, echo_json, event_json, fmt_time, load, print_table, shown, with_store
 from keyrelay.core.model import Event
 from keyrelay.stores import Store
+from keyrelay.stores.evidence import scrub_event
 
-__all__ = ["events", "print_events"]
+__all__ = ["events", "print_events", "scrubbed"]
+
+
+async def scrubbed(store: Store, evs: Sequence[Event]) -> list[Event]:
+    """``evs`` with their keys taken out of reason and detail, whatever an older keyrelay (or
+    another writer) let in: each event is scrubbed with its own key's secret."""
+    ids = {e.key_id for e in evs}
+    if len(ids) > 200:
+        secrets = {r.id: r.secret for r in await store.load() if r.id in ids}
+    else:
+        secrets = {kid: rec.secret for kid in ids if (rec := await store.get(kid)) is not None}
+    return [scrub_event(e, [secrets[e.key_id]] if e.key_id in secrets else []) for e in evs]
 
 
 def print_events(evs: Sequence[Event], title: str | None = None) -> None:
@@ -33,7 +45,7 @@ def events(key_id: str | None, limit: int, as_json: bool) -> None:
     settings = load()
 
     async def work(store: Store) -> list[Event]:
-        return await store.events(key_id, limit)
+        return await scrubbed(store, await store.events(key_id, limit))
 
     evs = with_store(settings, work, existing=True)
     if as_json:

@@ -33,7 +33,7 @@ from keyrelay.cli.common import (
     shown,
     with_store,
 )
-from keyrelay.cli.events import print_events
+from keyrelay.cli.events import print_events, scrubbed
 from keyrelay.cli.paste import check_pasted, read_key_file
 from keyrelay.core.machine import effective_state, on_admin
 from keyrelay.core.masking import InvalidSecret, mask, validate_secret
@@ -262,7 +262,7 @@ def show(key_id: str, n_events: int, as_json: bool) -> None:
         rec = await store.get(key_id)
         if rec is None or n_events == 0:
             return rec, []
-        return rec, await store.events(key_id, n_events)
+        return rec, await scrubbed(store, await store.events(key_id, n_events))
 
     rec, evs = with_store(settings, work, existing=True)
     if rec is None:

@@ -30,6 +30,7 @@ __all__ = [
     "error_in",
     "http_unknown",
     "json_doc",
+    "listed",
     "number",
     "unknown",
 ]
@@ -70,6 +71,13 @@ def json_doc(body: bytes) -> Any:
         return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         return None
+
+
+def listed(resp: ProbeResponse, *fields: str) -> bool:
+    """Is ``resp``'s body a JSON object with a list under one of ``fields``? A 2xx that is not
+    (an HTML page from a captive portal, a misconfigured base URL) cannot be read: unknown."""
+    doc = json_doc(resp.body)
+    return isinstance(doc, dict) and any(isinstance(doc.get(f), list) for f in fields)
 
 
 def number(v: Any) -> float | None:

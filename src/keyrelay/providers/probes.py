@@ -53,6 +53,7 @@ from keyrelay.providers.probe_base import (
     error_in,
     http_unknown,
     json_doc,
+    listed,
     number,
     unknown,
 )
@@ -165,6 +166,8 @@ class ModelsProbe:
         if 200 <= resp.status < 300:
             v = self.dialect.classify(resp.status, resp.headers, resp.body, now)
             if v.outcome is Outcome.OK:
+                if not listed(resp, "data", "models"):  # a captive portal's page, a wrong base URL
+                    return unknown(self.name, "not a model list", resp)
                 return ProbeResult(OK, self.name, "key valid", resp.status)
             if v.outcome is Outcome.INVALID_KEY:
                 return ProbeResult(INVALID, self.name, v.reason or "invalid key", resp.status, v.code)
@@ -193,6 +196,8 @@ class CompletionProbe:
     def read(self, resp: ProbeResponse, now: float) -> ProbeResult:
         v = self.dialect.classify(resp.status, resp.headers, resp.body, now)
         if v.outcome is Outcome.OK:
+            if not listed(resp, "choices"):  # a 2xx that is not a completion says nothing
+                return unknown(self.name, "not a completion", resp)
             return ProbeResult(OK, self.name, "completion ok", resp.status, funds=True)
         if v.outcome is Outcome.QUOTA_EXHAUSTED:
             return ProbeResult(EXHAUSTED, self.name, v.reason or "quota exhausted", resp.status, v.code, funds=True)

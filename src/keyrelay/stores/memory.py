@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.evidence import scrub_event, scrub_transition
 
 __all__ = ["MemoryStore"]
 
@@ -68,6 +69,7 @@ class MemoryStore:
         rec = self._keys.get(transition.key_id)
         if rec is None or rec.version != transition.expected_version:
             return None
+        transition = scrub_transition(transition, [rec.secret])
         new = transition.applied_to(rec)
         self._keys[rec.id] = new
         self._bump(rec.id)
@@ -97,7 +99,8 @@ class MemoryStore:
             self._keys[key_id] = replace(rec, balance=balance, currency=currency)
 
     async def record_event(self, event: Event) -> None:
-        self._event(event)
+        rec = self._keys.get(event.key_id)
+        self._event(scrub_event(event, [rec.secret] if rec else []))
 
     async def events(self, key_id: str | None = None, limit: int = 200) -> list[Event]:
         evs = [e for e in self._events if key_id is None or e.key_id == key_id]
@@ -155,7 +158,8 @@ class MemoryStore:
             self._keys[rec.id] = rec
             self._removed.pop(rec.id, None)
             self._bump(rec.id)
+        secrets = {r.id: r.secret for r in records}
         for ev in events:
-            self._event(ev)
+            self._event(scrub_event(ev, [secrets[ev.key_id]] if ev.key_id in secrets else []))
         for tok in sorted(tokens, key=lambda t: t.created_at):
             self._tokens[tok.id] = tok

@@ -48,6 +48,7 @@ from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.exceptions import StoreError
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
 from keyrelay.stores.crypto import KeyCipher, SecretSource, key_ring
+from keyrelay.stores.evidence import scrub_event, scrub_transition
 from keyrelay.stores.redis_health import Health, edge, watch
 from keyrelay.stores.redis_keys import (
     FIELDS,
@@ -97,6 +98,7 @@ class RedisStore:
         self.names = Names(prefix)
         self.secret = secret or SecretSource()
         self._cipher: KeyCipher | None = None
+        self._plain: dict[str, str] = {}  # key id → key, of the records read: what events are scrubbed with
         #: the key file, when opening created it (the CLI prints its path)
         self.created_key_file: str | None = None
         #: the key file the secret comes from (None: KEYRELAY_SECRET_KEY)
@@ -134,7 +136,18 @@ class RedisStore:
             # a key removed meanwhile comes back empty and is skipped
             cipher = self.cipher
             out.extend(record_of_values(v, cipher) for reply in replies for v in json.loads(reply) if v[0])
+        self._plain.update((r.id, r.secret) for r in out)
         return out
+
+    async def _secret_of(self, key_id: str) -> list[str]:
+        """The key of ``key_id`` (read once, then remembered), to scrub its events with."""
+        secret = self._plain.get(key_id)
+        if secret is None:
+            sealed = await self._r.hget(self.names.key(key_id), "secret")
+            if sealed is None:
+                return []
+            secret = self._plain[key_id] = self.cipher.open(key_id, str(sealed))
+        return [secret]
 
     # -- lifecycle -------------------------------------------------------------------------
     @edge
@@ -192,6 +205,7 @@ class RedisStore:
             KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, base_url=base_url
         )
         added = tuple(new(id=k, secret=s) for k, s, ok in zip(ids, secrets, flags) if ok)
+        self._plain.update((r.id, r.secret) for r in added)
         return AddResult(added, tuple(k for k, ok in zip(ids, flags) if not ok))
 
     @edge
@@ -202,11 +216,15 @@ class RedisStore:
     @edge
     async def get(self, key_id: str) -> KeyRecord | None:
         h = cast(dict[str, str], await self._r.hgetall(self.names.key(key_id)))
-        return record_of_hash(h, self.cipher) if h else None
+        if not h:
+            return None
+        rec = record_of_hash(h, self.cipher)
+        self._plain[rec.id] = rec.secret
+        return rec
 
     @edge
     async def apply(self, transition: Transition) -> KeyRecord | None:
-        t, n = transition, self.names
+        t, n = scrub_transition(transition, await self._secret_of(transition.key_id)), self.names
         ev = event_json(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail)
         keys = [n.key(t.key_id), n.seq, n.changes, n.events, n.event_seq, n.key_events(t.key_id)]
         args = [
@@ -255,7 +273,7 @@ class RedisStore:
     # -- events and changes ----------------------------------------------------------------
     @edge
     async def record_event(self, event: Event) -> None:
-        e, n = event, self.names
+        e, n = scrub_event(event, await self._secret_of(event.key_id)), self.names
         ev = event_json(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
         await self._run("event", [n.events, n.event_seq, n.key_events(e.key_id)], [ev, MAX_EVENTS, MAX_KEY_EVENTS])
 
@@ -368,9 +386,11 @@ class RedisStore:
             clash = await self._run("import", keys, args)
             if clash:  # written meanwhile by someone else: nothing of this batch was written
                 refuse_import((), (), list(clash))
+        self._plain.update((r.id, r.secret) for r in records)
         for chunk in _chunks(events, _READ_CHUNK):
             async with self._r.pipeline(transaction=False) as pipe:
                 for e in chunk:
+                    e = scrub_event(e, [self._plain[e.key_id]] if e.key_id in self._plain else [])
                     ev = event_json(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
                     await self._run("event", [n.events, n.event_seq, n.key_events(e.key_id)],
                                     [ev, MAX_EVENTS, MAX_KEY_EVENTS], client=pipe)

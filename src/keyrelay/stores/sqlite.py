@@ -32,6 +32,7 @@ from typing import TypeVar
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, Transition
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
 from keyrelay.stores.crypto import KeyCipher, KeyRing, SecretSource, key_ring, new_secret
+from keyrelay.stores.evidence import scrub_event, scrub_transition
 from keyrelay.stores.sqlite_files import path_of, private, scrub
 from keyrelay.stores.sqlite_schema import (
     EVENT_COLUMNS,
@@ -228,15 +229,16 @@ class SQLiteStore:
         return await self._run(read)
 
     async def apply(self, transition: Transition) -> KeyRecord | None:
-        t, cipher = transition, self.cipher
+        cipher = self.cipher
 
         def write(conn: sqlite3.Connection) -> KeyRecord | None:
-            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (t.key_id,)).fetchone()
+            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (transition.key_id,)).fetchone()
             if row is None:
                 return None
             old = record_of(row, cipher)
-            if old.version != t.expected_version:
+            if old.version != transition.expected_version:
                 return None
+            t = scrub_transition(transition, [old.secret])  # no key in the evidence we keep
             new = t.applied_to(old)
             conn.execute(
                 "UPDATE keys SET state = ?, reason = ?, since = ?, until = ?, version = ?, seq = ? WHERE id = ?",
@@ -274,9 +276,14 @@ class SQLiteStore:
         await self._write(lambda conn: conn.execute(sql, (balance, currency, key_id)))
 
     async def record_event(self, event: Event) -> None:
-        e = event
-        row = (e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
-        await self._write(lambda conn: _insert_events(conn, [row]))
+        cipher = self.cipher
+
+        def write(conn: sqlite3.Connection) -> None:
+            found = conn.execute("SELECT secret FROM keys WHERE id = ?", (event.key_id,)).fetchone()
+            e = scrub_event(event, [cipher.open(event.key_id, found[0])] if found else [])
+            _insert_events(conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)])
+
+        await self._write(write)
 
     async def events(self, key_id: str | None = None, limit: int = 200) -> list[Event]:
         where, args = ("WHERE key_id = ?", [key_id]) if key_id is not None else ("", [])
@@ -385,8 +392,10 @@ class SQLiteStore:
                     (row_of(r, cipher) + (first + i,) for i, r in enumerate(records)),
                 )
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
+            secrets = {r.id: r.secret for r in records}
+            scrubbed = (scrub_event(e, [secrets[e.key_id]] if e.key_id in secrets else []) for e in events)
             _insert_events(
-                conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail) for e in events]
+                conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail) for e in scrubbed]
             )
             conn.executemany(
                 f"INSERT INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",

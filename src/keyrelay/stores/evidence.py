@@ -1,0 +1,81 @@
+"""Evidence that reaches the store — events' reasons and details, probe results — with the actual
+keys taken out before it is written or shown: an upstream may echo the key it was sent in any
+field of its answer (message, ``code``, ``param``), and many keys have no ``sk-`` prefix for a
+pattern to catch. Every store passes the events it writes through :func:`scrub_event` /
+:func:`scrub_transition` with the key's own secret; the checker passes each probe's result
+through :func:`scrub_result` with the key it probed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from keyrelay.core.machine import ProbeResult
+from keyrelay.core.masking import mask, redact
+from keyrelay.core.model import Event, Transition
+
+__all__ = ["scrub", "scrub_event", "scrub_result", "scrub_transition"]
+
+
+_FRAGMENT = 8  # the shortest piece of a key that may not be shown
+
+
+def _public(secret: str) -> int:
+    """Where the windows that may not be shown start: past the prefix every such key shares
+    (``sk-proj-``), which :func:`mask` shows."""
+    return max(0, len(mask(secret).split("…")[0]) - _FRAGMENT + 1)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` without any of ``secrets`` (a whole key shown masked), any piece of 8 or more
+    characters of one (``…``: an upstream may cut or quote part of it), or anything key-shaped."""
+    if not text:
+        return text
+    secrets = [s for s in secrets if s]
+    text = redact(text, secrets)
+    grams = {s[i:i + _FRAGMENT] for s in secrets for i in range(_public(s), len(s) - _FRAGMENT + 1)}
+    if not grams or len(text) < _FRAGMENT:
+        return text
+    hit = [False] * len(text)
+    for i in range(len(text) - _FRAGMENT + 1):
+        if text[i:i + _FRAGMENT] in grams:
+            hit[i:i + _FRAGMENT] = [True] * _FRAGMENT
+    if not any(hit):
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if hit[i]:
+            while i < len(text) and hit[i]:
+                i += 1
+            out.append("…")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def scrub_event(event: Event, secrets: Iterable[str]) -> Event:
+    secrets = tuple(secrets)
+    reason, detail = scrub(event.reason, secrets), scrub(event.detail, secrets)
+    if reason == event.reason and detail == event.detail:
+        return event
+    return replace(event, reason=reason, detail=detail)
+
+
+def scrub_transition(t: Transition, secrets: Iterable[str]) -> Transition:
+    secrets = tuple(secrets)
+    reason, detail = scrub(t.reason, secrets), scrub(t.detail, secrets)
+    if reason == t.reason and detail == t.detail:
+        return t
+    return replace(t, reason=reason, detail=detail)
+
+
+def scrub_result(result: ProbeResult, secrets: Iterable[str]) -> ProbeResult:
+    """A probe's result without the key in its reason, code or message."""
+    secrets = tuple(secrets)
+    reason, message = scrub(result.reason, secrets), scrub(result.message, secrets)
+    code = scrub(result.code, secrets) if result.code else result.code
+    if (reason, message, code) == (result.reason, result.message, result.code):
+        return result
+    return replace(result, reason=reason, message=message, code=code)
