@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from keyrelay import answers
+from keyrelay import answers, redactor
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
@@ -25,6 +25,7 @@ from keyrelay.runtime import Runtime
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
+from keyrelay.server.stream_guard import StreamGuard
 
 if TYPE_CHECKING:
     from keyrelay.server.metrics import MetricsEndpoint
@@ -226,7 +227,8 @@ class Proxy:
                     await self._record(pool, attempts, lease, verdict)
                     last = web.Response(
                         status=200,
-                        body=b"data: " + dialect.error_body(200, first_data(first) or b"", (lease.secret,)) + b"\n\ndata: [DONE]\n\n",
+                        body=b"data: " + redactor.current().data(dialect.error_body(200, first_data(first) or b"", (lease.secret,)))
+                        + b"\n\ndata: [DONE]\n\n",
                         headers=response_headers(up.headers),
                     )
                 else:
@@ -245,7 +247,8 @@ class Proxy:
                     await self._record(pool, attempts, lease, verdict)
                     hdrs = response_headers(up.headers)
                     hdrs["Content-Type"] = "application/json"
-                    last = web.Response(status=up.status, body=dialect.error_body(up.status, data, (lease.secret,)), headers=hdrs)
+                    clean = redactor.current().data(dialect.error_body(up.status, data, (lease.secret,)))
+                    last = web.Response(status=up.status, body=clean, headers=hdrs)
             except asyncio.CancelledError:
                 if attempts.lease is lease:
                     attempts.abandon(lease)
@@ -311,12 +314,13 @@ class Proxy:
         resp = web.StreamResponse(status=up.status, headers=hdrs)
         scanner = UsageScanner(pool.dialect)
         scanner.feed(first)
+        guard = StreamGuard()  # keys out of in-band error events after the first byte
         verdict = _OK
         before, last, ended = b"", b"", False  # the last two chunks written: did they end the stream?
         try:
             d.pause()  # waiting on the client, not the upstream
             await resp.prepare(request)
-            await resp.write(first)
+            await resp.write(guard.pass_(first))
             attempts.first_byte = time.perf_counter()
             last = first
             d.push()
@@ -324,7 +328,10 @@ class Proxy:
                 with d:
                     async for chunk in up.content.iter_any():
                         d.pause()
-                        await resp.write(chunk)
+                        if guard.held or not chunk.endswith(b"\n\n") or b"error" in chunk:
+                            await resp.write(guard.pass_(chunk))
+                        else:
+                            await resp.write(chunk)
                         before, last = last, chunk
                         d.push()
                         if scanner.wants(chunk):
@@ -332,10 +339,13 @@ class Proxy:
                 ended = True
             except _UPSTREAM_BROKE as exc:  # the upstream cut or stalled the stream: too late to fail over
                 d.pause()
+                await resp.write(guard.rest())
                 verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
                 err = orjson.dumps({"error": {"message": "upstream stream broke off", "type": "upstream_error", "param": None, "code": "stream_cut"}})
                 await resp.write(b"data: " + err + b"\n\n")
             d.pause()
+            if guard.held:
+                await resp.write(guard.rest())
             await resp.write_eof()
         except asyncio.CancelledError:
             if verdict is _OK and (ended or stream_ended(before, last)):  # hung up after the last event
