@@ -127,16 +127,18 @@ class Redactor:
         return bool(self._keys) and bool(self._spans(self._runs.finditer(s)))
 
     def value(self, v: str) -> str:
-        """A header value, redacted; values seen clean before are answered from a memo."""
+        """A header value, redacted (ASCII: ``...`` for ``…``); values seen clean before are
+        answered from a memo."""
         if len(v) < MIN_FRAGMENT or v in self._memo:
             return v
         clean = self.text(v)
-        if clean is v:
-            memo = self._memo
-            if len(memo) >= 4096:
-                memo.clear()
-            memo[v] = v
-        return clean
+        if clean is not v:
+            return clean.replace(_ELLIPSIS, "...")  # header values stay ASCII
+        memo = self._memo
+        if len(memo) >= 4096:
+            memo.clear()
+        memo[v] = v
+        return v
 
 
 EMPTY = Redactor(())

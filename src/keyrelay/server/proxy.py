@@ -22,6 +22,7 @@ from keyrelay.providers import Usage
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Runtime
+from keyrelay.server.bodies import BodyBudget, BodyTooLarge, BodyTooSlow, Busy, Closing, MalformedBody, read_body
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
@@ -53,6 +54,10 @@ class Proxy:
         self._closing = False
         #: ``GET /metrics`` (server/metrics.py), when [metrics] is enabled
         self.metrics: MetricsEndpoint | None = None
+        server = runtime.settings.server
+        #: memory held by request bodies still arriving, all requests together (bodies.py)
+        self.bodies = BodyBudget(server.max_body_memory)
+        self._body_timeout, self._body_min_rate = server.body_timeout, server.body_min_rate
 
     # -- entry ---------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -92,18 +97,21 @@ class Proxy:
             resp = error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
             return self._refused(request, pool.name, client.name, resp, "forbidden", started)
         policy = pool.settings.retry
+        held = 0  # bytes of the body budget this request holds (a body that came slowly)
         try:
             if not request.body_exists:
                 body = b""
             elif request.content.is_eof():  # the whole body is here already (the usual case)
                 body = await _read_body(request, policy.max_body_bytes)
             else:
-                body = await self._read_rest(request, policy.max_body_bytes)
-        except _TooLarge:
-            return self._refused(request, pool.name, client.name, _too_large(policy.max_body_bytes), "too_large", started)
-        except _Closing:
-            resp = error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down")
-            return self._refused(request, pool.name, client.name, resp, "shutting_down", started)
+                body, held = await self._read_rest(request, policy.max_body_bytes)
+        except _BODY_REFUSALS as exc:
+            if isinstance(exc, (BodyTooSlow, MalformedBody)):
+                request.content.feed_eof()  # nothing more worth reading: answer, then close at once
+                resp, why = _body_refusal(exc, policy.max_body_bytes)
+                resp.force_close()
+                return self._refused(request, pool.name, client.name, resp, why, started)
+            return self._refused(request, pool.name, client.name, *_body_refusal(exc, policy.max_body_bytes), started)
         url = join_upstream(pool.settings.base_url, rest, request.query_string)
         status, outcome, attempts = 0, "", None
         try:
@@ -126,6 +134,8 @@ class Proxy:
                 status, outcome = 499, "client_gone"
             raise
         finally:
+            if held:
+                self.bodies.give(held)
             if access_log.enabled:
                 access_log.request(
                     pool.name, attempts.last_lease if attempts else None, request.method, request.path, status,
@@ -155,15 +165,16 @@ class Proxy:
         pools = {name: p.eligible_count() for name, p in self.runtime.pools.items()}
         return web.json_response({"status": "ok", "eligible_keys": pools})
 
-    async def _read_rest(self, request: web.BaseRequest, limit: int) -> bytes:
-        """A body still on its way: refused beyond the limit, ended at shutdown."""
+    async def _read_rest(self, request: web.BaseRequest, limit: int) -> tuple[bytes, int]:
+        """A body still on its way (bodies.py: 100-continue, timeouts, the memory cap): refused
+        beyond the limit, ended at shutdown; the body and the budget bytes it holds."""
         if request.content_length is not None and request.content_length > limit:
             raise _TooLarge
         if self._closing:
             raise _Closing
         self._reading[id(request)] = request.content
         try:
-            return await _read_body(request, limit)
+            return await read_body(request, limit, self.bodies, self._body_timeout, self._body_min_rate)
         finally:
             del self._reading[id(request)]
 
@@ -364,8 +375,9 @@ class Proxy:
 _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
 
 
-class _TooLarge(Exception):
-    pass
+_TooLarge = BodyTooLarge
+_Closing = Closing
+_BODY_REFUSALS = (BodyTooLarge, BodyTooSlow, Busy, Closing, MalformedBody)
 
 
 class _ClientGone(Exception):
@@ -375,8 +387,19 @@ class _ClientGone(Exception):
         self.response = response
 
 
-class _Closing(Exception):
-    """The server is shutting down before the request body arrived whole."""
+def _body_refusal(exc: Exception, limit: int) -> tuple[web.Response, str]:
+    """The answer to a body refused (bodies.py), and its access-log outcome."""
+    if isinstance(exc, BodyTooLarge):
+        return _too_large(limit), "too_large"
+    if isinstance(exc, Closing):
+        return error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down"), "shutting_down"
+    if isinstance(exc, Busy):
+        msg = "too many request bodies in flight; retry shortly"
+        return error_response(503, msg, "server_error", "server_busy", retry_after=1.0), "busy"
+    if isinstance(exc, BodyTooSlow):
+        resp = error_response(408, "request body too slow or stalled", code="request_timeout")
+        return resp, "body_timeout"
+    return error_response(400, f"malformed request body ({exc})", code="malformed_body"), "bad_body"
 
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
@@ -385,6 +408,10 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _TooLarge from None
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - aiohttp's payload errors (bad chunked framing): the client's fault
+        raise MalformedBody(type(exc).__name__) from None
     if len(body) > limit:
         raise _TooLarge
     return body
