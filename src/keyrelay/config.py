@@ -85,7 +85,7 @@ class ServerSettings:
     #: seconds an idle keep-alive connection stays open
     keepalive_timeout: float = 75.0
     #: bytes of one request head (request line and headers) at most: 431 beyond
-    max_header_bytes: int = 65536
+    max_header_bytes: int = 32768
     #: header lines of one request at most; bytes of the request line or of one header line at most
     max_headers: int = 100
     max_line_size: int = 8190

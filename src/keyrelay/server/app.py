@@ -118,7 +118,8 @@ async def run_server(
     if sock is not None:
         site: web.BaseSite = web.SockSite(runner, sock)
     else:
-        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
+        # a deep accept queue: a burst of connections (an attack) must not make new clients wait on SYN retries
+        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True, backlog=4096)
     try:
         await site.start()
     except BaseException:  # e.g. the port is taken: close what setup() opened (the upstream session, the store)

@@ -6,7 +6,8 @@ aiohttp's own parameters bound a request's head line by line (``max_line_size``,
 
 - **a header timeout**: a connection has ``header_timeout`` seconds from its first byte (or from
   its opening) to send a whole request head, else it is closed — a client that trickles
-  headers, or opens a socket and sends half a request line, holds nothing for long;
+  headers, or opens a socket and sends half a request line, holds nothing for long (the timer
+  fires 10 % early, at most 1 s, so the bound holds as the client measures it);
 - **a cap on a head's bytes** (``max_header_bytes``): beyond it the answer is 431 and the
   connection is closed, so 1,000 sockets sending endless headers hold at most that much each;
 - **a cap on open connections** (``max_client_connections``): a connection beyond it gets a 503
@@ -71,7 +72,7 @@ class _Guarded(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
+        self._head_timer = self._loop.call_later(self._limits.head_wait, self._head_expired)
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # a request is being handled: its body, or pipelined bytes
@@ -89,7 +90,7 @@ class _Guarded(RequestHandler):
         if self._head > self._limits.max_header_bytes:
             self._refuse(_HEAD_TOO_LARGE)
         elif self._head_timer is None:  # part of a head: it has header_timeout to come whole
-            self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
+            self._head_timer = self._loop.call_later(self._limits.head_wait, self._head_expired)
 
     def _head_expired(self) -> None:
         self._head_timer = None
@@ -158,6 +159,9 @@ class GuardedServer(web.Server):
         super().__init__(handler, **kwargs)
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        #: the timer fires a little early (10 %, at most 1 s), so that a connection is closed
+        #: within ``header_timeout`` as its client measures it (the accept queue, a busy loop)
+        self.head_wait = max(0.05, header_timeout - min(1.0, header_timeout * 0.1))
         self.max_header_bytes = max_header_bytes
         self.refused = 0  #: connections refused for the cap (since start)
         self.timed_out = 0  #: connections closed for a head not whole in time
