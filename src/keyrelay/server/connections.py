@@ -30,6 +30,8 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from keyrelay.server.http import error_response
+
 __all__ = ["GuardedServer", "raw_error"]
 
 log = logging.getLogger("keyrelay.server")
@@ -62,13 +64,14 @@ _HEAD_TOO_LARGE = raw_error(
 class _Guarded(RequestHandler):
     """aiohttp's request handler with a header timeout and a cap on a head's bytes."""
 
-    __slots__ = ("_head", "_head_timer", "_limits")
+    __slots__ = ("_head", "_head_timer", "_last", "_limits")
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limits = manager
         self._head = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._last = b""  #: the last bytes read while waiting for a head (to explain a parse error)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -78,6 +81,7 @@ class _Guarded(RequestHandler):
         if self._waiter is None:  # a request is being handled: its body, or pipelined bytes
             super().data_received(data)
             return
+        self._last = data
         super().data_received(data)
         waiter = self._waiter
         if waiter is None or waiter.done():  # a whole head arrived (with a body, maybe): the request is on its way
@@ -104,11 +108,45 @@ class _Guarded(RequestHandler):
             self.transport.write(answer)
         self.force_close()  # closes the transport once the answer is written
 
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """A request aiohttp could not parse (bad request line, headers, framing): the client's
+        fault, so one info line (no traceback) and a 4xx in the OpenAI shape; the connection closes."""
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        what = type(exc).__name__ if exc is not None else "BadRequest"
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer was sent already")
+        if _bad_credentials(self._last):  # control characters in a token: a token refused, as any other
+            log.info("malformed request refused status=401 error=%s (bad bytes in a credential header)", what)
+            resp = error_response(401, "malformed credentials: a token is printable ASCII", code="invalid_api_key")
+        else:
+            log.info("malformed request refused status=%d error=%s", status, what)
+            resp = error_response(status, f"malformed request ({what})", code="malformed_request")
+        resp.force_close()
+        return resp
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
         super().connection_lost(exc)
+
+
+_CREDENTIAL_HEADERS = (b"authorization:", b"x-api-key:", b"api-key:", b"x-goog-api-key:", b"proxy-authorization:")
+
+
+def _bad_credentials(head: bytes) -> bool:
+    """Does ``head`` hold a credential header with bytes no token has (controls, non-ASCII)?"""
+    for line in head.split(b"\r\n")[1:]:
+        if not line:
+            break
+        if line.lower().startswith(_CREDENTIAL_HEADERS):
+            value = line.partition(b":")[2].strip(b" \t")
+            if any(c < 0x20 or c >= 0x7F for c in value):
+                return True
+    return False
 
 
 class _Refuser(asyncio.Protocol):

@@ -25,6 +25,7 @@ from keyrelay.runtime import Runtime
 from keyrelay.server.bodies import BodyBudget, BodyTooLarge, BodyTooSlow, Busy, Closing, MalformedBody, read_body
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
+from keyrelay.server.paths import path_problem
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 from keyrelay.server.stream_guard import StreamGuard
 
@@ -62,7 +63,14 @@ class Proxy:
     # -- entry ---------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        pool, rest = self._route(request.path)
+        path = request.path
+        if (
+            ("/." in path or "%" in path or "\\" in path or not path.isprintable())  # paths.suspect, inlined
+            and (problem := path_problem(path)) is not None
+        ):  # paths stay inside their pool
+            resp = error_response(400, f"invalid path: {problem}", code="invalid_path")
+            return self._refused(request, "-", "-", resp, "bad_path", started)
+        pool, rest = self._route(path)
         if pool is None:
             if request.path == "/healthz":
                 return self._healthz(request)
@@ -77,7 +85,7 @@ class Proxy:
             token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
         client = self.runtime.recognise(token)
         try:
-            if client is None:
+            if client is None and token.isascii() and token.isprintable():  # other bytes are no token of ours
                 client = await self.runtime.authenticate(token)
         except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
             resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
