@@ -94,6 +94,12 @@ class ServerSettings:
     body_min_rate: float = 10240.0
     #: bytes held by request bodies still arriving, all requests together: 503 beyond
     max_body_memory: int = 268435456
+    #: unknown tokens a client address may send in a row; then 429 until it slows to
+    #: ``auth_failure_rate`` a second (0 turns throttling off)
+    auth_failure_burst: int = 20
+    auth_failure_rate: float = 1.0
+    #: ``/readyz`` (pools and eligible keys) answers without a token
+    readyz_public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +248,7 @@ def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
     name = raw.pop("name", None)
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ConfigError(f"{where}.name", "required: letters, digits, '-' or '_'")
-    if name in ("v1", "healthz", "admin", "metrics"):
+    if name in ("v1", "healthz", "readyz", "admin", "metrics"):
         raise ConfigError(f"{where}.name", f"{name!r} is reserved")
     retry = _frozen(RetryPolicy, raw.pop("retry", {}), f"{where}.retry")
     cooling = _frozen(CoolingPolicy, raw.pop("cooling", {}), f"{where}.cooling")

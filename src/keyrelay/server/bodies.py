@@ -22,7 +22,9 @@ import asyncio
 
 from aiohttp import web
 
-__all__ = ["BodyBudget", "BodyTooLarge", "BodyTooSlow", "Busy", "Closing", "MalformedBody", "read_body"]
+from keyrelay.server.http import error_response
+
+__all__ = ["REFUSALS", "BodyBudget", "BodyTooLarge", "BodyTooSlow", "Busy", "Closing", "MalformedBody", "read_body", "refusal"]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -150,3 +152,21 @@ async def _read(
     if length is not None and got != length:
         raise _Grew(reserved, MalformedBody("body shorter than its Content-Length"))
     return b"".join(chunks)
+
+
+REFUSALS = (BodyTooLarge, BodyTooSlow, Busy, Closing, MalformedBody)
+
+
+def refusal(exc: Exception, limit: int) -> tuple[web.Response, str]:
+    """The answer to a body refused (bodies.py), and its access-log outcome."""
+    if isinstance(exc, BodyTooLarge):
+        return error_response(413, f"request body larger than the limit of {limit} bytes", code="request_too_large"), "too_large"
+    if isinstance(exc, Closing):
+        return error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down"), "shutting_down"
+    if isinstance(exc, Busy):
+        msg = "too many request bodies in flight; retry shortly"
+        return error_response(503, msg, "server_error", "server_busy", retry_after=1.0), "busy"
+    if isinstance(exc, BodyTooSlow):
+        resp = error_response(408, "request body too slow or stalled", code="request_timeout")
+        return resp, "body_timeout"
+    return error_response(400, f"malformed request body ({exc})", code="malformed_body"), "bad_body"

@@ -21,13 +21,24 @@ from keyrelay.logs import access_log
 from keyrelay.providers import Usage
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
-from keyrelay.runtime import Runtime
-from keyrelay.server.bodies import BodyBudget, BodyTooLarge, BodyTooSlow, Busy, Closing, MalformedBody, read_body
+from keyrelay.runtime import Client, Runtime
+from keyrelay.server.bodies import (
+    REFUSALS,
+    BodyBudget,
+    BodyTooLarge,
+    BodyTooSlow,
+    Closing,
+    MalformedBody,
+    read_body,
+    refusal,
+)
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
+from keyrelay.server.health import healthz, readyz
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
 from keyrelay.server.paths import path_problem
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 from keyrelay.server.stream_guard import StreamGuard
+from keyrelay.server.throttle import AuthThrottle
 
 if TYPE_CHECKING:
     from keyrelay.server.metrics import MetricsEndpoint
@@ -59,6 +70,8 @@ class Proxy:
         #: memory held by request bodies still arriving, all requests together (bodies.py)
         self.bodies = BodyBudget(server.max_body_memory)
         self._body_timeout, self._body_min_rate = server.body_timeout, server.body_min_rate
+        #: failed tokens per client address (throttle.py)
+        self.throttle = AuthThrottle(server.auth_failure_burst, server.auth_failure_rate)
 
     # -- entry ---------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -72,9 +85,11 @@ class Proxy:
             return self._refused(request, "-", "-", resp, "bad_path", started)
         pool, rest = self._route(path)
         if pool is None:
-            if request.path == "/healthz":
-                return self._healthz(request)
-            if request.path == "/metrics" and self.metrics is not None:
+            if path == "/healthz":
+                return healthz(request)
+            if path == "/readyz":
+                return await readyz(self, request, started)
+            if path == "/metrics" and self.metrics is not None:
                 return await self.metrics.handle(request)
             resp = error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
             return self._refused(request, "-", "-", resp, "unknown_pool", started)
@@ -84,15 +99,11 @@ class Proxy:
         else:
             token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
         client = self.runtime.recognise(token)
-        try:
-            if client is None and token.isascii() and token.isprintable():  # other bytes are no token of ours
-                client = await self.runtime.authenticate(token)
-        except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
-            resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
-                                  "store_unavailable", retry_after=1.0)
-            if self.runtime.telemetry is not None:
-                self.runtime.telemetry.store_error("auth")
-            return self._refused(request, pool.name, "-", resp, "store_unavailable", started)
+        if client is None:
+            found = await self._authenticate(request, pool.name, token, started)
+            if isinstance(found, web.Response):
+                return found
+            client = found
         if client is None:
             resp = error_response(
                 401,
@@ -113,13 +124,13 @@ class Proxy:
                 body = await _read_body(request, policy.max_body_bytes)
             else:
                 body, held = await self._read_rest(request, policy.max_body_bytes)
-        except _BODY_REFUSALS as exc:
+        except REFUSALS as exc:
             if isinstance(exc, (BodyTooSlow, MalformedBody)):
                 request.content.feed_eof()  # nothing more worth reading: answer, then close at once
-                resp, why = _body_refusal(exc, policy.max_body_bytes)
+                resp, why = refusal(exc, policy.max_body_bytes)
                 resp.force_close()
                 return self._refused(request, pool.name, client.name, resp, why, started)
-            return self._refused(request, pool.name, client.name, *_body_refusal(exc, policy.max_body_bytes), started)
+            return self._refused(request, pool.name, client.name, *refusal(exc, policy.max_body_bytes), started)
         url = join_upstream(pool.settings.base_url, rest, request.query_string)
         status, outcome, attempts = 0, "", None
         try:
@@ -166,12 +177,33 @@ class Proxy:
             telemetry.requests.append((pool, outcome, resp.status, -1.0, -1.0))
         return resp
 
-    def _healthz(self, request: web.BaseRequest) -> web.Response:
-        """Ready to serve: answers without a token and without touching upstream."""
-        if request.method not in ("GET", "HEAD"):
-            return error_response(405, "use GET /healthz", code="method_not_allowed", headers={"Allow": "GET, HEAD"})
-        pools = {name: p.eligible_count() for name, p in self.runtime.pools.items()}
-        return web.json_response({"status": "ok", "eligible_keys": pools})
+    async def _authenticate(self, request: web.BaseRequest, pool: str, token: str, started: float) -> Client | None | web.Response:
+        """A token not recognised at once: checked (hash, store), unless its source is throttled
+        for guessing (then only tokens held in memory pass, the rest get 429). ``None``: refused
+        (and counted); a response: answer with it."""
+        source = request.remote or "-"
+        wait = self.throttle.blocked(source)
+        client = None
+        if not (token.isascii() and token.isprintable()):  # other bytes are no token of ours
+            pass
+        elif wait is not None:
+            client = self.runtime.known(token)
+            if client is None:
+                resp = error_response(429, "too many unknown tokens from this address; slow down", "rate_limit_error",
+                                      "too_many_auth_failures", retry_after=wait)
+                return self._refused(request, pool, "-", resp, "throttled", started)
+        else:
+            try:
+                client = await self.runtime.authenticate(token)
+            except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
+                resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
+                                      "store_unavailable", retry_after=1.0)
+                if self.runtime.telemetry is not None:
+                    self.runtime.telemetry.store_error("auth")
+                return self._refused(request, pool, "-", resp, "store_unavailable", started)
+        if client is None and token:  # a guess (no token at all is a misconfigured client, not a guess)
+            self.throttle.failed(source)
+        return client
 
     async def _read_rest(self, request: web.BaseRequest, limit: int) -> tuple[bytes, int]:
         """A body still on its way (bodies.py: 100-continue, timeouts, the memory cap): refused
@@ -385,29 +417,11 @@ _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, 
 
 _TooLarge = BodyTooLarge
 _Closing = Closing
-_BODY_REFUSALS = (BodyTooLarge, BodyTooSlow, Busy, Closing, MalformedBody)
-
-
 class _ClientGone(Exception):
     """The client hung up before the stream's last event: it costs the key nothing."""
 
     def __init__(self, response: web.StreamResponse) -> None:
         self.response = response
-
-
-def _body_refusal(exc: Exception, limit: int) -> tuple[web.Response, str]:
-    """The answer to a body refused (bodies.py), and its access-log outcome."""
-    if isinstance(exc, BodyTooLarge):
-        return _too_large(limit), "too_large"
-    if isinstance(exc, Closing):
-        return error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down"), "shutting_down"
-    if isinstance(exc, Busy):
-        msg = "too many request bodies in flight; retry shortly"
-        return error_response(503, msg, "server_error", "server_busy", retry_after=1.0), "busy"
-    if isinstance(exc, BodyTooSlow):
-        resp = error_response(408, "request body too slow or stalled", code="request_timeout")
-        return resp, "body_timeout"
-    return error_response(400, f"malformed request body ({exc})", code="malformed_body"), "bad_body"
 
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
@@ -425,6 +439,3 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     return body
 
 
-
-def _too_large(limit: int) -> web.Response:
-    return error_response(413, f"request body larger than the limit of {limit} bytes", code="request_too_large")
