@@ -47,12 +47,9 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         keys = {s for s in secrets if len(s) >= MIN_FRAGMENT and s.isascii()}
-        grams: set[str] = set()
-        chars: set[str] = set()
-        for s in keys:
-            chars.update(s)
-            grams.update(s[i : i + MIN_FRAGMENT] for i in range(len(s) - MIN_FRAGMENT + 1))
-        self._grams = frozenset(grams)
+        n = MIN_FRAGMENT
+        self._grams = frozenset({s[i : i + n] for s in keys for i in range(len(s) - n + 1)})
+        chars = set("".join(keys))
         self._keys = frozenset(keys)
         self.size = len(keys)
         cls = "".join(re.escape(c) for c in sorted(chars)) or "\\x00"
