@@ -43,7 +43,7 @@ def safe_mask(secret: str) -> str:
 class Redactor:
     """Redacts the given secrets (and their fragments) from str and bytes. Immutable."""
 
-    __slots__ = ("_grams", "_keys", "_memo", "_runs", "_runs_b", "size")
+    __slots__ = ("_grams", "_keys", "_runs", "_runs_b", "memo", "size")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         keys = {s for s in secrets if len(s) >= MIN_FRAGMENT and s.isascii()}
@@ -57,7 +57,7 @@ class Redactor:
         self._runs = re.compile(pattern)
         self._runs_b = re.compile(pattern.encode("ascii"))
         #: header values seen clean (they repeat: content types, organisations, versions)
-        self._memo: dict[str, str] = {}
+        self.memo: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -126,12 +126,12 @@ class Redactor:
     def value(self, v: str) -> str:
         """A header value, redacted (ASCII: ``...`` for ``…``); values seen clean before are
         answered from a memo."""
-        if len(v) < MIN_FRAGMENT or v in self._memo:
+        if len(v) < MIN_FRAGMENT or v in self.memo:
             return v
         clean = self.text(v)
         if clean is not v:
             return clean.replace(_ELLIPSIS, "...")  # header values stay ASCII
-        memo = self._memo
+        memo = self.memo
         if len(memo) >= 4096:
             memo.clear()
         memo[v] = v

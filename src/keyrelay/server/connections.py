@@ -99,7 +99,10 @@ class _Guarded(RequestHandler):
     def _head_expired(self) -> None:
         self._head_timer = None
         waiter = self._waiter
-        if waiter is not None and not waiter.done() and self.transport is not None:
+        waiting = waiter is not None and not waiter.done()
+        # a head begun and not finished, or none at all since the opening (an idle keep-alive
+        # connection between requests is keepalive_timeout's business)
+        if waiting and (self._head > 0 or self._request_count == 0) and self.transport is not None:
             self._limits.timed_out += 1
             self.force_close()  # closes the transport
 

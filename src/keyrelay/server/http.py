@@ -133,13 +133,14 @@ def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
     values seen clean before cost a dict lookup: docs/design.md, "Secrets")."""
     out = {}
     known = _BACK_MEMO.get
-    clean = redactor.current().value
+    r = redactor.current()
+    clean, seen = r.value, r.memo  # values seen clean before: one dict lookup, no call
     for k, v in upstream.items():
         keep = known(k)
         if keep is None:
             keep = _back_learn(k)
         if keep:
-            out[k] = clean(v)
+            out[k] = v if v in seen else clean(v)
     return out
 
 
