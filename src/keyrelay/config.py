@@ -82,6 +82,29 @@ class ServerSettings:
     max_connections: int = 1000
     #: gateway processes sharing the port and the store (``keyrelay serve --workers``)
     workers: int = 1
+    # -- limits on clients (server/connections.py, server/bodies.py) --
+    #: open client connections at most (each beyond gets 503); lowered to fit the fd limit
+    max_client_connections: int = 10000
+    #: seconds a connection has to send a whole request head (from its first byte, or its opening)
+    header_timeout: float = 10.0
+    #: seconds an idle keep-alive connection stays open
+    keepalive_timeout: float = 75.0
+    #: bytes of one request head (request line and headers) at most: 431 beyond
+    max_header_bytes: int = 32768
+    #: header lines of one request at most; bytes of the request line or of one header line at most
+    max_headers: int = 100
+    max_line_size: int = 8190
+    #: seconds a request body may stall; after that long, bytes a second it must average
+    body_timeout: float = 30.0
+    body_min_rate: float = 10240.0
+    #: bytes held by request bodies still arriving, all requests together: 503 beyond
+    max_body_memory: int = 268435456
+    #: unknown tokens a client address may send in a row; then 429 until it slows to
+    #: ``auth_failure_rate`` a second (0 turns throttling off)
+    auth_failure_burst: int = 20
+    auth_failure_rate: float = 1.0
+    #: ``/readyz`` (pools and eligible keys) answers without a token
+    readyz_public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +255,7 @@ def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
     name = raw.pop("name", None)
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ConfigError(f"{where}.name", "required: letters, digits, '-' or '_'")
-    if name in ("v1", "healthz", "admin", "metrics"):
+    if name in ("v1", "healthz", "readyz", "admin", "metrics"):
         raise ConfigError(f"{where}.name", f"{name!r} is reserved")
     retry = _frozen(RetryPolicy, raw.pop("retry", {}), f"{where}.retry")
     cooling = _frozen(CoolingPolicy, raw.pop("cooling", {}), f"{where}.cooling")
@@ -301,6 +324,10 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
         raise ConfigError("server.port", f"must be between 1 and 65535, got {server.port}")
     if server.workers < 1:
         raise ConfigError("server.workers", f"must be at least 1, got {server.workers}")
+    for name in ("max_client_connections", "header_timeout", "keepalive_timeout", "max_header_bytes", "max_headers",
+                 "max_line_size", "body_timeout", "max_body_memory"):
+        if not getattr(server, name) > 0:
+            raise ConfigError(f"server.{name}", f"must be greater than 0, got {getattr(server, name)}")
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level", f"expected debug, info, warning or error, got {server.log_level!r}")
     store = dict(_table(doc, "store", "store"))

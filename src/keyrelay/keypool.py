@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from keyrelay import redactor
 from keyrelay.config import PoolSettings
 from keyrelay.core.correlation import Admission, CorrelationGuard
 from keyrelay.core.machine import on_outcome
@@ -84,6 +85,7 @@ class KeyPool:
         self.backlog: deque[tuple[Transition, Verdict, int]] = deque(maxlen=10_000)
         #: counts for /metrics and events for the alerts (set by the runtime; None: not wanted)
         self.telemetry: Telemetry | None = None
+        redactor.register(self)  # its keys join the process's one redaction (redactor.py)
 
     # -- choosing ------------------------------------------------------------------------
     def acquire(self, exclude: Collection[str] = ()) -> Lease | None:
@@ -121,6 +123,8 @@ class KeyPool:
         """Count an outcome and decide what it does to the key. Memory is updated at once (so no
         new request goes to a retired key); the returned transition must be persisted. With
         ``release``, the lease is given back too (under the same lock)."""
+        if verdict.outcome is not Outcome.OK and (verdict.message or verdict.code):
+            verdict = _scrubbed(verdict)  # the evidence goes into events, logs and the store
         with self.lock:
             if release:
                 self.state.release(lease)
@@ -243,12 +247,33 @@ class KeyPool:
     # -- syncing -------------------------------------------------------------------------
     def upsert(self, record: KeyRecord) -> None:
         with self.lock:
+            before = self.state.secrets_version
             self.state.upsert(record)
+            if self.state.secrets_version != before:
+                redactor.changed()
 
     def remove(self, key_id: str) -> None:
         with self.lock:
+            before = self.state.secrets_version
             self.state.remove(key_id)
+            if self.state.secrets_version != before:
+                redactor.changed()
+
+    def secrets(self) -> list[str]:
+        """Every key of the pool (for the redaction only)."""
+        with self.lock:
+            return [r.secret for r in self.state]
 
     def records(self) -> list[KeyRecord]:
         with self.lock:
             return list(self.state)
+
+
+def _scrubbed(verdict: Verdict) -> Verdict:
+    """``verdict`` without any key (of any pool) in its message or code."""
+    r = redactor.current()
+    message = r.text(verdict.message)
+    code = r.text(verdict.code) if verdict.code else verdict.code
+    if message is verdict.message and code is verdict.code:
+        return verdict
+    return replace(verdict, message=message, code=code)

@@ -1,7 +1,14 @@
 """Logging set-up: one structured ``key=value`` line per event on stderr.
 
-Lines never carry a full upstream key: the code logs masked keys only, and a last-line-of-defence
-filter redacts anything key-shaped that a foreign exception text might bring in.
+Lines never carry a full upstream key: the code logs masked keys only, and every line but the
+access line (built from masked values) passes the process's one redaction (``redactor.py``:
+every key of every pool, and any fragment of 8 characters or more), then the old key-shape
+pattern.
+
+Lines cannot be forged: every value put into a line is escaped (:func:`escape`: control
+characters, CR and LF included, quotes and backslashes become ``\\xNN``), so a value can
+neither start a line of its own nor close a quoted value early. The access line's path (the
+client's, decoded) is escaped the same way, spaces too, and cut at :data:`PATH_LIMIT`.
 
 The access log is on the hot path (one line per request), so lines are written through a
 buffer that a small thread flushes every 0.2 s, and at once for warnings and errors; the
@@ -19,10 +26,37 @@ import time
 from collections import deque
 from typing import TextIO
 
+from keyrelay import redactor
 from keyrelay.core.masking import redact
 from keyrelay.core.pool import Lease
 
-__all__ = ["AccessLog", "BufferedStreamHandler", "LogfmtFormatter", "access_log", "setup_logging"]
+__all__ = ["AccessLog", "BufferedStreamHandler", "LogfmtFormatter", "access_log", "escape", "setup_logging"]
+
+#: the longest path an access line shows (the rest is cut, with ``…`` to say so)
+PATH_LIMIT = 200
+
+
+def _hex(ch: str) -> str:
+    o = ord(ch)
+    return f"\\x{o:02x}" if o < 256 else f"\\u{o:04x}"
+
+
+def escape(value: str, space: bool = False) -> str:
+    """``value`` safe inside a log line: control and other non-printable characters (CR, LF,
+    NUL, ESC, U+2028…), ``"`` and ``\\`` written as ``\\xNN`` (and spaces too with ``space``)."""
+    if value.isprintable() and '"' not in value and "\\" not in value and not (space and " " in value):
+        return value
+    bad = ' "\\' if space else '"\\'
+    return "".join(_hex(c) if c in bad or not c.isprintable() else c for c in value)
+
+
+def _path(path: str) -> str:
+    """A client's path as an access line shows it: escaped, spaces too, and cut."""
+    if len(path) > PATH_LIMIT:
+        return escape(path[:PATH_LIMIT], True)[:PATH_LIMIT] + "…"
+    if path.isprintable() and " " not in path and '"' not in path and "\\" not in path:
+        return path
+    return escape(path, True)[:PATH_LIMIT]
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -32,12 +66,17 @@ class LogfmtFormatter(logging.Formatter):
     _ts = ""
 
     def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if isinstance(args, tuple) and args:  # every value escaped: no forged lines or values
+            record.args = tuple(escape(a) if isinstance(a, str) else a for a in args)
         msg = record.getMessage()
+        if not msg.isprintable():  # a non-str value (an exception's text) with a CR/LF in it
+            msg = "".join(c if c.isprintable() else _hex(c) for c in msg)
         if record.exc_info:
             msg = f"{msg} exc={record.exc_info[0].__name__ if record.exc_info[0] else ''}"
             record.exc_info = None
         if record.name != "keyrelay.access":  # access lines are built from masked values only
-            msg = redact(msg)
+            msg = redact(redactor.scrub(msg))
         sec = int(record.created)
         if sec != self._sec:  # one strftime per second, not per line
             self._sec, self._ts = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
@@ -125,11 +164,13 @@ class AccessLog:
         """One request's line (masked key only); ``started`` is its ``time.perf_counter()``."""
         tenths = int((time.perf_counter() - started) * 10_000 + 0.5)  # of a millisecond
         key, masked = ("-", "-") if lease is None else (lease.key_id, lease.masked)
+        if len(path) > PATH_LIMIT or not path.isprintable() or " " in path or '"' in path or "\\" in path:
+            path = _path(path)
         h = self._handler
         if h is None:
             self._logger.info(
                 "pool=%s key=%s masked=%s method=%s path=%s status=%d outcome=%s attempts=%d ms=%.1f client=%s",
-                pool, key, masked, method, path, status, outcome, attempts, tenths / 10, client,
+                pool, key, masked, escape(method, True), path, status, outcome, attempts, tenths / 10, client,
             )
             return
         now = time.time()

@@ -192,6 +192,18 @@ class Runtime:
             return hit[0]
         return None
 
+    def known(self, token: str) -> Client | None:
+        """The client of ``token`` if this process holds it in memory (a config token, or one the
+        store confirmed lately), without asking the store; ``None`` otherwise."""
+        if not token:
+            return None
+        h = hash_token(token)
+        client = self._config_tokens.get(h)
+        if client is None:
+            hit = self._token_cache.get(h)
+            client = hit[0] if hit is not None else None
+        return client
+
     async def authenticate(self, token: str) -> Client | None:
         """The client a bearer token belongs to, or ``None``. Tokens are compared by hash."""
         if not token:

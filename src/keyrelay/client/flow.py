@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from keyrelay import answers
+from keyrelay import answers, redactor
 from keyrelay.client.pool import Pool
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
@@ -151,13 +151,13 @@ class Relay:
         return resp
 
     def error_response(self, resp: Any, body: bytes, attempts: Attempts, lease: Lease) -> Any:
-        safe = self.dialect.error_body(resp.status_code, body, (lease.secret,))
+        safe = redactor.current().data(self.dialect.error_body(resp.status_code, body, (lease.secret,)))
         out = self.body_response(resp, safe, attempts, lease.key_id)
         out.headers["content-type"] = "application/json"
         return out
 
     def sse_error_response(self, resp: Any, first: bytes, attempts: Attempts, lease: Lease) -> Any:
-        event = self.dialect.error_body(200, first_data(first) or b"", (lease.secret,))
+        event = redactor.current().data(self.dialect.error_body(200, first_data(first) or b"", (lease.secret,)))
         return self.body_response(resp, b"data: " + event + b"\n\ndata: [DONE]\n\n", attempts, lease.key_id)
 
     def stream_response(self, resp: Any, chunks: Any, first: bytes, attempts: Attempts, lease: Lease) -> Any:
@@ -205,7 +205,7 @@ class Relay:
     def scrub(self, exc: BaseException, secrets: tuple[str, ...]) -> BaseException:
         """``exc``, or a copy whose text holds no key (the original is then not chained)."""
         text = str(exc)
-        clean = redact(text, secrets)
+        clean = redactor.current().text(redact(text, secrets))
         if clean == text:
             return exc
         try:

@@ -45,6 +45,8 @@ class PoolState:
         self._inflight: dict[str, int] = {}
         self._cooling: list[tuple[float, str]] = []  # heap of (until, key id), lazily cleaned
         self._eligible: set[str] = set()
+        #: grows whenever a key's secret arrives, changes or leaves (redaction rebuilds on it)
+        self.secrets_version = 0
 
     # -- reading -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -81,6 +83,8 @@ class PoolState:
         old = self._records.get(record.id)
         if not force and old is not None and old.version > record.version:
             return
+        if old is None or old.secret != record.secret:
+            self.secrets_version += 1
         self._records[record.id] = record
         self._leases[record.id] = Lease(record.id, self.name, record.secret, record.version, record.masked)
         if record.state is KeyState.ACTIVE:
@@ -95,7 +99,8 @@ class PoolState:
             self.upsert(r)
 
     def remove(self, key_id: str) -> None:
-        self._records.pop(key_id, None)
+        if self._records.pop(key_id, None) is not None:
+            self.secrets_version += 1
         self._leases.pop(key_id, None)
         self._make_ineligible(key_id)
 

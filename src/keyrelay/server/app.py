@@ -22,6 +22,7 @@ from aiohttp import web
 
 from keyrelay.config import Settings
 from keyrelay.runtime import Runtime
+from keyrelay.server.connections import GuardedServer
 from keyrelay.server.proxy import Proxy
 
 __all__ = ["GatewayRunner", "run_server", "serve"]
@@ -72,7 +73,22 @@ class GatewayRunner(web.BaseRunner):
         )
         # aiohttp's own request factory, with our body limit (aiohttp stops reading beyond it)
         factory = functools.partial(web.BaseRequest, loop=loop, client_max_size=self._max_body)
-        return web.Server(self.proxy.handle, request_factory=factory, **self._kwargs)
+        # limits on clients: aiohttp's own parameters, plus what it has none for (connections.py)
+        kwargs = {
+            "keepalive_timeout": server.keepalive_timeout,
+            "max_line_size": server.max_line_size,
+            "max_field_size": server.max_line_size,
+            "max_headers": server.max_headers,
+            # a body left unread after the answer (a 401 before it came) is read and dropped for at
+            # most this long before the connection closes (aiohttp: 10 s)
+            "lingering_time": 2.0,
+            **self._kwargs,
+        }
+        return GuardedServer(
+            self.proxy.handle, request_factory=factory, max_connections=connection_cap(server.max_client_connections,
+                                                                                       server.max_connections),
+            header_timeout=server.header_timeout, max_header_bytes=server.max_header_bytes, **kwargs,
+        )
 
     async def shutdown(self) -> None:
         self.proxy.drop_partial_bodies()
@@ -102,7 +118,8 @@ async def run_server(
     if sock is not None:
         site: web.BaseSite = web.SockSite(runner, sock)
     else:
-        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
+        # a deep accept queue: a burst of connections (an attack) must not make new clients wait on SYN retries
+        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True, backlog=4096)
     try:
         await site.start()
     except BaseException:  # e.g. the port is taken: close what setup() opened (the upstream session, the store)
@@ -128,6 +145,45 @@ async def run_server(
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+#: file descriptors kept free for everything but client connections (store, logs, listeners)
+FD_RESERVE = 64
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; the limit now in force."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return 1 << 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return hard if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_cap(wanted: int, upstream: int) -> int:
+    """``max_client_connections``, lowered (with a warning) when the file descriptors left after
+    the upstream connections (``max_connections``) and :data:`FD_RESERVE` cannot hold it: a
+    gateway out of descriptors stalls everyone, silently."""
+    limit = raise_fd_limit()
+    room = limit - upstream - FD_RESERVE
+    if wanted <= room:
+        return wanted
+    cap = max(16, room)
+    log.warning(
+        "max_client_connections=%d does not fit the open-file limit %d (with max_connections=%d upstream and %d "
+        "spare): serving at most %d client connections; raise the hard limit (ulimit -Hn) to allow more",
+        wanted, limit, upstream, FD_RESERVE, cap,
+    )
+    return cap
 
 
 def _safe_url(url: str) -> str:

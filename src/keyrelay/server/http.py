@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 import orjson
 from aiohttp import web
 
-from keyrelay import __version__
+from keyrelay import __version__, redactor
 
 __all__ = ["FORWARDED", "error_response", "forward_request_headers", "join_upstream", "response_headers"]
 
@@ -43,8 +43,24 @@ _DROP_RESPONSE = frozenset(
         "proxy-authenticate",
         "upgrade",
         "alt-svc",
+        # credentials echoed back, and what only an upstream's own debugging needs (hosts,
+        # routes, traces, the key or account it saw): never the client's business
+        "authorization",
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "proxy-authorization",
+        "via",
+        "x-powered-by",
+        "x-real-ip",
+        "x-amzn-trace-id",
+        "x-cloud-trace-context",
+        "x-envoy-upstream-service-time",
+        "x-served-by",
     }
 )
+#: name prefixes of debugging-only response headers (dropped like ``_DROP_RESPONSE``)
+_DROP_PREFIXES = ("x-debug", "x-envoy-", "x-upstream", "x-backend", "x-forwarded-", "x-amz-", "x-cache", "x-key")
 
 
 def join_upstream(base_url: str, rest: str, query: str) -> str:
@@ -88,7 +104,7 @@ def _forward_test(lk: str) -> int:
 
 
 _FORWARD_MEMO, _forward_learn = _memo(_forward_test)
-_BACK_MEMO, _back_learn = _memo(lambda lk: _DROP if lk in _DROP_RESPONSE else _KEEP)
+_BACK_MEMO, _back_learn = _memo(lambda lk: _DROP if lk in _DROP_RESPONSE or lk.startswith(_DROP_PREFIXES) else _KEEP)
 
 
 def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -112,15 +128,19 @@ def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
-    """Upstream's answer headers minus hop-by-hop ones and those aiohttp computes again."""
+    """Upstream's answer headers minus hop-by-hop ones, those aiohttp computes again and
+    debugging-only ones; every value kept is redacted (``WWW-Authenticate`` may name the key;
+    values seen clean before cost a dict lookup: docs/design.md, "Secrets")."""
     out = {}
     known = _BACK_MEMO.get
+    r = redactor.current()
+    clean, seen = r.value, r.memo  # values seen clean before: one dict lookup, no call
     for k, v in upstream.items():
         keep = known(k)
         if keep is None:
             keep = _back_learn(k)
         if keep:
-            out[k] = v
+            out[k] = v if v in seen else clean(v)
     return out
 
 

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from keyrelay import answers
+from keyrelay import answers, redactor
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
@@ -21,10 +21,24 @@ from keyrelay.logs import access_log
 from keyrelay.providers import Usage
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
-from keyrelay.runtime import Runtime
+from keyrelay.runtime import Client, Runtime
+from keyrelay.server.bodies import (
+    REFUSALS,
+    BodyBudget,
+    BodyTooLarge,
+    BodyTooSlow,
+    Closing,
+    MalformedBody,
+    read_body,
+    refusal,
+)
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
+from keyrelay.server.health import healthz, readyz
 from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
+from keyrelay.server.paths import path_problem
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
+from keyrelay.server.stream_guard import StreamGuard
+from keyrelay.server.throttle import AuthThrottle
 
 if TYPE_CHECKING:
     from keyrelay.server.metrics import MetricsEndpoint
@@ -52,15 +66,30 @@ class Proxy:
         self._closing = False
         #: ``GET /metrics`` (server/metrics.py), when [metrics] is enabled
         self.metrics: MetricsEndpoint | None = None
+        server = runtime.settings.server
+        #: memory held by request bodies still arriving, all requests together (bodies.py)
+        self.bodies = BodyBudget(server.max_body_memory)
+        self._body_timeout, self._body_min_rate = server.body_timeout, server.body_min_rate
+        #: failed tokens per client address (throttle.py)
+        self.throttle = AuthThrottle(server.auth_failure_burst, server.auth_failure_rate)
 
     # -- entry ---------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        pool, rest = self._route(request.path)
+        path = request.path
+        if (
+            ("/." in path or "%" in path or "\\" in path or not path.isprintable())  # paths.suspect, inlined
+            and (problem := path_problem(path)) is not None
+        ):  # paths stay inside their pool
+            resp = error_response(400, f"invalid path: {problem}", code="invalid_path")
+            return self._refused(request, "-", "-", resp, "bad_path", started)
+        pool, rest = self._route(path)
         if pool is None:
-            if request.path == "/healthz":
-                return self._healthz(request)
-            if request.path == "/metrics" and self.metrics is not None:
+            if path == "/healthz":
+                return healthz(request)
+            if path == "/readyz":
+                return await readyz(self, request, started)
+            if path == "/metrics" and self.metrics is not None:
                 return await self.metrics.handle(request)
             resp = error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
             return self._refused(request, "-", "-", resp, "unknown_pool", started)
@@ -70,15 +99,11 @@ class Proxy:
         else:
             token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
         client = self.runtime.recognise(token)
-        try:
-            if client is None:
-                client = await self.runtime.authenticate(token)
-        except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
-            resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
-                                  "store_unavailable", retry_after=1.0)
-            if self.runtime.telemetry is not None:
-                self.runtime.telemetry.store_error("auth")
-            return self._refused(request, pool.name, "-", resp, "store_unavailable", started)
+        if client is None:
+            found = await self._authenticate(request, pool.name, token, started)
+            if isinstance(found, web.Response):
+                return found
+            client = found
         if client is None:
             resp = error_response(
                 401,
@@ -91,18 +116,21 @@ class Proxy:
             resp = error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
             return self._refused(request, pool.name, client.name, resp, "forbidden", started)
         policy = pool.settings.retry
+        held = 0  # bytes of the body budget this request holds (a body that came slowly)
         try:
             if not request.body_exists:
                 body = b""
             elif request.content.is_eof():  # the whole body is here already (the usual case)
                 body = await _read_body(request, policy.max_body_bytes)
             else:
-                body = await self._read_rest(request, policy.max_body_bytes)
-        except _TooLarge:
-            return self._refused(request, pool.name, client.name, _too_large(policy.max_body_bytes), "too_large", started)
-        except _Closing:
-            resp = error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down")
-            return self._refused(request, pool.name, client.name, resp, "shutting_down", started)
+                body, held = await self._read_rest(request, policy.max_body_bytes)
+        except REFUSALS as exc:
+            if isinstance(exc, (BodyTooSlow, MalformedBody)):
+                request.content.feed_eof()  # nothing more worth reading: answer, then close at once
+                resp, why = refusal(exc, policy.max_body_bytes)
+                resp.force_close()
+                return self._refused(request, pool.name, client.name, resp, why, started)
+            return self._refused(request, pool.name, client.name, *refusal(exc, policy.max_body_bytes), started)
         url = join_upstream(pool.settings.base_url, rest, request.query_string)
         status, outcome, attempts = 0, "", None
         try:
@@ -125,6 +153,8 @@ class Proxy:
                 status, outcome = 499, "client_gone"
             raise
         finally:
+            if held:
+                self.bodies.give(held)
             if access_log.enabled:
                 access_log.request(
                     pool.name, attempts.last_lease if attempts else None, request.method, request.path, status,
@@ -147,22 +177,44 @@ class Proxy:
             telemetry.requests.append((pool, outcome, resp.status, -1.0, -1.0))
         return resp
 
-    def _healthz(self, request: web.BaseRequest) -> web.Response:
-        """Ready to serve: answers without a token and without touching upstream."""
-        if request.method not in ("GET", "HEAD"):
-            return error_response(405, "use GET /healthz", code="method_not_allowed", headers={"Allow": "GET, HEAD"})
-        pools = {name: p.eligible_count() for name, p in self.runtime.pools.items()}
-        return web.json_response({"status": "ok", "eligible_keys": pools})
+    async def _authenticate(self, request: web.BaseRequest, pool: str, token: str, started: float) -> Client | None | web.Response:
+        """A token not recognised at once: checked (hash, store), unless its source is throttled
+        for guessing (then only tokens held in memory pass, the rest get 429). ``None``: refused
+        (and counted); a response: answer with it."""
+        source = request.remote or "-"
+        wait = self.throttle.blocked(source)
+        client = None
+        if not (token.isascii() and token.isprintable()):  # other bytes are no token of ours
+            pass
+        elif wait is not None:
+            client = self.runtime.known(token)
+            if client is None:
+                resp = error_response(429, "too many unknown tokens from this address; slow down", "rate_limit_error",
+                                      "too_many_auth_failures", retry_after=wait)
+                return self._refused(request, pool, "-", resp, "throttled", started)
+        else:
+            try:
+                client = await self.runtime.authenticate(token)
+            except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
+                resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
+                                      "store_unavailable", retry_after=1.0)
+                if self.runtime.telemetry is not None:
+                    self.runtime.telemetry.store_error("auth")
+                return self._refused(request, pool, "-", resp, "store_unavailable", started)
+        if client is None and token:  # a guess (no token at all is a misconfigured client, not a guess)
+            self.throttle.failed(source)
+        return client
 
-    async def _read_rest(self, request: web.BaseRequest, limit: int) -> bytes:
-        """A body still on its way: refused beyond the limit, ended at shutdown."""
+    async def _read_rest(self, request: web.BaseRequest, limit: int) -> tuple[bytes, int]:
+        """A body still on its way (bodies.py: 100-continue, timeouts, the memory cap): refused
+        beyond the limit, ended at shutdown; the body and the budget bytes it holds."""
         if request.content_length is not None and request.content_length > limit:
             raise _TooLarge
         if self._closing:
             raise _Closing
         self._reading[id(request)] = request.content
         try:
-            return await _read_body(request, limit)
+            return await read_body(request, limit, self.bodies, self._body_timeout, self._body_min_rate)
         finally:
             del self._reading[id(request)]
 
@@ -226,7 +278,8 @@ class Proxy:
                     await self._record(pool, attempts, lease, verdict)
                     last = web.Response(
                         status=200,
-                        body=b"data: " + dialect.error_body(200, first_data(first) or b"", (lease.secret,)) + b"\n\ndata: [DONE]\n\n",
+                        body=b"data: " + redactor.current().data(dialect.error_body(200, first_data(first) or b"", (lease.secret,)))
+                        + b"\n\ndata: [DONE]\n\n",
                         headers=response_headers(up.headers),
                     )
                 else:
@@ -245,7 +298,8 @@ class Proxy:
                     await self._record(pool, attempts, lease, verdict)
                     hdrs = response_headers(up.headers)
                     hdrs["Content-Type"] = "application/json"
-                    last = web.Response(status=up.status, body=dialect.error_body(up.status, data, (lease.secret,)), headers=hdrs)
+                    clean = redactor.current().data(dialect.error_body(up.status, data, (lease.secret,)))
+                    last = web.Response(status=up.status, body=clean, headers=hdrs)
             except asyncio.CancelledError:
                 if attempts.lease is lease:
                     attempts.abandon(lease)
@@ -311,12 +365,13 @@ class Proxy:
         resp = web.StreamResponse(status=up.status, headers=hdrs)
         scanner = UsageScanner(pool.dialect)
         scanner.feed(first)
+        guard = StreamGuard()  # keys out of in-band error events after the first byte
         verdict = _OK
         before, last, ended = b"", b"", False  # the last two chunks written: did they end the stream?
         try:
             d.pause()  # waiting on the client, not the upstream
             await resp.prepare(request)
-            await resp.write(first)
+            await resp.write(guard.pass_(first))
             attempts.first_byte = time.perf_counter()
             last = first
             d.push()
@@ -324,7 +379,10 @@ class Proxy:
                 with d:
                     async for chunk in up.content.iter_any():
                         d.pause()
-                        await resp.write(chunk)
+                        if guard.held or not chunk.endswith(b"\n\n") or b"error" in chunk:
+                            await resp.write(guard.pass_(chunk))
+                        else:
+                            await resp.write(chunk)
                         before, last = last, chunk
                         d.push()
                         if scanner.wants(chunk):
@@ -332,10 +390,13 @@ class Proxy:
                 ended = True
             except _UPSTREAM_BROKE as exc:  # the upstream cut or stalled the stream: too late to fail over
                 d.pause()
+                await resp.write(guard.rest())
                 verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
                 err = orjson.dumps({"error": {"message": "upstream stream broke off", "type": "upstream_error", "param": None, "code": "stream_cut"}})
                 await resp.write(b"data: " + err + b"\n\n")
             d.pause()
+            if guard.held:
+                await resp.write(guard.rest())
             await resp.write_eof()
         except asyncio.CancelledError:
             if verdict is _OK and (ended or stream_ended(before, last)):  # hung up after the last event
@@ -354,19 +415,13 @@ class Proxy:
 _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
 
 
-class _TooLarge(Exception):
-    pass
-
-
+_TooLarge = BodyTooLarge
+_Closing = Closing
 class _ClientGone(Exception):
     """The client hung up before the stream's last event: it costs the key nothing."""
 
     def __init__(self, response: web.StreamResponse) -> None:
         self.response = response
-
-
-class _Closing(Exception):
-    """The server is shutting down before the request body arrived whole."""
 
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
@@ -375,11 +430,12 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _TooLarge from None
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - aiohttp's payload errors (bad chunked framing): the client's fault
+        raise MalformedBody(type(exc).__name__) from None
     if len(body) > limit:
         raise _TooLarge
     return body
 
 
-
-def _too_large(limit: int) -> web.Response:
-    return error_response(413, f"request body larger than the limit of {limit} bytes", code="request_too_large")

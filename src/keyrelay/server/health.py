@@ -1,0 +1,65 @@
+"""``/healthz`` and ``/readyz``.
+
+``/healthz`` tells anyone only that the process serves (``{"status": "ok"}``): no pool names,
+no counts. ``/readyz`` tells how many keys each pool can use now, to a caller with a client
+token (the pools that token may use), or to anyone when ``[server] readyz_public = true``; it
+answers 503 when a pool has no usable key. Neither touches the upstream.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from keyrelay.server.http import error_response
+
+if TYPE_CHECKING:
+    from keyrelay.server.proxy import Proxy
+
+__all__ = ["healthz", "readyz"]
+
+_OK = b'{"status":"ok"}'
+
+
+def _method(request: web.BaseRequest, path: str) -> web.Response | None:
+    if request.method in ("GET", "HEAD"):
+        return None
+    return error_response(405, f"use GET {path}", code="method_not_allowed", headers={"Allow": "GET, HEAD"})
+
+
+def healthz(request: web.BaseRequest) -> web.Response:
+    """Alive: answers without a token, and says nothing else."""
+    return _method(request, "/healthz") or web.Response(body=_OK, content_type="application/json")
+
+
+def _token(request: web.BaseRequest) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key", "")
+
+
+async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.Response:
+    """Pools and their usable keys, for a client token (or anyone, if configured)."""
+    refused = _method(request, "/readyz")
+    if refused is not None:
+        return refused
+    runtime = proxy.runtime
+    pools = list(runtime.pools)
+    if not runtime.settings.server.readyz_public:
+        token = _token(request)
+        client = runtime.recognise(token)
+        if client is None:
+            found = await proxy._authenticate(request, "-", token, started)
+            if isinstance(found, web.Response):
+                return found
+            client = found
+        if client is None:
+            return error_response(401, "/readyz needs a keyrelay token (or [server] readyz_public = true)",
+                                  code="invalid_api_key")
+        pools = [name for name in pools if client.may_use(name)]
+    eligible = {name: runtime.pools[name].eligible_count() for name in pools}
+    ready = all(eligible.values())
+    return web.json_response({"status": "ok" if ready else "no_usable_key", "eligible_keys": eligible},
+                             status=200 if ready else 503)
