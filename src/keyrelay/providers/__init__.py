@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from keyrelay.providers.anthropic import AnthropicDialect
 from keyrelay.providers.base import Dialect, Usage
 from keyrelay.providers.openai import OpenAIDialect
 
 __all__ = ["DIALECTS", "Dialect", "Usage", "get_dialect"]
 
-DIALECTS: dict[str, type] = {"openai": OpenAIDialect}
+DIALECTS: dict[str, type] = {"openai": OpenAIDialect, "anthropic": AnthropicDialect}
 
 
 def get_dialect(name: str) -> Dialect:
