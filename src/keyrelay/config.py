@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
 from keyrelay.exceptions import KeyrelayError
-from keyrelay.providers import DIALECTS
+from keyrelay.providers import DIALECTS, default_base_url
 from keyrelay.stores.base import hash_token
 from keyrelay.stores.crypto import MIN_SECRET_LENGTH, SecretSource
 
@@ -265,9 +265,14 @@ def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
     env_url = environ.get(f"KEYRELAY_POOL_{name.upper().replace('-', '_')}_BASE_URL")
     if env_url:
         raw["base_url"] = env_url
+    provider = raw.get("provider", "openai")
+    if not isinstance(provider, str) or provider not in DIALECTS:
+        raise ConfigError(f"{where}.provider", f"unknown provider {provider!r} (known: {', '.join(sorted(DIALECTS))})")
+    if "base_url" not in raw:  # each provider's own API; Azure's is a resource of its own: required
+        raw["base_url"] = default_base_url(provider)
+        if not raw["base_url"]:
+            raise ConfigError(f"{where}.base_url", f"required for provider {provider!r} (e.g. https://<resource>.openai.azure.com)")
     pool: PoolSettings = _frozen(PoolSettings, raw, where, name=name, retry=retry, cooling=cooling, checker=checker)
-    if pool.provider not in DIALECTS:
-        raise ConfigError(f"{where}.provider", f"unknown provider {pool.provider!r} (known: {', '.join(sorted(DIALECTS))})")
     if pool.strategy not in STRATEGIES:
         raise ConfigError(
             f"{where}.strategy", f"unknown strategy {pool.strategy!r} (choose from {', '.join(STRATEGIES)})"

@@ -154,6 +154,8 @@ class AnthropicDialect:
     token_hint = "Send 'x-api-key: <token>' (or 'Authorization: Bearer <token>')"
     default_base_url = "https://api.anthropic.com"
     usage_key = b'"usage"'
+    stream_end = b'"message_stop"'
+    api_roots: tuple[str, ...] = ("/v1/",)
     checks_requests = False
     #: the API version the checker's probe asks for (clients send their own)
     probe_version = "2023-06-01"

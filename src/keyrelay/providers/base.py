@@ -58,6 +58,12 @@ class Dialect(Protocol):
     default_base_url: str
     #: the bytes that start a usage object in this dialect's answers (found without decoding)
     usage_key: bytes
+    #: bytes that show a stream reached its normal end (OpenAI's ``[DONE]``), so a caller that
+    #: closes it right after still counts as a success
+    stream_end: bytes
+    #: path prefixes of this API: a path that names no pool but starts with one of these goes to
+    #: the default pool when it speaks this dialect (Azure's ``/openai/deployments/…``)
+    api_roots: tuple[str, ...]
     #: does :meth:`request_error` have anything to say (saves the call when not)
     checks_requests: bool
 

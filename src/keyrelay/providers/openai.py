@@ -295,6 +295,8 @@ class OpenAIDialect:
     token_hint = "Send 'Authorization: Bearer <token>'"
     default_base_url = "https://api.openai.com/v1"
     usage_key = b'"usage"'
+    stream_end = b"[DONE]"
+    api_roots: tuple[str, ...] = ("/v1/",)
     checks_requests = False
 
     def client_token(self, headers: Mapping[str, str], query_string: str) -> str:

@@ -147,7 +147,8 @@ class BillingProbe:
 
 
 class ModelsProbe:
-    """``GET {base}/models``: proves a key valid, never that it can pay."""
+    """``GET {base}/models`` (the dialect's own: Anthropic ``/v1/models`` with ``anthropic-version``,
+    Gemini ``/v1beta/models``, Azure ``/openai/models``): proves a key valid, never that it can pay."""
 
     name = "models"
 
@@ -156,7 +157,8 @@ class ModelsProbe:
         self.dialect = dialect
 
     def flow(self, secret: str, now: float) -> ProbeFlow:
-        resp = yield ProbeRequest("GET", f"{self.base}/models", self.dialect.auth_headers(secret))
+        url, headers = self.dialect.models_probe(self.base, secret)  # each dialect's own list of models
+        resp = yield ProbeRequest("GET", url, headers)
         return self.read(resp, now)
 
     def read(self, resp: ProbeResponse, now: float) -> ProbeResult:
