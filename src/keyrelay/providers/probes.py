@@ -165,6 +165,10 @@ class ModelsProbe:
         invalid = auth_failure(self.name, self.dialect, resp, now)
         if invalid is not None:
             return invalid
+        if resp.status == 400:  # Gemini answers a bad key with 400 API_KEY_INVALID
+            v = self.dialect.classify(resp.status, resp.headers, resp.body, now)
+            if v.outcome is Outcome.INVALID_KEY:
+                return ProbeResult(INVALID, self.name, v.reason or "invalid key", resp.status, v.code)
         if 200 <= resp.status < 300:
             v = self.dialect.classify(resp.status, resp.headers, resp.body, now)
             if v.outcome is Outcome.OK:
