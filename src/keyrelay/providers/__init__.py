@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from keyrelay.providers.anthropic import AnthropicDialect
+from keyrelay.providers.azure import AzureDialect
 from keyrelay.providers.base import Dialect, Usage
+from keyrelay.providers.gemini import GeminiDialect
 from keyrelay.providers.openai import OpenAIDialect
 
 __all__ = ["DIALECTS", "Dialect", "Usage", "default_base_url", "get_dialect"]
 
-DIALECTS: dict[str, type] = {"openai": OpenAIDialect, "anthropic": AnthropicDialect}
+DIALECTS: dict[str, type] = {
+    "openai": OpenAIDialect,
+    "anthropic": AnthropicDialect,
+    "azure": AzureDialect,
+    "gemini": GeminiDialect,
+}
 
 
 def get_dialect(name: str) -> Dialect:

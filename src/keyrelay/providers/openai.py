@@ -298,6 +298,8 @@ class OpenAIDialect:
     stream_end = b"[DONE]"
     api_roots: tuple[str, ...] = ("/v1/",)
     checks_requests = False
+    #: the classification table (``None``: :data:`RULES`); a subclass may put its own rows first
+    rules: tuple[Rule, ...] | None = None
 
     def client_token(self, headers: Mapping[str, str], query_string: str) -> str:
         auth = headers.get("Authorization", "")
@@ -340,7 +342,7 @@ class OpenAIDialect:
         code = _code(err) if err else ""
         raw_message = _s(err.get("message")) if err else ""
         message = redact(raw_message)[:300]
-        rule = match(eff, err, code)
+        rule = match(eff, err, code, self.rules)
         if rule is None:
             return Verdict(Outcome.CLIENT_ERROR if 400 <= eff < 500 else Outcome.UPSTREAM_FAULT, status, code or None, message)
         outcome = _OUTCOMES[rule.outcome]
