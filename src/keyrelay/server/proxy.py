@@ -245,7 +245,10 @@ class Proxy:
         name, _, tail = path[1:].partition("/")
         pool = self.runtime.pools.get(name)
         if pool is not None:
-            return pool, "/" + tail
+            rest, roots = "/" + tail, pool.dialect.api_roots
+            if path.startswith(roots) and not rest.startswith(roots):  # an Azure pool named "openai", no prefix
+                return pool, path
+            return pool, rest
         default = self.runtime.default_pool
         if default is not None and path.startswith(default.dialect.api_roots):
             return default, path
