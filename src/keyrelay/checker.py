@@ -31,7 +31,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
@@ -39,6 +39,7 @@ from keyrelay.core.machine import ProbeKind, ProbeResult, combine_probes, on_pro
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Event, KeyRecord, KeyState, Transition
 from keyrelay.keypool import KeyPool
+from keyrelay.providers.base import rebase_url
 from keyrelay.providers.probes import Probe, ProbeRequest, ProbeResponse, build_probes
 from keyrelay.schedule import Schedule
 from keyrelay.stores.base import Store
@@ -91,14 +92,22 @@ class SweepReport:
 
 
 async def run_probe(
-    session: aiohttp.ClientSession, probe: Probe, secret: str, now: float, timeout: float
+    session: aiohttp.ClientSession,
+    probe: Probe,
+    secret: str,
+    now: float,
+    timeout: float,
+    rebase: tuple[str, str | None] = ("", None),
 ) -> ProbeResult:
-    """Drive one probe's flow over HTTP. Network errors and timeouts are *unknown*."""
+    """Drive one probe's flow over HTTP. Network errors and timeouts are *unknown*. ``rebase``:
+    (the pool's base URL, the key's own) when the key has one: its probes go there."""
     flow = probe.flow(secret, now)
     try:
         req = next(flow)
         while True:
             try:
+                if rebase[1]:
+                    req = replace(req, url=rebase_url(req.url, rebase[0], rebase[1]))
                 resp = await _send(session, req, timeout)
             except _NETWORK_ERRORS as exc:
                 flow.close()
@@ -302,7 +311,8 @@ class Checker:
         policy = pool.settings.checker
         results: list[ProbeResult] = []
         for probe in probes:
-            r = await run_probe(session, probe, rec.secret, self.clock(), policy.timeout)
+            rebase = (pool.settings.base_url, getattr(rec, "base_url", None))
+            r = await run_probe(session, probe, rec.secret, self.clock(), policy.timeout, rebase)
             results.append(r)
             if r.kind in _DECISIVE:
                 break

@@ -21,7 +21,7 @@ from google import genai
 from google.genai import types
 
 from keyrelay.config import parse_settings
-from keyrelay.core.model import KeyState
+from keyrelay.core.model import KeyRecord, KeyState
 from keyrelay.runtime import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import open_store
@@ -281,3 +281,32 @@ async def test_azure_paths_without_a_pool_go_to_the_default_azure_pool(pool: str
     finally:
         await runner.cleanup()
         await fake.close()
+
+
+@pytest.mark.skipif(not hasattr(KeyRecord, "base_url"), reason="per-key base_url arrives with the stores branch")
+async def test_a_key_with_its_own_base_url_is_sent_there() -> None:
+    key = "azkey-own-resource-" + "k" * 24
+    async with FakeUpstream({key: Behavior.OK}) as own:
+        doc = {
+            "store": {"url": "memory://"},
+            "pools": [{"name": "az", "provider": "azure", "base_url": "http://127.0.0.1:9"}],
+            "tokens": [{"name": "t", "pools": ["az"], "token": TOKEN}],
+        }
+        settings = parse_settings(doc, {})
+        store = open_store(settings.store_url)
+        await store.open()
+        await store.add_keys("az", [key], time.time(), base_url=f"{own.root}/azure")  # type: ignore[call-arg]
+        runner = GatewayRunner(Runtime(settings, store))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        try:
+            client = openai.AsyncAzureOpenAI(azure_endpoint=f"http://{host}:{port}/az", api_key=TOKEN,
+                                             api_version="2024-10-21", max_retries=0)
+            r = await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            assert r.choices[0].message.content
+            await client.close()
+        finally:
+            await runner.cleanup()
+        assert own.count(key) == 1

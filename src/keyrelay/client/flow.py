@@ -34,6 +34,7 @@ from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.providers import Usage
+from keyrelay.providers.base import rebase_url
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, first_data
@@ -107,9 +108,10 @@ class Relay:
         self._query = self.dialect.credential_query
 
     # -- requests ------------------------------------------------------------------------
-    def attempt_request(self, request: Any, secret: str) -> Any:
+    def attempt_request(self, request: Any, secret: str, base_url: str | None = None) -> Any:
         """A copy of ``request`` that presents ``secret`` and none of the caller's credentials
-        (the caller's request object never holds a pool key)."""
+        (the caller's request object never holds a pool key), sent to the key's own ``base_url``
+        when it has one."""
         auth = self._auth.get(secret)
         if auth is None:
             if len(self._auth) > 10_000:
@@ -119,6 +121,8 @@ class Relay:
         headers = [(k, v) for k, v in request.headers.raw if k.lower() not in strip]
         headers += auth
         url = request.url
+        if base_url is not None:
+            url = self.http.URL(rebase_url(str(url), self.keypool.settings.base_url, base_url))
         if self._query and self._query in url.params:  # Gemini's ?key=: the caller's, never sent
             url = url.copy_remove_param(self._query)
         return self.http.Request(request.method, url, headers=headers, stream=request.stream, extensions=request.extensions)
@@ -271,7 +275,7 @@ def relay_flow(r: Relay, request: Any) -> Flow:
         secrets += (lease.secret,)
         started = time.perf_counter()
         try:
-            resp = yield Send(r.attempt_request(request, lease.secret))
+            resp = yield Send(r.attempt_request(request, lease.secret, lease.base_url))
         except r.network_errors as exc:
             verdict = _network(exc)
             yield from _record(r, attempts, lease, verdict)

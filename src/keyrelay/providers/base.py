@@ -9,7 +9,17 @@ from typing import Any, Protocol
 
 from keyrelay.core.model import Verdict
 
-__all__ = ["Dialect", "Rule", "Usage"]
+__all__ = ["Dialect", "Rule", "Usage", "rebase_url"]
+
+
+def rebase_url(url: str, pool_base: str, key_base: str | None) -> str:
+    """``url`` (made on the pool's ``base_url``) sent to a key's own base URL instead."""
+    if not key_base:
+        return url
+    base = pool_base.rstrip("/")
+    if not url.startswith(base) or url[len(base) : len(base) + 1] not in ("", "/", "?"):
+        return url
+    return key_base.rstrip("/") + url[len(base) :]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from keyrelay.exceptions import StoreUnavailable
 from keyrelay.keypool import KeyPool
 from keyrelay.logs import access_log
 from keyrelay.providers import Dialect, Usage
+from keyrelay.providers.base import rebase_url
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Client, Runtime
@@ -277,7 +278,9 @@ class Proxy:
             try:
                 with d:
                     up = await session.request(
-                        request.method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
+                        request.method,
+                        url if lease.base_url is None else rebase_url(url, pool.settings.base_url, lease.base_url),
+                        data=body or None, headers=headers, timeout=timeout, allow_redirects=False,
                     )
             except asyncio.CancelledError:
                 deadlines.disarm(d)
