@@ -311,7 +311,7 @@ class Checker:
         policy = pool.settings.checker
         results: list[ProbeResult] = []
         for probe in probes:
-            rebase = (pool.settings.base_url, getattr(rec, "base_url", None))
+            rebase = (pool.settings.base_url, rec.base_url)
             r = await run_probe(session, probe, rec.secret, self.clock(), policy.timeout, rebase)
             results.append(r)
             if r.kind in _DECISIVE:

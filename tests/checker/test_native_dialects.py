@@ -8,13 +8,11 @@ import asyncio
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from client.conftest import ThreadedUpstream
 
 from keyrelay.checker import run_probe
 from keyrelay.cli.main import cli
-from keyrelay.core.model import KeyRecord
 from keyrelay.providers import get_dialect
 from keyrelay.providers.probe_base import ProbeKind
 from keyrelay.providers.probes import ModelsProbe
@@ -80,14 +78,13 @@ async def test_a_key_with_its_own_base_url_is_probed_there() -> None:
         assert own.count(key) == 1
 
 
-@pytest.mark.skipif(not hasattr(KeyRecord, "base_url"), reason="per-key base_url arrives with the stores branch")
 def test_keyrelay_check_uses_a_keys_own_base_url(tmp_path: Path) -> None:
     up = ThreadedUpstream({GOOD["azure"]: Behavior.OK})
     try:
         async def seed() -> None:
             store = SQLiteStore(f"sqlite:///{tmp_path / 'kr.db'}")
             await store.open()
-            await store.add_keys("azure", [GOOD["azure"]], 0.0, base_url=f"{up.fake.root}/azure")  # type: ignore[call-arg]
+            await store.add_keys("azure", [GOOD["azure"]], 0.0, base_url=f"{up.fake.root}/azure")
             await store.close()
 
         asyncio.run(seed())

@@ -17,7 +17,7 @@ from google.genai import types
 
 import keyrelay
 from keyrelay.client import Pool
-from keyrelay.core.model import KeyRecord, KeyState
+from keyrelay.core.model import KeyState
 from keyrelay.core.policy import RetryPolicy
 from keyrelay.testing.fake_upstream import Behavior, KeySpec
 
@@ -168,14 +168,13 @@ def test_gemini_key_in_the_query_is_replaced_by_the_pool_key(upstream: Callable[
     assert call.headers["x-goog-api-key"] == secret
 
 
-@pytest.mark.skipif(not hasattr(KeyRecord, "base_url"), reason="per-key base_url arrives with the stores branch")
 def test_a_key_with_its_own_base_url_is_sent_there(upstream: Callable[..., ThreadedUpstream]) -> None:
     key = "azkey-own-resource-" + "k" * 24
     up = upstream({key: Behavior.OK})
     pool = Pool.from_keys([], provider="azure", base_url="http://127.0.0.1:9")
     try:
         async def add() -> None:
-            await pool._runtime.store.add_keys(pool.name, [key], 0.0, base_url=f"{up.fake.root}/azure")  # type: ignore[call-arg]
+            await pool._runtime.store.add_keys(pool.name, [key], 0.0, base_url=f"{up.fake.root}/azure")
 
         pool._background.call(add(), 10)
         pool.refresh()

@@ -21,7 +21,7 @@ from google import genai
 from google.genai import types
 
 from keyrelay.config import parse_settings
-from keyrelay.core.model import KeyRecord, KeyState
+from keyrelay.core.model import KeyState
 from keyrelay.runtime import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import open_store
@@ -283,7 +283,6 @@ async def test_azure_paths_without_a_pool_go_to_the_default_azure_pool(pool: str
         await fake.close()
 
 
-@pytest.mark.skipif(not hasattr(KeyRecord, "base_url"), reason="per-key base_url arrives with the stores branch")
 async def test_a_key_with_its_own_base_url_is_sent_there() -> None:
     key = "azkey-own-resource-" + "k" * 24
     async with FakeUpstream({key: Behavior.OK}) as own:
@@ -295,7 +294,7 @@ async def test_a_key_with_its_own_base_url_is_sent_there() -> None:
         settings = parse_settings(doc, {})
         store = open_store(settings.store_url)
         await store.open()
-        await store.add_keys("az", [key], time.time(), base_url=f"{own.root}/azure")  # type: ignore[call-arg]
+        await store.add_keys("az", [key], time.time(), base_url=f"{own.root}/azure")
         runner = GatewayRunner(Runtime(settings, store))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

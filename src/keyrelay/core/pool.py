@@ -89,7 +89,7 @@ class PoolState:
             self.secrets_version += 1
         self._records[record.id] = record
         self._leases[record.id] = Lease(
-            record.id, self.name, record.secret, record.version, record.masked, getattr(record, "base_url", None)
+            record.id, self.name, record.secret, record.version, record.masked, record.base_url
         )
         if record.state is KeyState.ACTIVE:
             self._make_eligible(record)
