@@ -197,6 +197,8 @@ ERRORS: dict[str, tuple[dict[str, object], dict[str, str], str, str]] = {
     # id: (document, environ, where, a word of the problem)
     "unknown strategy": ({"pools": [{"name": "a", "strategy": "fastest"}]}, {}, "pools[0].strategy", "fastest"),
     "unknown provider": ({"pools": [{"name": "a", "provider": "bard"}]}, {}, "pools[0].provider", "bard"),
+    "azure without its resource endpoint": ({"pools": [{"name": "a", "provider": "azure"}]}, {}, "pools[0].base_url", "azure"),
+    "provider not a name": ({"pools": [{"name": "a", "provider": 3}]}, {}, "pools[0].provider", "3"),
     "base_url not http": ({"pools": [{"name": "a", "base_url": "ftp://x/v1"}]}, {}, "pools[0].base_url", "ftp://x/v1"),
     "base_url without a host": ({"pools": [{"name": "a", "base_url": "https://"}]}, {}, "pools[0].base_url", "URL"),
     "base_url from the environment": (
@@ -409,3 +411,16 @@ def test_the_key_file_is_relative_to_the_settings_file_and_redis_gets_one_there(
     assert load_settings(str(conf), {}).secret.file == str(tmp_path / "conf" / "keyrelay-redis.key")
     with pytest.raises(ConfigError, match="store.secret_file"):
         parse_settings({"store": {"secret_file": 3}}, {})
+
+
+@pytest.mark.parametrize(
+    ("provider", "url"),
+    [
+        ("anthropic", "https://api.anthropic.com"),
+        ("gemini", "https://generativelanguage.googleapis.com"),
+        ("openai", "https://api.openai.com/v1"),
+    ],
+)
+def test_each_provider_has_its_own_default_base_url(provider: str, url: str) -> None:
+    s = parse_settings({"pools": [{"name": "p", "provider": provider}]}, {})
+    assert s.default_pool.base_url == url

@@ -309,3 +309,25 @@ async def test_a_key_with_its_own_base_url_is_sent_there() -> None:
         finally:
             await runner.cleanup()
         assert own.count(key) == 1
+
+
+async def test_a_stream_cut_after_content_ends_with_an_error_in_the_dialects_shape(native: NativeGateway) -> None:
+    for rec in native.runtime.pools["anthropic"].records():
+        native.fake.set(rec.secret, Behavior.STREAM_CUT)
+    for rec in native.runtime.pools["gemini"].records():
+        native.fake.set(rec.secret, Behavior.STREAM_CUT)
+    async with aiohttp.ClientSession() as s:
+        headers = {"x-api-key": TOKEN, "anthropic-version": "2023-06-01"}
+        body = {"model": "claude-sonnet-4-5", "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        async with s.post(f"{native.url}/anthropic/v1/messages", headers=headers, json=body) as r:
+            text = await r.read()
+        assert r.status == 200 and text.startswith(b"event: message_start")
+        last = text.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+        assert last.startswith(b"event: error\ndata: ")
+        assert orjson.loads(last.split(b"data: ", 1)[1])["error"]["type"] == "api_error"
+
+        url = f"{native.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        async with s.post(url, headers={"x-goog-api-key": TOKEN}, json={"contents": []}) as r:
+            text = await r.read()
+        last = text.rstrip(b"\r\n").replace(b"\r\n", b"\n").rsplit(b"\n\n", 1)[-1]
+        assert r.status == 200 and orjson.loads(last[6:])["error"]["status"] == "UNAVAILABLE"
