@@ -331,3 +331,19 @@ async def test_a_stream_cut_after_content_ends_with_an_error_in_the_dialects_sha
             text = await r.read()
         last = text.rstrip(b"\r\n").replace(b"\r\n", b"\n").rsplit(b"\n\n", 1)[-1]
         assert r.status == 200 and orjson.loads(last[6:])["error"]["status"] == "UNAVAILABLE"
+
+
+async def test_every_key_failing_on_the_first_event_gives_the_sdk_its_own_error(native: NativeGateway) -> None:
+    for rec in native.runtime.pools["anthropic"].records():
+        native.fake.set(rec.secret, Behavior.STREAM_ERROR)
+    client = anthropic.AsyncAnthropic(api_key=TOKEN, base_url=f"{native.url}/anthropic", max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as err:
+        async with client.messages.stream(model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}]) as s:
+            async for _ in s.text_stream:
+                pass
+    assert err.value.status_code == 529
+    assert err.value.response.headers.get_list("content-type") == ["application/json"]
+    assert err.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    await client.close()
+    states = native.states("anthropic")
+    assert all(states[s] is not KeyState.INVALID for s in states if "healthy" in s)
