@@ -46,6 +46,12 @@ RULES: tuple[Rule, ...] = (
     Rule("quota_exhausted", "spend limit reached", codes=_F({"enforced_spend_limit_reached"})),
     Rule("quota_exhausted", "spend limit reached", _F({429}), message=("reached your api usage limits",)),
     Rule("invalid_key", "organization disabled", message=("this organization has been disabled",)),
+    # a Claude subscription's OAuth credential: it never serves API requests
+    Rule(
+        "invalid_key",
+        "credential not valid for the api",
+        message=("only authorized for use with claude code", "does not meet scope requirement"),
+    ),
     # -- permission_error: by its message, never a bad key on sight
     Rule(
         "upstream_fault",
@@ -58,7 +64,7 @@ RULES: tuple[Rule, ...] = (
         "client_error",
         "no access to this model or feature",
         types=_F({"permission_error"}),
-        message=("does not have permission", "not have access", "not allowed to use", "only authorized for use"),
+        message=("does not have permission", "not have access", "not allowed to use"),
     ),
     Rule("upstream_fault", "permission refused (unrecognised)", types=_F({"permission_error"})),
     Rule("upstream_fault", "upstream at capacity", types=_F({"overloaded_error"})),
