@@ -41,7 +41,8 @@ RULES: tuple[Rule, ...] = (
     Rule("invalid_key", "invalid api key", _F({400}), message=("api key not valid", "api key expired", "api key not found")),
     Rule("invalid_key", "key suspended", codes=_F({"consumer_suspended"})),
     Rule("invalid_key", "key blocked for this api", codes=_F({"api_key_service_blocked", "api_key_http_referrer_blocked",
-                                                            "api_key_ip_address_blocked", "service_disabled"})),
+                                                            "api_key_ip_address_blocked", "service_disabled",
+                                                            "consumer_invalid"})),
     Rule("invalid_key", "key reported as leaked", _F({403}), message=("reported as leaked",)),
     Rule("invalid_key", "unauthenticated", _F({401})),
     # -- the egress: every key fails alike
