@@ -347,3 +347,16 @@ async def test_every_key_failing_on_the_first_event_gives_the_sdk_its_own_error(
     await client.close()
     states = native.states("anthropic")
     assert all(states[s] is not KeyState.INVALID for s in states if "healthy" in s)
+
+
+async def test_anthropic_models_and_batches_pass_through(native: NativeGateway) -> None:
+    client = anthropic.AsyncAnthropic(api_key=TOKEN, base_url=f"{native.url}/anthropic", max_retries=0)
+    for _ in range(6):  # over the bad keys too: each fails over
+        models = await client.models.list()
+        assert [m.id for m in models.data] == ["claude-sonnet-4-5"]
+    batch = await client.messages.batches.create(
+        requests=[{"custom_id": "a", "params": {"model": "claude-sonnet-4-5", "max_tokens": 8,
+                                                "messages": [{"role": "user", "content": "hi"}]}}]
+    )
+    assert batch.processing_status == "in_progress" and batch.request_counts.processing == 1
+    await client.close()
