@@ -38,13 +38,13 @@ def _keys(prefix: str) -> dict[str, Behavior | KeySpec]:
     keys[f"{prefix}-invalid-{'i' * 24}"] = Behavior.INVALID
     keys[f"{prefix}-spent-{'s' * 24}"] = Behavior.CREDIT_EXHAUSTED
     keys[f"{prefix}-ratelimited-{'r' * 24}"] = KeySpec(Behavior.RATE_LIMITED, retry_after=600)
-    keys[f"{prefix}-overloaded-{'o' * 24}"] = Behavior.OVERLOADED
+    keys[f"{prefix}-busy-{'o' * 24}"] = Behavior.OVERLOADED  # not "overloaded": redaction drops pieces of keys
     return keys
 
 
 POOLS = {"anthropic": _keys("sk-ant-api03"), "gemini": _keys("AIzaSy"), "azure": _keys("azkey")}
 EXPECTED = {"invalid": KeyState.INVALID, "spent": KeyState.EXHAUSTED, "ratelimited": KeyState.COOLING,
-            "overloaded": KeyState.ACTIVE, "healthy": KeyState.ACTIVE}
+            "busy": KeyState.ACTIVE, "healthy": KeyState.ACTIVE}
 
 
 class NativeGateway:
