@@ -371,8 +371,8 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
 
 def _secret(file: Any, store_url: str, environ: Mapping[str, str], source: str) -> SecretSource:
     """Where the store's secret comes from: ``KEYRELAY_SECRET_KEY``, else ``[store] secret_file``
-    (relative to the settings file), else the store's default key file — for Redis
-    ``keyrelay-redis.key`` next to the settings file (the store's default: the working directory)."""
+    (relative to the settings file), else the store's default key file (SQLite: next to the
+    file; Redis: ``redis.key`` in the user's data directory)."""
     values = {}
     for var in ("KEYRELAY_SECRET_KEY", "KEYRELAY_NEW_SECRET_KEY"):
         value = environ.get(var) or None
@@ -385,8 +385,6 @@ def _secret(file: Any, store_url: str, environ: Mapping[str, str], source: str) 
     if file is not None and (not isinstance(file, str) or not file):
         raise ConfigError("store.secret_file", "expected a file path")
     base = os.path.dirname(os.path.abspath(source)) if source else ""
-    if file is None and source and store_url.split(":", 1)[0] in ("redis", "rediss", "unix"):
-        file = "keyrelay-redis.key"
     path = os.path.join(base, file) if file is not None and base else file
     return SecretSource(values["KEYRELAY_SECRET_KEY"], path, values["KEYRELAY_NEW_SECRET_KEY"])
 
