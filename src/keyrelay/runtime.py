@@ -226,7 +226,7 @@ class Runtime:
                 raise
             return hit[0]  # the store is down: its last answer (sync() only expires the cache)
         found = None
-        if rec is not None and hmac.compare_digest(rec.token_hash, h):
+        if rec is not None and not rec.admin and hmac.compare_digest(rec.token_hash, h):  # admin: not a client
             found = Client(rec.name, rec.pools)
         if len(self._token_cache) > 10_000:
             self._token_cache.clear()
