@@ -19,6 +19,7 @@ from keyrelay.exceptions import StoreUnavailable
 from keyrelay.keypool import KeyPool
 from keyrelay.stores import Store, TokenRecord, hash_token, open_store
 from keyrelay.stores.base import Watchable
+from keyrelay.stores.usage import usage_rows
 from keyrelay.telemetry import Telemetry
 
 __all__ = ["Client", "Runtime"]
@@ -181,6 +182,10 @@ class Runtime:
                     pool.give_back_counters(deltas)
                 raise
             rows += len(deltas)
+            try:  # usage over time (the admin API's charts), shared by every worker and gateway
+                await self.store.add_usage(self.clock(), usage_rows(pool.name, deltas))
+            except StoreUnavailable:
+                pass  # the counters are written; only this minute's chart misses them
         return rows
 
     # -- clients -------------------------------------------------------------------------

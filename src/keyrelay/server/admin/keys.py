@@ -1,0 +1,276 @@
+"""Keys: list (filter, search, sort, cursor), one key, add, import, disable, enable, recheck,
+remove, bulk. Writes go through the same store calls and state machine as the CLI (``on_admin``,
+``store.apply`` with its version check, ``store.remove``), recorded with the admin's name; the
+key's new record is put into this process's pool at once (other processes sync as usual)."""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from keyrelay.checker import Checker
+from keyrelay.core.machine import effective_state, on_admin
+from keyrelay.core.masking import InvalidSecret, mask, validate_secret
+from keyrelay.core.model import Counters, KeyRecord
+from keyrelay.providers.probes import build_probes
+from keyrelay.server.admin.context import Ctx
+from keyrelay.server.admin.models import (
+    Added,
+    AddKeysIn,
+    AddKeysOut,
+    BulkIn,
+    BulkOut,
+    BulkResult,
+    ImportIn,
+    Key,
+    KeyCounters,
+    KeyPage,
+    KeysQuery,
+    Refused,
+)
+from keyrelay.server.admin.routing import ApiError, Call, Reply
+
+__all__ = [
+    "add_keys", "bulk", "disable_key", "enable_key", "get_key", "import_keys", "key_view", "list_keys",
+    "recheck_key", "remove_key",
+]
+
+_ZERO = Counters()
+_BATCH = 5000
+_RETRIES = 5
+
+
+def _failures(c: Counters) -> int:
+    return c.requests - c.successes
+
+
+def key_view(rec: KeyRecord, now: float, counters: Counters | None = None) -> Key:
+    c = rec.counters if counters is None else counters
+    state = effective_state(rec, now).value
+    return Key(
+        id=rec.id, pool=rec.pool, masked=rec.masked, state=state, reason=rec.reason,  # type: ignore[arg-type]
+        since=rec.since, until=rec.until or None, label=rec.label, weight=rec.weight, balance=rec.balance,
+        base_url=getattr(rec, "base_url", None) or None,
+        counters=KeyCounters(c.requests, _failures(c), c.prompt_tokens, c.completion_tokens, c.successes),
+        stored_state=rec.state.value, currency=rec.currency, added_at=rec.added_at,
+        version=rec.version,
+    )
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+_SORTS: dict[str, Callable[[KeyRecord, str, Counters], Any]] = {
+    "id": lambda r, s, c: (r.id,),
+    "state": lambda r, s, c: (s, r.id),
+    "since": lambda r, s, c: (r.since, r.id),
+    "requests": lambda r, s, c: (c.requests, r.id),
+    "failures": lambda r, s, c: (_failures(c), r.id),
+}
+
+_CURSOR_TYPES: dict[str, tuple[type | tuple[type, ...], ...]] = {
+    "id": (str,), "state": (str, str), "since": ((int, float), str), "requests": (int, str), "failures": (int, str),
+}
+
+
+def _cursor_of(sort_key: tuple[Any, ...]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(list(sort_key))).decode().rstrip("=")
+
+
+def _cursor_key(cursor: str, sort: str) -> tuple[Any, ...]:
+    try:
+        raw = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, msgspec.DecodeError):
+        raise ApiError(422, "bad_cursor", "cursor is not one this API gave out") from None
+    types = _CURSOR_TYPES[sort]
+    if (
+        not isinstance(raw, list) or len(raw) != len(types)
+        or not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(raw, types))
+    ):
+        raise ApiError(422, "bad_cursor", "cursor does not belong to this sort order")
+    return tuple(raw)
+
+
+def _matches(q: str) -> Callable[[KeyRecord], bool]:
+    tail = q if len(q) <= 4 else None  # the masked tail shows 4 characters at most
+
+    def test(r: KeyRecord) -> bool:
+        return r.id.startswith(q) or r.masked == q or (tail is not None and r.masked.endswith(tail))
+
+    return test
+
+
+async def list_keys(ctx: Ctx, call: Call) -> Reply:
+    """Paging runs over this process's in-memory pools (kept in sync with the store); counters
+    come from the store's snapshot. A page of 100,000 keys costs one pass over them."""
+    q: KeysQuery = call.query
+    pools = [ctx.pool(q.pool)] if q.pool is not None else list(ctx.runtime.pools.values())
+    counters = await ctx.counters()
+    now = time.time()
+    match = _matches(q.q) if q.q else None
+    reason = q.reason.lower() if q.reason else None
+    sort_of = _SORTS[q.sort]
+    after = _cursor_key(q.cursor, q.sort) if q.cursor else None
+    desc = q.order == "desc"
+    rows: list[tuple[tuple[Any, ...], KeyRecord, str, Counters]] = []
+    total = 0
+    for pool in pools:
+        for r in pool.records():
+            state = effective_state(r, now).value
+            if q.state is not None and state != q.state:
+                continue
+            if reason is not None and reason not in r.reason.lower():
+                continue
+            if match is not None and not match(r):
+                continue
+            total += 1
+            c = counters.get(r.id, r.counters)
+            k = sort_of(r, state, c)
+            if after is not None and ((k >= after) if desc else (k <= after)):
+                continue
+            rows.append((k, r, state, c))
+    pick = heapq.nlargest if desc else heapq.nsmallest
+    page = pick(q.limit + 1, rows, key=lambda row: row[0])
+    more = len(page) > q.limit
+    page = page[: q.limit]
+    data = [key_view(r, now, c) for _, r, _, c in page]
+    return Reply(200, KeyPage(data, _cursor_of(page[-1][0]) if more else None, total))
+
+
+async def _record(ctx: Ctx, key_id: str) -> KeyRecord:
+    rec = await ctx.runtime.store.get(key_id)
+    if rec is None:
+        raise ApiError(404, "key_not_found", f"no key with id {key_id[:100]!r}")
+    return rec
+
+
+async def get_key(ctx: Ctx, call: Call) -> Reply:
+    return Reply(200, key_view(await _record(ctx, call.params["id"]), time.time()))
+
+
+# -- adding -------------------------------------------------------------------------------------
+
+
+async def _add(ctx: Ctx, pool: str, secrets: list[str], label: str, who: str) -> tuple[list[Added], list[str]]:
+    kp = ctx.pool(pool)
+    added: list[Added] = []
+    dups: list[str] = []
+    for i in range(0, len(secrets), _BATCH):
+        res = await ctx.runtime.store.add_keys(pool, secrets[i:i + _BATCH], time.time(), label=label, actor=who)
+        for rec in res.added:
+            kp.upsert(rec)
+            added.append(Added(rec.id, rec.masked))
+        dups.extend(res.duplicates)
+    return added, dups
+
+
+async def add_keys(ctx: Ctx, call: Call) -> Reply:
+    body: AddKeysIn = call.body
+    ctx.pool(body.pool)
+    for i, s in enumerate(body.keys):
+        try:
+            validate_secret(s)
+        except InvalidSecret as exc:
+            raise ApiError(422, "invalid_key_value", f"keys[{i}]: {exc}; nothing added") from None
+    added, dups = await _add(ctx, body.pool, list(dict.fromkeys(body.keys)), body.label, call.who)
+    return Reply(201, AddKeysOut(added, dups))
+
+
+async def import_keys(ctx: Ctx, call: Call) -> Reply:
+    body: ImportIn = call.body
+    ctx.pool(body.pool)
+    refused: list[Refused] = []
+    first: dict[str, int] = {}
+    for n, line in enumerate(body.text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        try:
+            validate_secret(s)
+        except InvalidSecret as exc:
+            refused.append(Refused(n, str(exc)))
+            continue
+        if s in first:
+            refused.append(Refused(n, f"{mask(s)} repeats line {first[s]}"))
+            continue
+        first[s] = n
+    added, dups = await _add(ctx, body.pool, list(first), body.label, call.who)
+    return Reply(201, AddKeysOut(added, dups, refused))
+
+
+# -- acting on one key --------------------------------------------------------------------------
+
+
+async def _admin(ctx: Ctx, key_id: str, action: str, who: str) -> KeyRecord:
+    store = ctx.runtime.store
+    for _ in range(_RETRIES):
+        rec = await _record(ctx, key_id)
+        t = on_admin(rec, action, time.time(), actor=who)
+        if t is None:
+            return rec
+        new = await store.apply(t)
+        if new is not None:
+            pool = ctx.runtime.pools.get(new.pool)
+            if pool is not None:
+                pool.upsert(new)
+            return new
+    raise ApiError(409, "key_busy", f"key {key_id} keeps changing; try again")
+
+
+async def disable_key(ctx: Ctx, call: Call) -> Reply:
+    return Reply(200, key_view(await _admin(ctx, call.params["id"], "disable", call.who), time.time()))
+
+
+async def enable_key(ctx: Ctx, call: Call) -> Reply:
+    return Reply(200, key_view(await _admin(ctx, call.params["id"], "enable", call.who), time.time()))
+
+
+async def _recheck(ctx: Ctx, key_id: str) -> KeyRecord:
+    rec = await _record(ctx, key_id)
+    pool = ctx.runtime.pools.get(rec.pool)
+    if pool is None:
+        raise ApiError(409, "pool_not_served", f"key {key_id} belongs to pool {rec.pool!r}, which this gateway does not serve")
+    pool.upsert(rec)
+    probes = build_probes(pool.settings.checker, pool.settings.base_url, pool.dialect, None)
+    checker = Checker(ctx.runtime.store, [pool], clock=ctx.runtime.clock)
+    async with Checker.session() as session:
+        await checker.check_key(pool, rec, probes, session)
+    return await _record(ctx, key_id)
+
+
+async def recheck_key(ctx: Ctx, call: Call) -> Reply:
+    return Reply(200, key_view(await _recheck(ctx, call.params["id"]), time.time()))
+
+
+async def _remove(ctx: Ctx, key_id: str, who: str) -> None:
+    if not await ctx.runtime.store.remove(key_id, time.time(), actor=who):
+        raise ApiError(404, "key_not_found", f"no key with id {key_id[:100]!r}")
+    for pool in ctx.runtime.pools.values():
+        pool.remove(key_id)
+
+
+async def remove_key(ctx: Ctx, call: Call) -> Reply:
+    await _remove(ctx, call.params["id"], call.who)
+    return Reply(204)
+
+
+async def bulk(ctx: Ctx, call: Call) -> Reply:
+    body: BulkIn = call.body
+    results: list[BulkResult] = []
+    for key_id in dict.fromkeys(body.ids):
+        try:
+            if body.action == "remove":
+                await _remove(ctx, key_id, call.who)
+            elif body.action == "recheck":
+                await _recheck(ctx, key_id)
+            else:
+                await _admin(ctx, key_id, body.action, call.who)
+        except ApiError as exc:
+            results.append(BulkResult(key_id, False, exc.code))
+        else:
+            results.append(BulkResult(key_id, True))
+    return Reply(200, BulkOut(results))
