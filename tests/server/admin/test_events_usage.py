@@ -4,6 +4,7 @@ gateway flushes its counters, and the one error shape."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -79,7 +80,7 @@ async def test_usage_counts_requests_outcomes_and_tokens_per_pool_and_key(make_a
     assert sum(b["outcomes"]["ok"] for b in pool["buckets"]) == 3
     assert sum(b["prompt_tokens"] for b in pool["buckets"]) > 0
     ts = [b["t"] for b in pool["buckets"]]
-    assert ts == sorted(ts) and all(t2 - t1 == 60 for t1, t2 in zip(ts, ts[1:])) and len(ts) >= 60
+    assert ts == sorted(ts) and all(t2 - t1 == 60 for t1, t2 in itertools.pairwise(ts)) and len(ts) >= 60
     status, key = await a.get(f"/usage?key={a.gw.ids[FIXTURE]}&resolution=hour")
     assert sum(b["requests"] for b in key["buckets"]) == 3 and len(key["buckets"]) >= 24
     status, every = await a.get("/usage")
