@@ -37,7 +37,7 @@ async def test_events_filter_by_pool_key_and_time_and_page_by_cursor(make_admin)
     status, since = await a.get(f"/events?since={t0}")
     assert len(since["data"]) == 7 and all(e["actor"] == "ops" for e in since["data"])
     status, body = await a.get("/events?cursor=abc")
-    assert status == 422 and body["error"]["code"] == "bad_cursor"
+    assert status == 404 and body["error"]["code"] == "cursor_not_found"
     status, body = await a.get("/events?pool=nope")
     assert status == 404
 
@@ -101,12 +101,13 @@ async def test_every_error_has_the_one_shape(make_admin):
         ("GET", "/keys?limit=0", None, 422),
         ("GET", "/keys?limit=abc", None, 422),
         ("GET", "/keys?sort=secret", None, 422),
-        ("GET", "/keys?cursor=%%%", None, 422),
+        ("GET", "/keys?cursor=%%%", None, 404),
         ("GET", "/keys?cursor=WyJ4Il0", None, 200),  # a cursor of the right shape
-        ("GET", "/keys?sort=since&cursor=WyJ4Il0", None, 422),  # ... but not of this sort
+        ("GET", "/keys?sort=since&cursor=WyJ4Il0", None, 404),  # ... but not of this sort
         ("GET", "/events?since=nan", None, 422),
         ("DELETE", "/tokens/tnope", None, 404),
-        ("POST", "/tokens", {"name": "x"}, 422),
+        ("POST", "/tokens", {"name": "x"}, 409),  # a client token needs a pool
+        ("POST", "/tokens", {"pools": ["openai"]}, 422),
         ("POST", "/tokens", {"name": "x", "pools": ["nope"]}, 404),
         ("POST", "/keys/bulk", {"action": "explode", "ids": ["k1"]}, 422),
     ]

@@ -65,7 +65,11 @@ class AdminApi:
             if not route.public:
                 rec, csrf = await self.ctx.auth.caller(request, write=route.method != "GET")
                 who = rec.name
-            query = msgspec.convert(dict(request.query), route.query, strict=False) if route.query else None
+            query: object = None
+            if route.query is not None:
+                if len(set(request.query)) != len(request.query):
+                    raise ApiError(422, "invalid_input", "a query parameter is given more than once")
+                query = msgspec.convert(dict(request.query), route.query, strict=False)
             body: object = None
             if route.body is not None:
                 raw = await request.read()

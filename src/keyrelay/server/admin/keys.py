@@ -32,6 +32,7 @@ from keyrelay.server.admin.models import (
     KeyPage,
     KeysQuery,
     Refused,
+    given,
 )
 from keyrelay.server.admin.routing import ApiError, Call, Reply
 
@@ -85,13 +86,13 @@ def _cursor_key(cursor: str, sort: str) -> tuple[Any, ...]:
     try:
         raw = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, msgspec.DecodeError):
-        raise ApiError(422, "bad_cursor", "cursor is not one this API gave out") from None
+        raise ApiError(404, "cursor_not_found", "no page at this cursor (not one this API gave out)") from None
     types = _CURSOR_TYPES[sort]
     if (
         not isinstance(raw, list) or len(raw) != len(types)
         or not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(raw, types))
     ):
-        raise ApiError(422, "bad_cursor", "cursor does not belong to this sort order")
+        raise ApiError(404, "cursor_not_found", "no page at this cursor for this sort order")
     return tuple(raw)
 
 
@@ -108,20 +109,21 @@ async def list_keys(ctx: Ctx, call: Call) -> Reply:
     """Paging runs over this process's in-memory pools (kept in sync with the store); counters
     come from the store's snapshot. A page of 100,000 keys costs one pass over them."""
     q: KeysQuery = call.query
-    pools = [ctx.pool(q.pool)] if q.pool is not None else list(ctx.runtime.pools.values())
+    pool_name, state_f, reason_f, text, cursor = given(q.pool), given(q.state), given(q.reason), given(q.q), given(q.cursor)
+    pools = [ctx.pool(pool_name)] if pool_name is not None else list(ctx.runtime.pools.values())
     counters = await ctx.counters()
     now = time.time()
-    match = _matches(q.q) if q.q else None
-    reason = q.reason.lower() if q.reason else None
+    match = _matches(text) if text else None
+    reason = reason_f.lower() if reason_f else None
     sort_of = _SORTS[q.sort]
-    after = _cursor_key(q.cursor, q.sort) if q.cursor else None
+    after = _cursor_key(cursor, q.sort) if cursor else None
     desc = q.order == "desc"
     rows: list[tuple[tuple[Any, ...], KeyRecord, str, Counters]] = []
     total = 0
     for pool in pools:
         for r in pool.records():
             state = effective_state(r, now).value
-            if q.state is not None and state != q.state:
+            if state_f is not None and state != state_f:
                 continue
             if reason is not None and reason not in r.reason.lower():
                 continue

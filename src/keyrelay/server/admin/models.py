@@ -8,10 +8,10 @@ what OpenAPI 3.1 uses); it stays off the proxy's hot path entirely.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 __all__ = [
     "STATES",
@@ -48,7 +48,10 @@ __all__ = [
     "TokenOut",
     "UsageOut",
     "UsageQuery",
+    "given",
 ]
+
+_T = TypeVar("_T")
 
 STATES = ("active", "cooling", "exhausted", "invalid", "disabled")
 State = Literal["active", "cooling", "exhausted", "invalid", "disabled"]
@@ -59,6 +62,12 @@ Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Secret = Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[!-~]+$")]
 Limit = Annotated[int, Meta(ge=1, le=500)]
 Cursor = Annotated[str, Meta(max_length=500)]
+
+
+def given(value: _T | UnsetType) -> _T | None:
+    """A query parameter's value, ``None`` when it was not given. (Query fields default to
+    ``UNSET`` rather than ``None``: converting a query string, msgspec would read ``null`` as None.)"""
+    return None if value is UNSET else value
 
 
 class Error(Struct):
@@ -145,14 +154,14 @@ class KeyPage(Struct):
 
 
 class KeysQuery(Struct, forbid_unknown_fields=False):
-    pool: Name | None = None
-    state: State | None = None
-    reason: Annotated[str, Meta(max_length=200)] | None = None
-    q: Annotated[str, Meta(max_length=200)] | None = None
+    pool: Name | UnsetType = UNSET
+    state: State | UnsetType = UNSET
+    reason: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+    q: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
     sort: Literal["id", "state", "since", "requests", "failures"] = "id"
     order: Literal["asc", "desc"] = "asc"
     limit: Limit = 50
-    cursor: Cursor | None = None
+    cursor: Cursor | UnsetType = UNSET
 
 
 class AddKeysIn(Struct, forbid_unknown_fields=True):
@@ -215,7 +224,7 @@ class TokenList(Struct):
 
 
 class TokenIn(Struct, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
+    name: Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
     pools: Annotated[list[Name], Meta(max_length=100)] = []
     admin: bool = False
 
@@ -247,17 +256,17 @@ class EventPage(Struct):
 
 
 class EventsQuery(Struct):
-    pool: Name | None = None
-    key: Name | None = None
-    since: Time | None = None
-    until: Time | None = None
+    pool: Name | UnsetType = UNSET
+    key: Name | UnsetType = UNSET
+    since: Time | UnsetType = UNSET
+    until: Time | UnsetType = UNSET
     limit: Limit = 100
-    cursor: Cursor | None = None
+    cursor: Cursor | UnsetType = UNSET
 
 
 class KeyEventsQuery(Struct):
     limit: Limit = 100
-    cursor: Cursor | None = None
+    cursor: Cursor | UnsetType = UNSET
 
 
 # -- check and usage ------------------------------------------------------------------------------
@@ -284,11 +293,11 @@ class CheckOut(Struct):
 
 
 class UsageQuery(Struct):
-    pool: Name | None = None
-    key: Name | None = None
+    pool: Name | UnsetType = UNSET
+    key: Name | UnsetType = UNSET
     resolution: Literal["minute", "hour"] = "minute"
-    since: Time | None = None
-    until: Time | None = None
+    since: Time | UnsetType = UNSET
+    until: Time | UnsetType = UNSET
 
 
 class Bucket(Struct):

@@ -12,8 +12,9 @@ from keyrelay.server.admin.routing import Route
 __all__ = ["COMMON_ERRORS", "openapi"]
 
 #: what any route may answer besides its own: bad JSON, no or a bad sign-in, a client token or a
-#: failed CSRF check, a body over the size limit, a body or query that fails validation
-COMMON_ERRORS = (400, 401, 403, 413, 422)
+#: failed CSRF check, no such route (or thing), a wrong method, a body over the size limit, a body or
+#: query that fails validation
+COMMON_ERRORS = (400, 401, 403, 404, 405, 413, 422)
 _REF = "#/components/schemas/{name}"
 _DESCRIPTIONS = {
     200: "OK", 201: "Created", 204: "No content", 400: "Malformed request", 401: "Not signed in",

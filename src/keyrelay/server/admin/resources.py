@@ -36,6 +36,7 @@ from keyrelay.server.admin.models import (
     TokenOut,
     UsageOut,
     UsageQuery,
+    given,
 )
 from keyrelay.server.admin.routing import ApiError, Call, Reply
 from keyrelay.stores import hash_token
@@ -97,9 +98,9 @@ async def list_tokens(ctx: Ctx, call: Call) -> Reply:
 async def create_token(ctx: Ctx, call: Call) -> Reply:
     body: TokenIn = call.body
     if body.admin and body.pools:
-        raise ApiError(422, "admin_token_pools", "an admin token uses no pool: leave 'pools' empty")
+        raise ApiError(409, "admin_token_pools", "an admin token uses no pool: leave 'pools' empty")
     if not body.admin and not body.pools:
-        raise ApiError(422, "token_pools_required", "give the pools the token may use ('*' for every pool)")
+        raise ApiError(409, "token_pools_required", "give the pools the token may use ('*' for every pool)")
     for p in body.pools:
         if p != "*":
             ctx.pool(p)
@@ -134,7 +135,7 @@ def _before(cursor: str | None) -> int:
     if cursor is None:
         return 0
     if not cursor.isdigit() or not 0 < int(cursor) < 2**62:
-        raise ApiError(422, "bad_cursor", "cursor is not one this API gave out")
+        raise ApiError(404, "cursor_not_found", "no page at this cursor (not one this API gave out)")
     return int(cursor)
 
 
@@ -146,14 +147,16 @@ async def _page(ctx: Ctx, q: EventQuery) -> Reply:
 
 async def events(ctx: Ctx, call: Call) -> Reply:
     q: EventsQuery = call.query
-    if q.pool is not None:
-        ctx.pool(q.pool)
-    return await _page(ctx, EventQuery(q.key, q.pool, q.since, q.until, before=_before(q.cursor), limit=q.limit))
+    pool = given(q.pool)
+    if pool is not None:
+        ctx.pool(pool)
+    query = EventQuery(given(q.key), pool, given(q.since), given(q.until), before=_before(given(q.cursor)), limit=q.limit)
+    return await _page(ctx, query)
 
 
 async def key_events(ctx: Ctx, call: Call) -> Reply:
     q: KeyEventsQuery = call.query
-    return await _page(ctx, EventQuery(call.params["id"], before=_before(q.cursor), limit=q.limit))
+    return await _page(ctx, EventQuery(call.params["id"], before=_before(given(q.cursor)), limit=q.limit))
 
 
 _encode = msgspec.json.Encoder().encode
@@ -217,13 +220,14 @@ async def usage(ctx: Ctx, call: Call) -> Reply:
     q: UsageQuery = call.query
     step = MINUTE if q.resolution == "minute" else HOUR
     now = time.time()
-    until = min(q.until if q.until is not None else now, now + step)
-    since = q.since if q.since is not None else until - (60 * MINUTE if step == MINUTE else 24 * HOUR)
+    asked_until, asked_since, key, pool = given(q.until), given(q.since), given(q.key), given(q.pool)
+    until = min(asked_until if asked_until is not None else now, now + step)
+    since = asked_since if asked_since is not None else until - (60 * MINUTE if step == MINUTE else 24 * HOUR)
     since = max(since, until - _MAX_BUCKETS * step, now - RETENTION[step] - step)
-    if q.key is not None:
-        scopes = [key_scope(q.key)]
-    elif q.pool is not None:
-        scopes = [pool_scope(ctx.pool(q.pool).name)]
+    if key is not None:
+        scopes = [key_scope(key)]
+    elif pool is not None:
+        scopes = [pool_scope(ctx.pool(pool).name)]
     else:
         scopes = [pool_scope(p) for p in ctx.runtime.pools]
     first = bucket_start(since, step)

@@ -78,9 +78,12 @@ class Route:
 
 
 def match(routes: tuple[Route, ...], method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
-    """The route for ``method`` + ``path``, its parameters, and the methods the path allows."""
+    """The route for ``method`` + ``path``, its parameters, and the methods the path allows. Of
+    the templates matching the path, the one with the fewest parameters decides (``/keys/import``
+    is not ``/keys/{id}``)."""
     parts = path.strip("/").split("/")
-    allowed: list[str] = []
+    best: list[tuple[Route, dict[str, str]]] = []
+    fewest = len(parts) + 1
     for r in routes:
         if len(r.segments) != len(parts):
             continue
@@ -93,10 +96,14 @@ def match(routes: tuple[Route, ...], method: str, path: str) -> tuple[Route | No
             elif want != got:
                 break
         else:
-            if r.method == method or (method == "HEAD" and r.method == "GET"):
-                return r, params, []
-            allowed.append(r.method)
-    return None, {}, allowed
+            if len(params) < fewest:
+                best, fewest = [], len(params)
+            if len(params) == fewest:
+                best.append((r, params))
+    for r, params in best:
+        if r.method == method or (method == "HEAD" and r.method == "GET"):
+            return r, params, []
+    return None, {}, [r.method for r, _ in best]
 
 
 _encoder = msgspec.json.Encoder()
