@@ -5,10 +5,11 @@ key's new record is put into this process's pool at once (other processes sync a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -65,17 +66,21 @@ def key_view(rec: KeyRecord, now: float, counters: Counters | None = None) -> Ke
 
 # -- listing ------------------------------------------------------------------------------------
 
-_SORTS: dict[str, Callable[[KeyRecord, str, Counters], Any]] = {
-    "id": lambda r, s, c: (r.id,),
-    "state": lambda r, s, c: (s, r.id),
-    "since": lambda r, s, c: (r.since, r.id),
-    "requests": lambda r, s, c: (c.requests, r.id),
-    "failures": lambda r, s, c: (_failures(c), r.id),
-}
-
 _CURSOR_TYPES: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "id": (str,), "state": (str, str), "since": ((int, float), str), "requests": (int, str), "failures": (int, str),
 }
+
+
+def _sort_key(sort: str, now: float, counters: dict[str, Counters]) -> Callable[[KeyRecord], tuple[Any, ...]]:
+    if sort == "id":
+        return lambda r: (r.id,)
+    if sort == "state":
+        return lambda r: (effective_state(r, now).value, r.id)
+    if sort == "since":
+        return lambda r: (r.since, r.id)
+    if sort == "requests":
+        return lambda r: (counters.get(r.id, r.counters).requests, r.id)
+    return lambda r: (_failures(counters.get(r.id, r.counters)), r.id)
 
 
 def _cursor_of(sort_key: tuple[Any, ...]) -> str:
@@ -106,41 +111,41 @@ def _matches(q: str) -> Callable[[KeyRecord], bool]:
 
 
 async def list_keys(ctx: Ctx, call: Call) -> Reply:
-    """Paging runs over this process's in-memory pools (kept in sync with the store); counters
-    come from the store's snapshot. A page of 100,000 keys costs one pass over them."""
+    """Paging runs over this process's in-memory pools (kept in sync with the store): one pass to
+    filter, a bounded heap for the page (no object per key). Sorting by counters uses the store's
+    snapshot of every key's counters; otherwise the page's counters are read fresh."""
     q: KeysQuery = call.query
     pool_name, state_f, reason_f, text, cursor = given(q.pool), given(q.state), given(q.reason), given(q.q), given(q.cursor)
     pools = [ctx.pool(pool_name)] if pool_name is not None else list(ctx.runtime.pools.values())
-    counters = await ctx.counters()
+    by_counters = q.sort in ("requests", "failures")
+    counters = await ctx.counters() if by_counters else {}
     now = time.time()
     match = _matches(text) if text else None
     reason = reason_f.lower() if reason_f else None
-    sort_of = _SORTS[q.sort]
     after = _cursor_key(cursor, q.sort) if cursor else None
-    desc = q.order == "desc"
-    rows: list[tuple[tuple[Any, ...], KeyRecord, str, Counters]] = []
-    total = 0
+    found: list[KeyRecord] = []
     for pool in pools:
-        for r in pool.records():
-            state = effective_state(r, now).value
-            if state_f is not None and state != state_f:
-                continue
-            if reason is not None and reason not in r.reason.lower():
-                continue
-            if match is not None and not match(r):
-                continue
-            total += 1
-            c = counters.get(r.id, r.counters)
-            k = sort_of(r, state, c)
-            if after is not None and ((k >= after) if desc else (k <= after)):
-                continue
-            rows.append((k, r, state, c))
-    pick = heapq.nlargest if desc else heapq.nsmallest
-    page = pick(q.limit + 1, rows, key=lambda row: row[0])
+        recs: Iterable[KeyRecord] = pool.records()
+        if state_f is not None:
+            recs = [r for r in recs if effective_state(r, now).value == state_f]
+        if reason is not None:
+            recs = [r for r in recs if reason in r.reason.lower()]
+        if match is not None:
+            recs = [r for r in recs if match(r)]
+        found.extend(recs)
+    key = _sort_key(q.sort, now, counters)
+    desc = q.order == "desc"
+    candidates: Iterable[KeyRecord] = found
+    if after is not None:
+        candidates = (r for r in found if (key(r) < after if desc else key(r) > after))
+    page = (heapq.nlargest if desc else heapq.nsmallest)(q.limit + 1, candidates, key=key)
     more = len(page) > q.limit
     page = page[: q.limit]
-    data = [key_view(r, now, c) for _, r, _, c in page]
-    return Reply(200, KeyPage(data, _cursor_of(page[-1][0]) if more else None, total))
+    if not by_counters:  # fresh counters for the rows shown (sums of every worker, as flushed)
+        stored = await asyncio.gather(*(ctx.runtime.store.get(r.id) for r in page))
+        counters = {r.id: r.counters for r in stored if r is not None}
+    data = [key_view(r, now, counters.get(r.id)) for r in page]
+    return Reply(200, KeyPage(data, _cursor_of(key(page[-1])) if more else None, len(found)))
 
 
 async def _record(ctx: Ctx, key_id: str) -> KeyRecord:
