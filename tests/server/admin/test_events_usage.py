@@ -134,6 +134,10 @@ async def test_tokens_are_created_once_listed_without_secrets_and_revoked(make_a
         ("ops", True, []), ("app", False, ["openai"]), ("ops2", True, []),
     ]
     assert made["token"] not in json.dumps(listed)
+    own = next(t for t in listed["data"] if t["name"] == "ops")
+    status, body = await a.delete(f"/tokens/{own['id']}")
+    assert status == 409 and body["error"]["code"] == "own_token"
+    assert (await a.delete(f"/tokens/{admin['id']}"))[0] == 204  # another admin token may go
     assert (await a.delete(f"/tokens/{made['id']}"))[0] == 204
     assert (await a.delete(f"/tokens/{made['id']}"))[0] == 404
     await asyncio.sleep(0.3)  # the gateway's sync (0.1 s) forgets cached tokens

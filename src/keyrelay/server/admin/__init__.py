@@ -43,7 +43,8 @@ class AdminApi:
 
     def document(self) -> bytes:
         if self._document is None:
-            self._document = msgspec.json.encode(openapi(ROUTES, PREFIX, _version()))
+            pools = tuple(self.ctx.runtime.pools)
+            self._document = msgspec.json.encode(openapi(ROUTES, PREFIX, _version(), pools))
         return self._document
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -36,12 +36,23 @@ def _no_null(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def openapi(routes: tuple[Route, ...], prefix: str, version: str) -> dict[str, Any]:
+def _with_pool_examples(schema: dict[str, Any], pools: list[str]) -> None:
+    """Name this gateway's pools as examples of every ``pool`` field (clients and fuzzers)."""
+    for name, prop in schema.get("properties", {}).items():
+        if name == "pool" and pools:
+            prop["examples"] = pools
+        elif name == "pools" and pools:
+            prop["examples"] = [["*"], pools[:1]]
+
+
+def openapi(routes: tuple[Route, ...], prefix: str, version: str, pools: tuple[str, ...] = ()) -> dict[str, Any]:
     models: list[Any] = [ErrorReply]
     for r in routes:
         models += [t for t in (r.response, r.body) if t is not None]
     query_models = [r.query for r in routes if r.query is not None]
     _, components = msgspec.json.schema_components(models + query_models, ref_template=_REF)
+    for schema in components.values():
+        _with_pool_examples(schema, list(pools))
     error = {"application/json": {"schema": {"$ref": _REF.format(name="ErrorReply")}}}
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:

@@ -118,6 +118,9 @@ async def create_token(ctx: Ctx, call: Call) -> Reply:
 async def revoke_token(ctx: Ctx, call: Call) -> Reply:
     tid = call.params["id"]
     live = [t for t in await ctx.runtime.store.list_tokens() if t.id == tid and not t.revoked]
+    if live and live[0].name == call.who and live[0].admin:
+        raise ApiError(409, "own_token", "this is the token you are signed in with; revoke it from another admin "
+                       "token or with 'keyrelay tokens revoke'")
     if not live or not await ctx.runtime.store.revoke_token(tid, time.time()):
         raise ApiError(404, "token_not_found", f"no live token with id {tid[:100]!r}")
     ctx.auth.forget()
