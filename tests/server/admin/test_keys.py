@@ -155,3 +155,18 @@ async def test_check_dry_run_changes_nothing_and_a_real_sweep_does(make_admin):
     assert (await a.gw.store.get(a.gw.ids[bad])).state.value == "invalid"
     assert real["dry_run"] is False and any(r["changed"] for r in real["results"])
     assert (await a.post("/check", {"pool": "nope"}))[0] == 404
+
+
+async def test_a_key_pasted_where_an_id_or_a_name_goes_is_not_echoed(make_admin):
+    a = await make_admin()
+    pasted = FIXTURE
+    for method, path, body in [
+        ("GET", f"/keys/{pasted}", None), ("POST", f"/keys/{pasted}/disable", None), ("DELETE", f"/keys/{pasted}", None),
+        ("GET", f"/keys?pool={pasted}", None), ("GET", f"/usage?pool={pasted}", None), ("DELETE", f"/tokens/{pasted}", None),
+        ("GET", f"/nothing/{pasted}", None), ("POST", "/keys/bulk", {"action": pasted, "ids": ["k1"]}),
+        ("GET", f"/keys?state={pasted}", None), ("POST", "/keys", {"pool": pasted, "keys": [pasted]}),
+        ("GET", f"/keys?cursor={pasted}", None),
+    ]:
+        status, _ = await a.call(method, path, json=body)
+        assert 400 <= status < 500
+    assert_no_secret(a, [pasted])

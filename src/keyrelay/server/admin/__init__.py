@@ -36,6 +36,13 @@ def _version() -> str:
         return "0"
 
 
+def _without_values(message: str) -> str:
+    """msgspec's message, minus the value it quotes for an enum (``Invalid enum value 'x'``)."""
+    if message.startswith("Invalid enum value"):
+        return "Invalid enum value" + message[message.rfind(" - at "):] if " - at " in message else "Invalid enum value"
+    return message[:500]
+
+
 class AdminApi:
     def __init__(self, runtime: Runtime) -> None:
         self.ctx = Ctx(runtime)
@@ -50,7 +57,7 @@ class AdminApi:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if not path.startswith(PREFIX + "/"):
-            return error_reply(404, "not_found", f"nothing at {path[:200]!r}; the admin API is under {PREFIX}/")
+            return error_reply(404, "not_found", f"nothing here; the admin API is under {PREFIX}/")
         sub = path[len(PREFIX):]
         if sub == "/openapi.json":
             if request.method not in ("GET", "HEAD"):
@@ -60,7 +67,7 @@ class AdminApi:
         if route is None:
             if allowed:
                 return error_reply(405, "method_not_allowed", f"use {', '.join(allowed)}", {"Allow": ", ".join(allowed)})
-            return error_reply(404, "not_found", f"no admin API route {sub[:200]!r}")
+            return error_reply(404, "not_found", "no such admin API route (see /admin/api/v1/openapi.json)")
         try:
             who, csrf = "", ""
             if not route.public:
@@ -79,8 +86,8 @@ class AdminApi:
             reply = await route.handler(self.ctx, Call(request, params, query, body, who, csrf))
         except ApiError as exc:
             return error_reply(exc.status, exc.code, exc.message)
-        except msgspec.ValidationError as exc:
-            return error_reply(422, "invalid_input", str(exc)[:500])
+        except msgspec.ValidationError as exc:  # says where and what was expected, never the value
+            return error_reply(422, "invalid_input", _without_values(str(exc)))
         except msgspec.DecodeError:
             return error_reply(400, "invalid_json", "the body is not valid JSON")
         except web.HTTPRequestEntityTooLarge:

@@ -32,7 +32,7 @@ class Ctx:
     def pool(self, name: str) -> KeyPool:
         pool = self.runtime.pools.get(name)
         if pool is None:
-            raise ApiError(404, "pool_not_found", f"no pool named {name[:100]!r} (pools: {', '.join(self.runtime.pools)})")
+            raise ApiError(404, "pool_not_found", f"no such pool (pools: {', '.join(self.runtime.pools)})")
         return pool
 
     async def counters(self) -> dict[str, Counters]:

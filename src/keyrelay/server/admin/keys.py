@@ -151,7 +151,7 @@ async def list_keys(ctx: Ctx, call: Call) -> Reply:
 async def _record(ctx: Ctx, key_id: str) -> KeyRecord:
     rec = await ctx.runtime.store.get(key_id)
     if rec is None:
-        raise ApiError(404, "key_not_found", f"no key with id {key_id[:100]!r}")
+        raise ApiError(404, "key_not_found", "no key with this id")
     return rec
 
 
@@ -255,7 +255,7 @@ async def recheck_key(ctx: Ctx, call: Call) -> Reply:
 
 async def _remove(ctx: Ctx, key_id: str, who: str) -> None:
     if not await ctx.runtime.store.remove(key_id, time.time(), actor=who):
-        raise ApiError(404, "key_not_found", f"no key with id {key_id[:100]!r}")
+        raise ApiError(404, "key_not_found", "no key with this id")
     for pool in ctx.runtime.pools.values():
         pool.remove(key_id)
 
