@@ -137,3 +137,30 @@ async def test_a_version_1_sqlite_file_is_upgraded_in_place(tmp_path: Path) -> N
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == 3
     conn.close()
+
+
+async def test_a_layout_1_redis_store_is_upgraded_and_its_tokens_stay_client_tokens(new_redis_url) -> None:
+    import json
+
+    import redis.asyncio as aioredis
+
+    from keyrelay.stores.redis import RedisStore
+
+    url = new_redis_url()
+    store = RedisStore(url)
+    n = store.names
+    raw = aioredis.from_url(url.split("?")[0], decode_responses=True)
+    h = hash_token("kr-old-redis")
+    tid = "t" + h[:10]
+    try:
+        await raw.set(n.schema, 1)
+        await raw.hset(n.tokens, tid, json.dumps([1, tid, "old", ["openai"], h, 1.0]))  # a layout-1 token
+        await raw.hset(n.token_names, "old", tid)
+        await store.open()
+        assert int(await raw.get(n.schema)) == 3
+        old = await store.find_token(h)
+        assert old is not None and old.name == "old" and not old.admin
+        assert [(t.name, t.admin) for t in await store.list_tokens()] == [("old", False)]
+    finally:
+        await store.close()
+        await raw.aclose()
