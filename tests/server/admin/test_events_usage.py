@@ -143,3 +143,32 @@ async def test_tokens_are_created_once_listed_without_secrets_and_revoked(make_a
     await asyncio.sleep(0.3)  # the gateway's sync (0.1 s) forgets cached tokens
     async with a.gw.post("/v1/chat/completions", token=made["token"], json=CHAT) as r:
         assert r.status == 401
+
+
+async def test_shutting_down_ends_the_live_streams_at_once():
+    import aiohttp
+    from aiohttp import web
+
+    from keyrelay.config import parse_settings
+    from keyrelay.runtime import Runtime
+    from keyrelay.server.app import GatewayRunner
+    from keyrelay.stores import open_store
+    from keyrelay.stores.base import hash_token
+
+    settings = parse_settings({"store": {"url": "memory://"}, "pools": [{"name": "openai", "base_url": "http://127.0.0.1:9/v1"}]}, {})
+    store = open_store(settings.store_url)
+    await store.open()
+    await store.create_token("ops", [], hash_token("kr-admin-shutdown-0000000001"), time.time(), admin=True)
+    runner = GatewayRunner(Runtime(settings, store))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    async with aiohttp.ClientSession() as s:
+        headers = {"Authorization": "Bearer kr-admin-shutdown-0000000001"}
+        async with s.get(f"http://{host}:{port}{API}/events/stream", headers=headers) as resp:
+            assert await resp.content.readline() == b": connected\n"
+            t0 = time.monotonic()
+            await runner.cleanup()
+            assert time.monotonic() - t0 < 5  # not the 60 s shutdown timeout
+            assert resp.content.at_eof() or await asyncio.wait_for(resp.content.read(), 5) is not None

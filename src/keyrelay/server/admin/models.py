@@ -155,9 +155,11 @@ class KeyPage(Struct):
 
 class KeysQuery(Struct, forbid_unknown_fields=False):
     pool: Name | UnsetType = UNSET
-    state: State | UnsetType = UNSET
-    reason: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
-    q: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+    state: Annotated[State, Meta(description="the effective state (a cooling key past its end is active)")] | UnsetType = UNSET
+    reason: Annotated[str, Meta(max_length=200, description="part of the reason, any case")] | UnsetType = UNSET
+    q: Annotated[
+        str, Meta(max_length=200, description="an id prefix, the masked form, or the masked tail (up to 4 characters)")
+    ] | UnsetType = UNSET
     sort: Literal["id", "state", "since", "requests", "failures"] = "id"
     order: Literal["asc", "desc"] = "asc"
     limit: Limit = 50
