@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.stores.conftest import REDIS_URL, redis_cleanup, redis_reachable, unique_prefix
-
 from keyrelay.testing.fake_upstream import Behavior
+from tests.stores.conftest import REDIS_URL, redis_cleanup, redis_reachable, unique_prefix
 
 from .conftest import TOKEN
 
