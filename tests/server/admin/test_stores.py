@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from keyrelay.testing.fake_upstream import Behavior
+from tests.stores.conftest import REDIS_URL, redis_cleanup, redis_reachable, unique_prefix
 
-from ...stores.conftest import REDIS_URL, redis_cleanup, redis_reachable, unique_prefix
 from .conftest import TOKEN
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
