@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -46,6 +48,33 @@ class Admin:
 
     async def delete(self, path: str, **kw: Any) -> tuple[int, Any]:
         return await self.call("DELETE", path, **kw)
+
+
+REDIS_URL = os.environ.get("KEYRELAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    """A Redis store URL with a fresh prefix, every key under it deleted afterwards. Skips when
+    no Redis answers (fails under CI=true, like tests/stores/conftest.py)."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    client = aioredis.from_url(REDIS_URL, socket_connect_timeout=1.0)
+    prefix = f"krtest-admin-{uuid.uuid4().hex[:12]}"
+    try:
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"CI=true but no Redis answers at {REDIS_URL}: {exc}")
+            pytest.skip(f"no Redis at {REDIS_URL} (start one, or set KEYRELAY_TEST_REDIS)")
+        yield f"{REDIS_URL}?prefix={prefix}"
+        batch = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for i in range(0, len(batch), 1000):
+            await client.delete(*batch[i:i + 1000])
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
