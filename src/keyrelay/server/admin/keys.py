@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import heapq
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -42,7 +43,8 @@ __all__ = [
     "recheck_key", "remove_key",
 ]
 
-_ZERO = Counters()
+log = logging.getLogger("keyrelay.admin")
+
 _BATCH = 5000
 _RETRIES = 5
 
@@ -172,6 +174,7 @@ async def _add(ctx: Ctx, pool: str, secrets: list[str], label: str, who: str) ->
             kp.upsert(rec)
             added.append(Added(rec.id, rec.masked))
         dups.extend(res.duplicates)
+    log.info("admin %r added %d keys to pool %s (%d already there)", who, len(added), pool, len(dups))
     return added, dups
 
 
@@ -258,6 +261,7 @@ async def _remove(ctx: Ctx, key_id: str, who: str) -> None:
         raise ApiError(404, "key_not_found", "no key with this id")
     for pool in ctx.runtime.pools.values():
         pool.remove(key_id)
+    log.info("admin %r removed key %s", who, key_id)
 
 
 async def remove_key(ctx: Ctx, call: Call) -> Reply:

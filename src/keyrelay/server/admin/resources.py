@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 
@@ -46,6 +47,8 @@ __all__ = [
     "check", "create_token", "events", "events_stream", "key_events", "list_pools", "list_tokens", "revoke_token",
     "session_get", "sign_in", "sign_out", "usage",
 ]
+
+log = logging.getLogger("keyrelay.admin")
 
 PING_SECONDS = 15.0
 
@@ -112,6 +115,7 @@ async def create_token(ctx: Ctx, call: Call) -> Reply:
     except ValueError as exc:
         raise ApiError(409, "token_exists", str(exc)) from None
     ctx.auth.forget()
+    log.info("admin %r created %stoken %r (id %s)", call.who, "admin " if rec.admin else "", rec.name, rec.id)
     return Reply(201, TokenCreated(rec.id, rec.name, token))
 
 
@@ -124,6 +128,7 @@ async def revoke_token(ctx: Ctx, call: Call) -> Reply:
     if not live or not await ctx.runtime.store.revoke_token(tid, time.time()):
         raise ApiError(404, "token_not_found", "no live token with this id")
     ctx.auth.forget()
+    log.info("admin %r revoked token %r (id %s)", call.who, live[0].name, tid)
     return Reply(204)
 
 
