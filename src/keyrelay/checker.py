@@ -305,6 +305,12 @@ class Checker:
         await asyncio.gather(*(worker() for _ in range(min(policy.concurrency, max(1, len(due))))))
         return rows
 
+    async def check_key(
+        self, pool: KeyPool, rec: KeyRecord, probes: tuple[Probe, ...], session: aiohttp.ClientSession
+    ) -> CheckRow:
+        """Probe one key now and write what the answer says (the admin API's recheck)."""
+        return await self._check_one(pool, rec, probes, session, False)
+
     async def _check_one(
         self, pool: KeyPool, rec: KeyRecord, probes: tuple[Probe, ...], session: aiohttp.ClientSession, dry_run: bool
     ) -> CheckRow:

@@ -19,6 +19,7 @@ from keyrelay.exceptions import StoreUnavailable
 from keyrelay.keypool import KeyPool
 from keyrelay.stores import Store, TokenRecord, hash_token, open_store
 from keyrelay.stores.base import Watchable
+from keyrelay.stores.usage import usage_rows
 from keyrelay.telemetry import Telemetry
 
 __all__ = ["Client", "Runtime"]
@@ -190,6 +191,10 @@ class Runtime:
                     pool.give_back_counters(deltas)
                 raise
             rows += len(deltas)
+            try:  # usage over time (the admin API's charts), shared by every worker and gateway
+                await self.store.add_usage(self.clock(), usage_rows(pool.name, deltas))
+            except StoreUnavailable:
+                pass  # the counters are written; only this minute's chart misses them
         return rows
 
     # -- clients -------------------------------------------------------------------------
@@ -235,7 +240,7 @@ class Runtime:
                 raise
             return hit[0]  # the store is down: its last answer (sync() only expires the cache)
         found = None
-        if rec is not None and hmac.compare_digest(rec.token_hash, h):
+        if rec is not None and not rec.admin and hmac.compare_digest(rec.token_hash, h):  # admin: not a client
             found = Client(rec.name, rec.pools)
         if len(self._token_cache) > 10_000:
             self._token_cache.clear()

@@ -110,3 +110,23 @@ def test_pools_are_given_one_way(cfg: Path, args: tuple[str, ...]) -> None:
     result = invoke(cfg, "tokens", "create", "ci", *args)
     assert result.exit_code == 2
     assert "--pool" in result.stderr
+
+
+def test_an_admin_token_is_created_once_stored_hashed_and_listed_as_admin(cfg: Path, tmp_path: Path) -> None:
+    token = create(cfg, "ops", "--admin")
+    rec = find(tmp_path, token)
+    assert rec is not None and rec.admin and rec.pools == ()
+    assert token.encode() not in db_bytes(tmp_path)
+    create(cfg, "app", "--pool", "openai")
+    listed = json.loads(invoke(cfg, "tokens", "list", "--json").stdout)
+    assert [(t["name"], t["admin"]) for t in listed] == [("ops", True), ("app", False)]
+    table = invoke(cfg, "tokens", "list").stdout
+    (ops_line,) = [line for line in table.splitlines() if line.startswith("ops")]
+    assert "admin" in ops_line
+    assert invoke(cfg, "tokens", "revoke", "ops").exit_code == 0
+    assert find(tmp_path, token) is None
+
+
+def test_an_admin_token_takes_no_pool(cfg: Path) -> None:
+    result = invoke(cfg, "tokens", "create", "ops", "--admin", "--pool", "openai")
+    assert result.exit_code == 2 and "--admin alone" in result.stderr

@@ -33,3 +33,12 @@ async def test_an_unknown_token_is_refused_every_time(make_gateway):
         async with gw.post("/v1/chat/completions", token="kr-nobody-0123456789abcdef", json=CHAT) as r:
             assert r.status == 401
     assert gw.fake.count(GOOD) == 0
+
+
+async def test_an_admin_token_is_not_a_client_token(make_gateway):
+    gw = await make_gateway({GOOD: Behavior.OK})
+    await gw.store.create_token("ops", [], hash_token("kr-admin-only-token-0001"), time.time(), admin=True)
+    async with gw.post("/v1/chat/completions", token="kr-admin-only-token-0001", json=CHAT) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "invalid_api_key"
+    assert gw.fake.calls == []

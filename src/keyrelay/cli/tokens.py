@@ -1,4 +1,5 @@
-"""``keyrelay tokens …``: client tokens for the gateway. Only their sha256 is ever stored."""
+"""``keyrelay tokens …``: client tokens for the gateway, and admin tokens for its admin API
+(``--admin``). Only their sha256 is ever stored."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def _token_json(t: TokenRecord) -> dict[str, object]:
         "created": iso(t.created_at),
         "revoked": t.revoked,
         "revoked_at": t.revoked_at if t.revoked else None,
+        "admin": t.admin,
     }
 
 
@@ -51,12 +53,16 @@ def tokens() -> None:
 @click.argument("name")
 @click.option("--pool", "pools", multiple=True, metavar="POOL", help="A pool the token may use (repeatable).")
 @click.option("--all-pools", is_flag=True, help="The token may use every pool, present and future.")
-def create(name: str, pools: tuple[str, ...], all_pools: bool) -> None:
+@click.option("--admin", is_flag=True,
+              help="An admin token: for the admin API and dashboard (/admin/), never for proxy routes.")
+def create(name: str, pools: tuple[str, ...], all_pools: bool, admin: bool) -> None:
     """Create a token named NAME. It is printed once, alone on the last line; only its hash is kept."""
+    if admin and (pools or all_pools):
+        raise click.UsageError("an --admin token uses no pool: give --admin alone")
     if all_pools and pools:
         raise click.UsageError("give --pool or --all-pools, not both")
-    if not all_pools and not pools:
-        raise click.UsageError("give at least one --pool, or --all-pools")
+    if not admin and not all_pools and not pools:
+        raise click.UsageError("give at least one --pool, or --all-pools (or --admin for an admin token)")
     if not name.strip() or any(not c.isprintable() for c in name):
         raise click.BadParameter("must be a non-empty printable name", param_hint="NAME")
     settings = load()
@@ -65,13 +71,13 @@ def create(name: str, pools: tuple[str, ...], all_pools: bool) -> None:
 
     async def work(store: Store) -> TokenRecord:
         try:
-            return await store.create_token(name, chosen, hash_token(token), time.time())
+            return await store.create_token(name, [] if admin else chosen, hash_token(token), time.time(), admin=admin)
         except ValueError as exc:  # a live token with this name exists
             raise CliError(str(exc)) from None
 
     rec = with_store(settings, work)
-    scope = "every pool" if all_pools else "pools " + ", ".join(rec.pools)
-    click.echo(f"created token {rec.name!r} (id {rec.id}) for {scope}.")
+    scope = "the admin API" if admin else "every pool" if all_pools else "pools " + ", ".join(rec.pools)
+    click.echo(f"created {'admin ' if admin else ''}token {rec.name!r} (id {rec.id}) for {scope}.")
     click.echo("Store it now: it is shown only this once (keyrelay keeps only its sha256).")
     click.echo(token)
 
@@ -94,7 +100,8 @@ def list_(as_json: bool) -> None:
         click.echo("no tokens")
         return
     rows = [
-        (t.name, t.id, ", ".join(t.pools), fmt_time(t.created_at), fmt_time(t.revoked_at) if t.revoked else "")
+        (t.name, t.id, "admin" if t.admin else ", ".join(t.pools), fmt_time(t.created_at),
+         fmt_time(t.revoked_at) if t.revoked else "")
         for t in toks
     ]
     print_table(("name", "id", "pools", "created", "revoked"), rows)

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from keyrelay.config import Settings
 from keyrelay.runtime import Runtime
+from keyrelay.server.admin import AdminApi
 from keyrelay.server.connections import GuardedServer
 from keyrelay.server.proxy import Proxy
 
@@ -52,6 +53,7 @@ class GatewayRunner(web.BaseRunner):
         self.proxy = Proxy(runtime)
         #: where the workers of ``serve --workers N`` leave their counts for /metrics (server/metrics.py)
         self.metrics_dir = metrics_dir
+        self.proxy.admin = AdminApi(runtime)  # /admin/api/v1 (server/admin)
         #: aiohttp stops reading a body here; each pool then applies its own limit
         self._max_body = max(p.retry.max_body_bytes for p in runtime.settings.pools) + 1
 
@@ -92,6 +94,8 @@ class GatewayRunner(web.BaseRunner):
 
     async def shutdown(self) -> None:
         self.proxy.drop_partial_bodies()
+        if self.proxy.admin is not None:
+            await self.proxy.admin.close()  # ends the live event streams
 
     async def _cleanup_server(self) -> None:
         await self.proxy.deadlines.close()

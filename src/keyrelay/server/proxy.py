@@ -23,6 +23,7 @@ from keyrelay.providers.base import rebase_url
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Client, Runtime
+from keyrelay.server.admin import AdminApi
 from keyrelay.server.bodies import (
     REFUSALS,
     BodyBudget,
@@ -74,6 +75,8 @@ class Proxy:
         self._body_timeout, self._body_min_rate = server.body_timeout, server.body_min_rate
         #: failed tokens per client address (throttle.py)
         self.throttle = AuthThrottle(server.auth_failure_burst, server.auth_failure_rate)
+        #: the admin API (server/admin), set by the app: paths under /admin on the route miss
+        self.admin: AdminApi | None = None
 
     # -- entry ---------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -93,6 +96,8 @@ class Proxy:
                 return await readyz(self, request, started)
             if path == "/metrics" and self.metrics is not None:
                 return await self.metrics.handle(request)
+            if self.admin is not None and (path.startswith("/admin/") or path == "/admin"):
+                return await self.admin.handle(request)
             resp = error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
             return self._refused(request, "-", "-", resp, "unknown_pool", started)
         dialect = pool.dialect

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
+from keyrelay.stores.usage import EventQuery
 
 __all__ = ["AddResult", "Changes", "Store", "TokenRecord", "Watchable", "hash_token", "key_id_for", "refuse_import"]
 
@@ -45,6 +46,8 @@ class TokenRecord:
     token_hash: str = field(repr=False)
     created_at: float
     revoked_at: float = 0.0
+    #: an admin token opens the admin API (``/admin/api/v1``) and nothing else: never a proxy route
+    admin: bool = False
 
     @property
     def revoked(self) -> bool:
@@ -75,11 +78,11 @@ class Store(Protocol):
     # -- keys ----------------------------------------------------------------------------
     async def add_keys(
         self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
-        base_url: str | None = None,
+        base_url: str | None = None, actor: str = "admin",
     ) -> AddResult:
         """Add keys (already validated) to a pool; keys already there are reported, not re-added.
-        Each added key gets an ``added`` event. ``base_url`` (already validated): where these
-        keys are sent instead of the pool's base URL."""
+        Each added key gets an ``added`` event, by ``actor``. ``base_url`` (already validated):
+        where these keys are sent instead of the pool's base URL."""
         ...
 
     async def load(self, pool: str | None = None) -> list[KeyRecord]:
@@ -115,9 +118,23 @@ class Store(Protocol):
         """History, oldest first (the last ``limit`` events)."""
         ...
 
+    async def query_events(self, query: EventQuery) -> list[Event]:
+        """Events by key, pool and time, paged by their number (see :class:`EventQuery`)."""
+        ...
+
     async def changes(self, since: int) -> Changes:
         """Keys changed (added, transitioned) or removed after cursor ``since``; cursor 0 gives
         the current cursor with everything. Counter updates do not count as changes."""
+        ...
+
+    # -- usage over time (stores/usage.py) ------------------------------------------------
+    async def add_usage(self, at: float, rows: Mapping[str, Counters]) -> None:
+        """Add each scope's counters to its minute and hour buckets of ``at``; prune old buckets."""
+        ...
+
+    async def usage(self, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
+        """The buckets of ``scope`` with ``step`` starting in ``[since, until)``, oldest first
+        (only buckets that hold something)."""
         ...
 
     # -- locks ---------------------------------------------------------------------------
@@ -132,7 +149,9 @@ class Store(Protocol):
         ...
 
     # -- client tokens -------------------------------------------------------------------
-    async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord: ...
+    async def create_token(
+        self, name: str, pools: Sequence[str], token_hash: str, now: float, *, admin: bool = False
+    ) -> TokenRecord: ...
 
     async def list_tokens(self) -> list[TokenRecord]: ...
 

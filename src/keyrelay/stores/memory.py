@@ -9,6 +9,7 @@ from dataclasses import replace
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
 from keyrelay.stores.evidence import scrub_event, scrub_transition
+from keyrelay.stores.usage import RETENTION, STEPS, EventQuery, bucket_start, page_of
 
 __all__ = ["MemoryStore"]
 
@@ -24,6 +25,8 @@ class MemoryStore:
         self._locks: dict[str, tuple[str, float]] = {}  # name → (owner, expires at)
         self._seq = itertools.count(1)
         self._cursor = 0
+        self._usage: dict[tuple[str, int, float], Counters] = {}  # (scope, step, start) -> counters
+        self._pruned: dict[int, float] = {}  # step -> the bucket last pruned at
 
     async def open(self) -> None:
         pass
@@ -41,6 +44,7 @@ class MemoryStore:
     async def add_keys(
         self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
         base_url: str | None = None,
+        actor: str = "admin",
     ) -> AddResult:
         added: list[KeyRecord] = []
         dups: list[str] = []
@@ -55,7 +59,7 @@ class MemoryStore:
             self._keys[kid] = rec
             self._removed.pop(kid, None)
             self._bump(kid)
-            self._event(Event(kid, pool, now, "admin", "", "active", "added"))
+            self._event(Event(kid, pool, now, actor, "", "active", "added"))
             added.append(rec)
         return AddResult(tuple(added), tuple(dups))
 
@@ -106,6 +110,25 @@ class MemoryStore:
         evs = [e for e in self._events if key_id is None or e.key_id == key_id]
         return evs[-limit:] if limit else evs
 
+    async def query_events(self, query: EventQuery) -> list[Event]:
+        return page_of(query, self._events)
+
+    async def add_usage(self, at: float, rows: Mapping[str, Counters]) -> None:
+        for step in STEPS:
+            t = bucket_start(at, step)
+            for scope, c in rows.items():
+                old = self._usage.get((scope, step, t))
+                self._usage[(scope, step, t)] = c if old is None else old.plus(c)
+            if self._pruned.get(step) != t:  # prune once per bucket
+                self._pruned[step] = t
+                cutoff = at - RETENTION[step]
+                for k in [k for k in self._usage if k[1] == step and k[2] + step <= cutoff]:
+                    del self._usage[k]
+
+    async def usage(self, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
+        found = [(t, c) for (s, st, t), c in self._usage.items() if s == scope and st == step and since <= t < until]
+        return sorted(found, key=lambda x: x[0])
+
     async def changes(self, since: int) -> Changes:
         recs = tuple(r for kid, r in self._keys.items() if self._seq_of.get(kid, 0) > since)
         gone = tuple(kid for kid, s in self._removed.items() if s > since)
@@ -123,11 +146,13 @@ class MemoryStore:
         if held is not None and held[0] == owner:
             del self._locks[name]
 
-    async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord:
+    async def create_token(
+        self, name: str, pools: Sequence[str], token_hash: str, now: float, *, admin: bool = False
+    ) -> TokenRecord:
         if any(t.name == name and not t.revoked for t in self._tokens.values()):
             raise ValueError(f"a live token named {name!r} already exists")
         tid = "t" + token_hash[:10]
-        rec = TokenRecord(tid, name, tuple(pools), token_hash, now)
+        rec = TokenRecord(tid, name, tuple(pools), token_hash, now, admin=admin)
         self._tokens[tid] = rec
         return rec
 

@@ -67,6 +67,7 @@ from keyrelay.stores.redis_keys import (
 )
 from keyrelay.stores.redis_schema import open_schema, rotate
 from keyrelay.stores.redis_scripts import GUARDED, LOST, LUA
+from keyrelay.stores.redis_usage import UsageMixin
 
 __all__ = ["RedisStore", "default_key_file"]
 
@@ -95,11 +96,16 @@ def _chunks(seq: Sequence[_R], size: int) -> Iterator[Sequence[_R]]:
         yield seq[i:i + size]
 
 
+def _admin_of(row: Sequence[Any]) -> bool:
+    """A token's admin flag (layout 3; tokens written before it are client tokens)."""
+    return bool(row[6]) if len(row) > 6 else False
+
+
 def _flat(rows: Iterable[Iterable[object]]) -> list[object]:
     return [x for row in rows for x in row]
 
 
-class RedisStore:
+class RedisStore(UsageMixin):
     """The Store protocol on Redis; also :meth:`watch` for instant change notifications."""
 
     max_events = MAX_EVENTS
@@ -231,11 +237,12 @@ class RedisStore:
     async def add_keys(
         self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
         base_url: str | None = None,
+        actor: str = "admin",
     ) -> AddResult:
         n, cipher = self.names, self.cipher
         ids = [key_id_for(pool, s) for s in secrets]
         head_keys = [n.seq, n.changes, n.removed, n.keys, n.pool(pool), n.events, n.event_seq, n.lookups]
-        event_tail = json.dumps([pool, float(now), "admin", "", "active", "added", ""])[1:]  # the script adds the id
+        event_tail = json.dumps([pool, float(now), actor, "", "active", "added", ""])[1:]  # the script adds the id
         head_args = [pool, num(now), num(weight), label, MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin, event_tail]
         flags: list[bool] = []
         for start in range(0, len(ids), _READ_CHUNK):  # a few MB per round trip: no socket write timeout
@@ -360,13 +367,15 @@ class RedisStore:
         return [n.tokens, n.token_names, n.token_revoked, n.token_seq]
 
     async def _put_token(self, t: TokenRecord, client: Any = None) -> Any:
-        body = json.dumps([t.id, t.name, list(t.pools), t.token_hash, float(t.created_at)])
+        body = json.dumps([t.id, t.name, list(t.pools), t.token_hash, float(t.created_at), t.admin])
         revoked = num(t.revoked_at) if t.revoked else ""
         return await self._run("token", self._token_keys(), [t.id, t.name, body, revoked], client=client)
 
     @edge
-    async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord:
-        rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now)
+    async def create_token(
+        self, name: str, pools: Sequence[str], token_hash: str, now: float, *, admin: bool = False
+    ) -> TokenRecord:
+        rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now, admin=admin)
         if int(await self._put_token(rec)) == 0:
             raise ValueError(f"a live token named {name!r} already exists")
         return rec
@@ -380,8 +389,8 @@ class RedisStore:
         rows = sorted(json.loads(b) for b in bodies.values())
         rows.sort(key=lambda r: r[5])  # by created_at, then creation order (sort is stable)
         return [
-            TokenRecord(tid, name, tuple(pools), th, float(at), float(revoked.get(tid, 0)))
-            for _, tid, name, pools, th, at in rows
+            TokenRecord(r[1], r[2], tuple(r[3]), r[4], float(r[5]), float(revoked.get(r[1], 0)), _admin_of(r))
+            for r in rows
         ]
 
     @edge
@@ -398,8 +407,8 @@ class RedisStore:
             body, revoked = await pipe.execute()
         if body is None or revoked:
             return None
-        _, tid, name, pools, th, at = json.loads(body)
-        return TokenRecord(tid, name, tuple(pools), th, float(at)) if th == token_hash else None
+        r = json.loads(body)
+        return TokenRecord(r[1], r[2], tuple(r[3]), r[4], float(r[5]), admin=_admin_of(r)) if r[4] == token_hash else None
 
     # -- migration -------------------------------------------------------------------------
     @edge

@@ -27,6 +27,11 @@ With the default prefix ``keyrelay``::
     keyrelay:lock:{name}       hash    owner, expires (the writer's clock); expires in Redis a
                                        minute after that, only to clear out forgotten locks
     keyrelay:changed           channel PUBLISHed "<origin> <seq>" after every change
+    keyrelay:usage:{step}:{t}:{scope}  hash  one usage bucket (counter → n); expires after its
+                                       retention (stores/usage.py)
+
+Layout version 3 added admin tokens (a 7th element, ``admin``, in a token's JSON; absent = a
+client token) and the usage buckets: nothing to rewrite (see redis_schema._to_3).
 
 Events are stored as JSON arrays ``[seq, key_id, pool, at, actor, from, to, reason, detail]``;
 the scripts only prepend the number, so floats keep the exact text Python wrote (Lua's own
@@ -115,6 +120,9 @@ class Names:
 
     def key_events(self, key_id: str) -> str:
         return f"{self.prefix}:events:{key_id}"
+
+    def usage(self, scope: str, step: int, t: float) -> str:
+        return f"{self.prefix}:usage:{step}:{int(t)}:{scope}"
 
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"

@@ -11,7 +11,8 @@ store at the last whole step.
 
 Versions: 1 the first layout; 2 adds the ``base_url`` field of a key (absent: its pool's),
 encrypts the keys (``secret`` sealed, ``lookup`` and the ``lookup`` hash, ``cipher``
-fingerprint) and redacts the events v1 stored with a plaintext key in them.
+fingerprint) and redacts the events v1 stored with a plaintext key in them; 3 admin tokens and
+usage buckets (nothing rewritten).
 Secret rotation (:func:`rotate`) is one optimistic transaction the same way.
 
 To add version N: write ``_to_N(pipe, names, upgrade)`` — it reads through ``pipe`` (in WATCH
@@ -86,9 +87,16 @@ async def _to_2(pipe: Any, names: Names, upgrade: Upgrade) -> Callable[[Any], No
     return write
 
 
+async def _to_3(pipe: Any, names: Names, upgrade: Upgrade) -> Callable[[Any], None]:
+    """Version 3: admin tokens (a 7th element in a token's JSON; absent = a client token) and
+    usage buckets (new keys): nothing to rewrite, only the version moves."""
+    return lambda multi: None
+
+
 #: target version → the step that brings a store from the version before it; run in order.
 UPGRADES: dict[int, Step] = {
     2: _to_2,
+    3: _to_3,
 }
 SCHEMA_VERSION = max(UPGRADES)
 

@@ -121,6 +121,19 @@ end
 return 1
 """
 
+# KEYS: one usage bucket hash per row. ARGV per bucket: expire-at (epoch seconds), n, then n
+# (field, increment) pairs. Buckets are created as needed and expire after their retention.
+_USAGE = """
+local a = 1
+for _, h in ipairs(KEYS) do
+  local n = tonumber(ARGV[a + 1])
+  for j = 1, n do redis.call('HINCRBY', h, ARGV[a + 2 * j], ARGV[a + 2 * j + 1]) end
+  redis.call('EXPIREAT', h, ARGV[a])
+  a = a + 2 + 2 * n
+end
+return 1
+"""
+
 # KEYS: key. ARGV: balance ('' for none), currency.
 _BALANCE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -261,6 +274,7 @@ _SCRIPTS: dict[str, str] = {
     "balance": _BALANCE,
     "event": _EVENT,
     "token": _TOKEN,
+    "usage": _USAGE,
     "revoke": _REVOKE,
     "import": _IMPORT,
     "lock": _LOCK,

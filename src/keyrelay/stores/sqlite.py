@@ -46,6 +46,8 @@ from keyrelay.stores.sqlite_schema import (
     row_of,
     token_of,
 )
+from keyrelay.stores.sqlite_usage import events_sql, write_usage
+from keyrelay.stores.usage import EventQuery
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -167,6 +169,7 @@ class SQLiteStore:
     async def add_keys(
         self, pool: str, secrets: Sequence[str], now: float, *, weight: float = 1.0, label: str = "",
         base_url: str | None = None,
+        actor: str = "admin",
     ) -> AddResult:
         cipher = self.cipher
         ids = [key_id_for(pool, s) for s in secrets]
@@ -202,7 +205,7 @@ class SQLiteStore:
                     ),
                 )
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
-                _insert_events(conn, [(r.id, pool, now, "admin", "", "active", "added", "") for r, _ in added])
+                _insert_events(conn, [(r.id, pool, now, actor, "", "active", "added", "") for r, _ in added])
             return AddResult(tuple(r for r, _ in added), tuple(dups))
 
         return await self._write(write)
@@ -296,6 +299,18 @@ class SQLiteStore:
 
         return await self._run(read)
 
+    async def query_events(self, query: EventQuery) -> list[Event]:
+        sql, args = events_sql(query)
+        return await self._run(lambda conn: [Event(*r) for r in conn.execute(sql, args)])
+
+    async def add_usage(self, at: float, rows: Mapping[str, Counters]) -> None:
+        if rows:
+            await self._write(partial(write_usage, at, rows))
+
+    async def usage(self, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
+        sql = f"SELECT t, {', '.join(COUNTER_FIELDS)} FROM usage WHERE scope = ? AND step = ? AND t >= ? AND t < ? ORDER BY t"
+        return await self._run(lambda conn: [(r[0], Counters(*r[1:])) for r in conn.execute(sql, (scope, step, since, until))])
+
     async def changes(self, since: int) -> Changes:
         cipher = self.cipher
 
@@ -324,16 +339,18 @@ class SQLiteStore:
         await self._write(lambda conn: conn.execute(sql, (name, owner)))
 
     # -- client tokens ---------------------------------------------------------------------
-    async def create_token(self, name: str, pools: Sequence[str], token_hash: str, now: float) -> TokenRecord:
-        rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now)
+    async def create_token(
+        self, name: str, pools: Sequence[str], token_hash: str, now: float, *, admin: bool = False
+    ) -> TokenRecord:
+        rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now, admin=admin)
 
         def write(conn: sqlite3.Connection) -> TokenRecord:
             if conn.execute("SELECT 1 FROM tokens WHERE name = ? AND revoked_at <= 0", (name,)).fetchone():
                 raise ValueError(f"a live token named {name!r} already exists")
             # REPLACE, like MemoryStore: a token with the same id (hash prefix) is overwritten.
             conn.execute(
-                f"INSERT OR REPLACE INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)",
-                (rec.id, name, json.dumps(list(rec.pools)), token_hash, now),
+                f"INSERT OR REPLACE INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (rec.id, name, json.dumps(list(rec.pools)), token_hash, now, int(admin)),
             )
             return rec
 
@@ -398,9 +415,9 @@ class SQLiteStore:
                 conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail) for e in scrubbed]
             )
             conn.executemany(
-                f"INSERT INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (t.id, t.name, json.dumps(list(t.pools)), t.token_hash, t.created_at, t.revoked_at)
+                    (t.id, t.name, json.dumps(list(t.pools)), t.token_hash, t.created_at, t.revoked_at, int(t.admin))
                     for t in sorted(tokens, key=lambda t: t.created_at)
                 ),
             )

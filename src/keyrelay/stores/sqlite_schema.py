@@ -8,7 +8,9 @@ Tables::
               cursor value of its last add, import or transition
     events    every event, numbered by ``seq`` (AUTOINCREMENT)
     removed   removed key id → pool, and ``seq`` of its removal
-    tokens    client tokens; ``pools`` is a JSON list, ``revoked_at`` 0 while live
+    tokens    client tokens; ``pools`` is a JSON list, ``revoked_at`` 0 while live, ``admin`` 1
+              for an admin token
+    usage     (scope, step, t) → counters: usage over time in minute and hour buckets
     locks     name → owner, expires_at (the writer's clock)
     cipher    one row: the fingerprint of the secret the keys are encrypted with (version 2)
 
@@ -22,7 +24,9 @@ write transaction as the version bump: a file is either wholly upgraded or left 
 new file starts at version 1 and takes the same steps, so there is one path to every layout.
 
 Versions: 1 the first layout; 2 adds ``keys.base_url`` (a key's own upstream URL) and encrypts
-the keys (``keys.lookup``, table ``cipher``; events are redacted with their key's secret).
+the keys (``keys.lookup``, table ``cipher``; events are redacted with their key's secret);
+3 adds ``tokens.admin`` (admin tokens), the ``usage`` table (scope, step, bucket start →
+counters; see :mod:`keyrelay.stores.usage`) and an index of events by pool.
 To add version N: write ``_to_N(conn, upgrade)`` and add ``N: _to_N`` to :data:`UPGRADES`.
 """
 
@@ -60,7 +64,7 @@ KEY_COLUMNS = (
     + ", balance, currency, base_url"
 )
 EVENT_COLUMNS = "key_id, pool, at, actor, from_state, to_state, reason, detail"
-TOKEN_COLUMNS = "id, name, pools, token_hash, created_at, revoked_at"
+TOKEN_COLUMNS = "id, name, pools, token_hash, created_at, revoked_at, admin"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS keys (
@@ -124,9 +128,22 @@ def _to_2(conn: sqlite3.Connection, upgrade: Upgrade) -> None:
     conn.executemany("UPDATE events SET reason = ?, detail = ? WHERE seq = ?", fixed)
 
 
+def _to_3(conn: sqlite3.Connection, upgrade: Upgrade) -> None:
+    """Version 3: admin tokens, usage buckets (stores/usage.py), events found by pool."""
+    conn.execute("ALTER TABLE tokens ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
+    conn.execute(
+        "CREATE TABLE usage (scope TEXT NOT NULL, step INTEGER NOT NULL, t REAL NOT NULL, "
+        + ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in COUNTER_FIELDS)
+        + ", PRIMARY KEY (scope, step, t)) WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX usage_age ON usage(step, t)")
+    conn.execute("CREATE INDEX events_pool_seq ON events(pool, seq)")
+
+
 #: target version → the step that brings a file from the version before it; run in order.
 UPGRADES: dict[int, Callable[[sqlite3.Connection, Upgrade], None]] = {
     2: _to_2,
+    3: _to_3,
 }
 SCHEMA_VERSION = max(UPGRADES)
 
@@ -190,7 +207,7 @@ def record_of(row: Sequence[Any], cipher: KeyCipher) -> KeyRecord:
 
 
 def token_of(row: Sequence[Any]) -> TokenRecord:
-    return TokenRecord(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5])
+    return TokenRecord(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4], row[5], bool(row[6]))
 
 
 def row_of(r: KeyRecord, cipher: KeyCipher) -> tuple[object, ...]:
