@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from keyrelay.config_paths import find_config, next_to, sqlite_path
 from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
 from keyrelay.exceptions import KeyrelayError
@@ -56,7 +57,6 @@ __all__ = [
 ]
 
 DEFAULT_STORE_URL = "sqlite:///keyrelay.db"
-CONFIG_NAME = "keyrelay.toml"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -343,7 +343,7 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     if not isinstance(store_url, str) or store_url.split(":", 1)[0] not in ("memory", "sqlite", "redis", "rediss", "unix"):
         raise ConfigError("store.url", f"expected memory://, sqlite:///path or redis://…, got {store_url!r}")
     if source and not environ.get("KEYRELAY_STORE_URL"):  # the file's own relative path: next to the file
-        store_url = _next_to(store_url, Path(source).parent)
+        store_url = next_to(store_url, Path(source).parent)
     raw_pools = doc.get("pools")
     if raw_pools is None:
         pools: tuple[PoolSettings, ...] = (_pool({"name": "openai", "default": True}, 0, environ),)
@@ -387,46 +387,6 @@ def _secret(file: Any, store_url: str, environ: Mapping[str, str], source: str) 
     base = os.path.dirname(os.path.abspath(source)) if source else ""
     path = os.path.join(base, file) if file is not None and base else file
     return SecretSource(values["KEYRELAY_SECRET_KEY"], path, values["KEYRELAY_NEW_SECRET_KEY"])
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file of a ``sqlite:///`` store URL (relative or absolute), else ``None``."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix) or "?" in url:
-        return None
-    path = url[len(prefix):]
-    return None if path == ":memory:" else path
-
-
-def _next_to(url: str, directory: Path) -> str:
-    """``url``, its relative SQLite path made absolute against ``directory``."""
-    path = sqlite_path(url)
-    if path is None or Path(path).is_absolute():
-        return url
-    return "sqlite:///" + str((directory / path).absolute())
-
-
-def user_config_file() -> Path:
-    """``keyrelay.toml`` in the user's config directory (it need not exist)."""
-    import platformdirs
-
-    return platformdirs.user_config_path("keyrelay") / CONFIG_NAME
-
-
-def find_config(
-    path: str | None, environ: Mapping[str, str], cwd: Path | None = None, user_file: Path | None = None
-) -> str | None:
-    """The settings file to read: ``path`` (``--config``), ``$KEYRELAY_CONFIG``, ``./keyrelay.toml``,
-    the user's ``keyrelay.toml``; ``None`` when there is none (built-in defaults)."""
-    if path:
-        return path
-    if environ.get("KEYRELAY_CONFIG"):
-        return environ["KEYRELAY_CONFIG"]
-    here = (cwd or Path.cwd()) / CONFIG_NAME
-    if here.is_file():
-        return CONFIG_NAME if cwd is None else str(here)
-    mine = user_file if user_file is not None else user_config_file()
-    return str(mine) if mine.is_file() else None
 
 
 def load_settings(

@@ -267,8 +267,9 @@ def plural(n: int, word: str) -> str:
 
 
 def failures(c: Counters) -> int:
-    """Requests that did not succeed, whatever the reason."""
-    return c.rate_limited + c.quota_exhausted + c.invalid_key + c.upstream_fault + c.network_error + c.client_error
+    """Requests that failed because of the key: rate limited, out of quota, invalid. A client's
+    bad request (404, 400), an upstream 5xx or a network error is not the key's failure."""
+    return c.rate_limited + c.quota_exhausted + c.invalid_key
 
 
 def key_json(rec: KeyRecord, now: float) -> dict[str, object]:
