@@ -260,17 +260,18 @@ def match(
     (``code``: its :func:`_code`, when the caller has it already)."""
     if code is None:
         code = _code(err) if err else ""
-    code = code.lower()
-    etype = _s(err.get("type")).lower() if err else ""
+    code_l = code.lower()  # rows name codes lower-cased (a dialect's own rows may keep the provider's case)
+    etype = _s(err.get("type")) if err else ""
+    etype_l = etype.lower()
     msg = _s(err.get("message")).lower() if err else ""
     for rule in RULES if rules is None else rules:
         if rule.statuses and status not in rule.statuses:
             continue
-        if rule.codes and code not in rule.codes:
+        if rule.codes and code_l not in rule.codes and code not in rule.codes:
             continue
-        if rule.types and etype not in rule.types:
+        if rule.types and etype_l not in rule.types and etype not in rule.types:
             continue
-        if rule.either and code not in rule.either and etype not in rule.either:
+        if rule.either and code_l not in rule.either and etype_l not in rule.either:
             continue
         if rule.code_suffix and not code.endswith(rule.code_suffix):
             continue

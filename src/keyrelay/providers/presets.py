@@ -82,4 +82,5 @@ class PresetDialect(OpenAIDialect):
     def __init__(self, preset: Preset) -> None:
         self.preset = preset
         self.name = preset.name
+        self.default_base_url = preset.base_url
         self.rules = preset.rules + RULES if preset.rules else RULES
