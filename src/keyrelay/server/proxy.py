@@ -148,7 +148,7 @@ class Proxy:
         url = join_upstream(pool.settings.base_url, rest, query)
         status, outcome, attempts = 0, "", None
         try:
-            attempts = Attempts(pool)
+            attempts = Attempts(pool, body=body)
             answer = await self._relay(request, pool, attempts, url, body)
             status = answer.status
             outcome = attempts.last.outcome.value if attempts.last else ""
