@@ -97,7 +97,8 @@ class Telemetry:
     def fold(self) -> None:
         """Sum the requests appended since the last fold."""
         with self._lock:
-            reqs, self.requests = self.requests, []
+            reqs = self.requests.copy()  # the same list stays: the proxy holds its append
+            self.requests.clear()
             if not reqs:
                 return
             # C-level counting (Counter over itemgetter/bisect maps): ~4x a Python loop per request

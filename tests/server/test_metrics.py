@@ -116,6 +116,16 @@ async def test_metrics_can_be_turned_off(make_gateway):
     assert gw.runtime.telemetry is None  # nothing is counted either
 
 
+async def test_alerts_without_metrics_keep_no_request_tally(make_gateway):
+    gw = await make_gateway({GOOD: Behavior.OK}, extra={"metrics": {"enabled": False},
+                                                        "alerts": [{"url": "http://127.0.0.1:9/hook"}]})
+    for _ in range(5):
+        async with gw.post("/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    assert gw.runtime.telemetry is not None and gw.runtime.telemetry.requests == []  # nobody would sum it
+    assert (await scrape(gw))[0] == 404
+
+
 async def test_metrics_for_admins_only_refuse_a_missing_or_client_token(make_gateway):
     gw = await make_gateway({GOOD: Behavior.OK}, extra={"metrics": {"require_admin": True}})
     status, text = await scrape(gw)

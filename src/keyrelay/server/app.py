@@ -66,6 +66,7 @@ class GatewayRunner(web.BaseRunner):
 
             self.proxy.metrics = MetricsEndpoint(self.runtime, self.runtime.settings.metrics, self.metrics_dir)
             self.proxy.metrics.start()
+            self.proxy.count = self.runtime.telemetry.requests.append
         server = self.runtime.settings.server
         connector = aiohttp.TCPConnector(
             limit=server.max_connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True
