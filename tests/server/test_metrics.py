@@ -143,3 +143,22 @@ async def test_only_get_is_answered(make_gateway):
     async with gw.post("/metrics", json={}) as r:
         assert r.status == 405
         assert r.headers["Allow"] == "GET, HEAD"
+
+
+async def test_a_store_write_that_fails_is_counted_as_a_store_error(make_gateway, monkeypatch):
+    from keyrelay.exceptions import StoreUnavailable
+
+    gw = await make_gateway({BAD: Behavior.INVALID, GOOD: Behavior.OK, GOOD2: Behavior.OK, **MORE},
+                            pool={"strategy": "round_robin"})
+
+    async def unreachable(*_: Any) -> None:
+        raise StoreUnavailable("store unreachable (test)")
+
+    monkeypatch.setattr(gw.store, "apply", unreachable)  # the memory store's write fails, as Redis' would when down
+    for _ in range(8):
+        async with gw.post("/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    found = samples((await scrape(gw))[1])
+    assert total(found, "keyrelay_store_errors_total", operation="apply") == 1
+    assert total(found, "keyrelay_key_transitions_total") == 0  # not written: not counted (it waits in the backlog)
+    assert total(found, "keyrelay_keys", state="invalid") == 1  # memory already has it
