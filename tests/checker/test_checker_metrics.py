@@ -30,7 +30,7 @@ async def test_sweeps_probes_and_retirements_are_counted(upstream: BillingUpstre
             if runtime.default_pool.eligible_count() == 4:
                 break
         await asyncio.sleep(0.2)  # the sweep that retired them has finished
-        text = MetricsEndpoint(runtime, s.metrics).render().decode()
+        text = (await MetricsEndpoint(runtime, s.metrics).render()).decode()
     finally:
         await runtime.stop()
     found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}

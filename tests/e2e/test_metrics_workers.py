@@ -1,5 +1,6 @@
-"""`keyrelay serve --workers 2`: one scrape of /metrics sees every worker's requests, whichever
-worker answers it; a worker that dies keeps its counts; the run's metrics directory goes away."""
+"""`keyrelay serve --workers 2`: one scrape of /metrics sees every worker's requests up to the
+moment it asked, whichever worker answers it; a worker that dies keeps its counts; the run's
+metrics directory goes away."""
 
 from __future__ import annotations
 
@@ -84,9 +85,7 @@ def test_one_scrape_counts_the_requests_of_every_worker(tmp_path: Path, upstream
         pids = set(re.findall(r"logger=keyrelay\.access .*status=200 .* pid=(\d+)", log.read_text()))
         assert len(pids) == 2, "the kernel gave every connection to one worker; the test proves nothing"
 
-        # each worker writes its counts every second; within a few, any scrape, on either worker, sees all
-        wait_for(lambda: scrape(url)["ok"] == sent, 10, "the scrape did not see every worker's requests")
-        time.sleep(1.5)
+        # at once, whichever worker answers: the scraping worker asks the other for its counts
         for _ in range(12):  # new connections: both workers answer some of these
             found = scrape(url)
             assert found["ok"] == sent and found["requests"] == sent and found["timed"] == sent

@@ -6,12 +6,11 @@ and builds the exposition only when scraped, through a custom ``prometheus_clien
 (no ``Counter.inc()`` per request, and none of the multiprocess mode's mmap writes).
 
 Several workers (``serve --workers N``): the parent makes a directory for the run (removed when
-it exits); each worker writes its cumulative counts there every second, as one small JSON file
-named by its pid (written to a temporary name, then renamed: a reader never sees half a file). A
-scrape lands on one worker, which adds its own live counts to every other worker's latest file:
-other workers' counts are at most about a second old. A worker that died leaves its file, so
-counters never go back. Gauges (keys by state, eligible keys) are read from the scraping
-worker's in-memory pools: every worker holds the whole pool, kept in sync through the store.
+it exits) where each worker leaves its cumulative counts; a scrape lands on one worker, which
+asks the others for fresh counts and adds them to its own (server/metrics_share.py). A worker
+that died leaves its last counts, so counters never go back. Gauges (keys by state, eligible
+keys) are read from the scraping worker's in-memory pools: every worker holds the whole pool,
+kept in sync through the store.
 """
 
 from __future__ import annotations
@@ -19,14 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -37,6 +34,7 @@ from keyrelay.core.model import KeyState
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime import Runtime
 from keyrelay.server.http import error_response
+from keyrelay.server.metrics_share import SharedCounts
 from keyrelay.stores import hash_token
 from keyrelay.telemetry import BUCKETS, Telemetry
 
@@ -163,11 +161,13 @@ class MetricsEndpoint:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self._collector)
         self._task: asyncio.Task[None] | None = None
-        self._own = self.shared_dir / f"{os.getpid()}.json" if self.shared_dir else None
+        self._shared = SharedCounts(shared_dir, self.telemetry.snapshot) if shared_dir else None
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="keyrelay-metrics")
+        if self._shared is not None:
+            self._shared.start()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -175,7 +175,12 @@ class MetricsEndpoint:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.write()  # the last counts of a worker that stops stay in the sums
+        try:
+            self.write()  # the last counts of a worker that stops stay in the sums
+        except OSError as exc:
+            log.warning("metrics: cannot write this worker's last counts: %s", exc.strerror or exc)
+        if self._shared is not None:
+            self._shared.close()
 
     async def _run(self) -> None:
         while True:
@@ -188,24 +193,8 @@ class MetricsEndpoint:
     def write(self) -> None:
         """Sum the requests of the last second; with several workers, write them for the others."""
         self.telemetry.fold()
-        if self._own is None:
-            return
-        tmp = self._own.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(self.telemetry.snapshot()))
-        os.replace(tmp, self._own)
-
-    def _others(self) -> list[Snapshot]:
-        if self.shared_dir is None:
-            return []
-        out = []
-        for path in self.shared_dir.glob("*.json"):
-            if path == self._own:
-                continue
-            try:
-                out.append(orjson.loads(path.read_bytes()))
-            except (OSError, orjson.JSONDecodeError):
-                continue  # gone or being replaced: the next scrape has it
-        return out
+        if self._shared is not None:
+            self._shared.write()
 
     # -- the route --------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -215,10 +204,11 @@ class MetricsEndpoint:
             refused = await self._authorize(request)
             if refused is not None:
                 return refused
-        return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=await self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def render(self) -> bytes:
-        others = self._others()
+    async def render(self) -> bytes:
+        """The exposition: this process's counts plus, with several workers, the others'."""
+        others = await self._shared.others() if self._shared is not None else []
         self._collector.snapshot = merge([self.telemetry.snapshot(), *others])
         self._collector.workers = 1 + len(others)
         return generate_latest(self._registry)
