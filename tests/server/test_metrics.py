@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from keyrelay import __version__
 from keyrelay.testing.fake_upstream import Behavior
 
 from .conftest import OTHER_POOL_TOKEN, TOKEN
@@ -66,6 +67,7 @@ async def test_request_counters_equal_the_requests_sent(make_gateway):
     assert total(found, "keyrelay_keys", pool="openai", state="active") == 2
     assert total(found, "keyrelay_keys_eligible", pool="openai") == 2
     assert total(found, "keyrelay_metrics_workers") == 1
+    assert total(found, "keyrelay_build_info", version=__version__) == 1
     # upstream attempts and tokens are summed when the counters are flushed
     await gw.runtime.flush()
     found = samples((await scrape(gw))[1])

@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from keyrelay import __version__
 from keyrelay.config import MetricsSettings
 from keyrelay.core.model import KeyState
 from keyrelay.exceptions import StoreUnavailable
@@ -137,6 +138,9 @@ class _Collector(Collector):
             eligible.add_metric([pool.name], pool.eligible_count())
         yield keys
         yield eligible
+        info = GaugeMetricFamily("keyrelay_build_info", "The keyrelay version serving (always 1).", labels=("version",))
+        info.add_metric([__version__], 1)
+        yield info
         yield GaugeMetricFamily("keyrelay_metrics_workers", "Gateway processes whose counts this scrape adds up.",
                                 value=self.workers)
 
