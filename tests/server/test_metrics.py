@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keyrelay import __version__
@@ -138,6 +139,22 @@ async def test_metrics_for_admins_only_refuse_a_missing_or_client_token(make_gat
     assert status == 403 and "keyrelay_requests" not in text
     async with gw.post("/v1/chat/completions", json=CHAT) as r:  # traffic is not affected
         assert r.status == 200
+
+
+async def test_metrics_for_admins_only_answer_an_admin_token(make_gateway):
+    import inspect
+    import time
+
+    from keyrelay.stores import hash_token
+
+    gw = await make_gateway({GOOD: Behavior.OK}, extra={"metrics": {"require_admin": True}})
+    if "admin" not in inspect.signature(gw.store.create_token).parameters:
+        pytest.skip("admin tokens ('keyrelay tokens create NAME --admin') come with the admin API branch")
+    admin = "kr-admin-token-for-metrics-0123456789"
+    await gw.store.create_token("ops", ["*"], hash_token(admin), time.time(), admin=True)
+    status, text = await scrape(gw, token=admin)
+    assert status == 200 and "keyrelay_requests_total" in text
+    assert admin not in text
 
 
 async def test_only_get_is_answered(make_gateway):

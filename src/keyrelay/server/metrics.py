@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -242,8 +243,9 @@ async def token_role(runtime: Runtime, token: str) -> str:
     admin API brings its own check, call that here instead."""
     if not token:
         return "unknown"
-    rec = await runtime.store.find_token(hash_token(token))
-    if rec is not None and not rec.revoked and getattr(rec, "admin", False):
+    h = hash_token(token)
+    rec = await runtime.store.find_token(h)
+    if rec is not None and not rec.revoked and getattr(rec, "admin", False) and hmac.compare_digest(rec.token_hash, h):
         return "admin"
     client = runtime.recognise(token) or await runtime.authenticate(token)
     return "client" if client is not None else "unknown"
