@@ -35,6 +35,8 @@ from keyrelay.config import MetricsSettings
 from keyrelay.core.model import KeyState
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime import Runtime
+from keyrelay.server.admin.auth import Auth
+from keyrelay.server.admin.routing import ApiError
 from keyrelay.server.http import error_response
 from keyrelay.server.metrics_share import SharedCounts
 from keyrelay.stores import hash_token
@@ -156,11 +158,15 @@ def _le(bound: float) -> str:
 class MetricsEndpoint:
     """The ``/metrics`` route of one gateway process, and its background writer."""
 
-    def __init__(self, runtime: Runtime, settings: MetricsSettings, shared_dir: str | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, settings: MetricsSettings, shared_dir: str | None = None, admin_auth: Auth | None = None
+    ) -> None:
         assert runtime.telemetry is not None, "[metrics] enabled makes the runtime keep a Telemetry"
         self.runtime = runtime
         self.telemetry: Telemetry = runtime.telemetry
         self.settings = settings
+        #: the admin API's sign-in check (server/admin/auth.py): a bearer admin token or its session
+        self.admin_auth = admin_auth
         self.shared_dir = Path(shared_dir) if shared_dir else None
         self._collector = _Collector(runtime)
         self._registry = CollectorRegistry(auto_describe=False)
@@ -219,6 +225,18 @@ class MetricsEndpoint:
         return generate_latest(self._registry)
 
     async def _authorize(self, request: web.BaseRequest) -> web.Response | None:
+        if self.admin_auth is not None:  # the admin API's own check, when the gateway serves it
+            try:
+                await self.admin_auth.caller(request, write=False)
+            except ApiError as exc:
+                kind = "permission_error" if exc.status == 403 else "invalid_request_error"
+                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+                return error_response(exc.status, f"/metrics needs an admin token: {exc.message}", kind, exc.code,
+                                      headers=headers)
+            except StoreUnavailable:
+                return error_response(503, "the key store is unreachable; retry shortly", "server_error",
+                                      "store_unavailable", retry_after=1.0)
+            return None
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         try:
@@ -239,8 +257,8 @@ async def token_role(runtime: Runtime, token: str) -> str:
     """``admin``, ``client`` or ``unknown``: who sent ``token``.
 
     An admin token is a token the store holds and marks admin (its record's ``admin`` flag, from
-    ``keyrelay tokens create --admin``). This is the one place /metrics decides it: when the
-    admin API brings its own check, call that here instead."""
+    ``keyrelay tokens create --admin``). Used when the gateway runs without the admin API;
+    with it, /metrics asks the admin API's own check (a bearer admin token or its session)."""
     if not token:
         return "unknown"
     h = hash_token(token)
