@@ -32,6 +32,14 @@ _ELLIPSIS = "…"
 _ELLIPSIS_B = _ELLIPSIS.encode()
 
 
+def _public(secret: str) -> int:
+    """Where the windows that may not be shown start: past the provider prefix every such key
+    shares (``sk-proj-``), which :func:`~keyrelay.core.masking.mask` shows (as
+    ``stores/evidence.py`` does), so masks in log lines stay whole."""
+    head = mask(secret).partition(_ELLIPSIS)[0]
+    return max(0, len(head) - MIN_FRAGMENT + 1) if secret.startswith(head) else 0
+
+
 def safe_mask(secret: str) -> str:
     """:func:`~keyrelay.core.masking.mask`, without a public prefix long enough to be a
     fragment (``sk-svcacct-``: 11 characters): then only ``…`` and the last four."""
@@ -48,7 +56,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         keys = {s for s in secrets if len(s) >= MIN_FRAGMENT and s.isascii()}
         n = MIN_FRAGMENT
-        self._grams = frozenset({s[i : i + n] for s in keys for i in range(len(s) - n + 1)})
+        self._grams = frozenset({s[i : i + n] for s in keys for i in range(_public(s), len(s) - n + 1)})
         chars = set("".join(keys))
         self._keys = frozenset(keys)
         self.size = len(keys)
