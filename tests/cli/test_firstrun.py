@@ -4,7 +4,6 @@ that only read never leave an empty store behind. Every mistake is one line and 
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import sys
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from keyrelay.core.masking import mask
-from keyrelay.logs import access_log
 
 from . import invoke, new_secret
 from .test_errors import one_error_line
@@ -137,23 +135,11 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, monkeypat
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
     cfg = write(tmp_path, "openai")
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level, access_log._handler)  # serve sets up logging in-process
-    try:
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            result = invoke(cfg, "serve", "--port", str(port))
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-            if h not in saved[0]:
-                h.close()
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
-        access_log._handler = saved[2]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke(cfg, "serve", "--port", str(port))
     assert result.exit_code == 2
     assert one_error_line(result.stderr) == (
         f"keyrelay: cannot serve on 127.0.0.1:{port}: the address is in use (stop the other server, or pick another --port)"
