@@ -30,6 +30,7 @@ __all__ = ["EMPTY", "MIN_FRAGMENT", "Redactor", "safe_mask"]
 MIN_FRAGMENT = 8
 _ELLIPSIS = "…"
 _ELLIPSIS_B = _ELLIPSIS.encode()
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def _public(secret: str) -> int:
@@ -57,7 +58,9 @@ class Redactor:
         keys = {s for s in secrets if len(s) >= MIN_FRAGMENT and s.isascii()}
         n = MIN_FRAGMENT
         self._grams = frozenset({s[i : i + n] for s in keys for i in range(_public(s), len(s) - n + 1)})
-        chars = set("".join(keys))
+        # letters, digits, '-' and '_' always: most keys use no other, so the pattern is the same
+        # for most redactors and compiled once (re's cache), even one per key (stores/evidence.py)
+        chars = _KEY_CHARS | set("".join(keys))
         self._keys = frozenset(keys)
         self.size = len(keys)
         cls = "".join(re.escape(c) for c in sorted(chars)) or "\\x00"
