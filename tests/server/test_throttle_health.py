@@ -4,10 +4,12 @@ only "ok", /readyz tells pools and usable keys to a token holder."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
 from keyrelay.server.throttle import AuthThrottle
+from keyrelay.stores import hash_token
 from keyrelay.testing.fake_upstream import Behavior
 
 from .conftest import OTHER_POOL_TOKEN, TOKEN
@@ -88,3 +90,14 @@ async def test_readyz_can_be_opened_to_anyone(make_gateway):
     gw = await make_gateway({GOOD: Behavior.OK}, server={"readyz_public": True})
     async with gw.get("/readyz", token=None) as r:
         assert (await r.json())["eligible_keys"] == {"openai": 1, "other": 0}
+
+
+async def test_readyz_shows_an_admin_token_every_pool(make_gateway):
+    gw = await make_gateway({GOOD: Behavior.OK})
+    admin = "kr-admin-readyz-token-0000000000000001"
+    await gw.store.create_token("ops", ["*"], hash_token(admin), time.time(), admin=True)
+    async with gw.get("/readyz", token=admin) as r:
+        assert r.status == 503  # the pool "other" has no key
+        assert await r.json() == {"status": "no_usable_key", "eligible_keys": {"openai": 1, "other": 0}}
+    async with gw.post("/v1/chat/completions", token=admin, json=CHAT) as r:  # still no proxy token
+        assert r.status == 401

@@ -30,6 +30,15 @@ __all__ = ["EMPTY", "MIN_FRAGMENT", "Redactor", "safe_mask"]
 MIN_FRAGMENT = 8
 _ELLIPSIS = "…"
 _ELLIPSIS_B = _ELLIPSIS.encode()
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _public(secret: str) -> int:
+    """Where the windows that may not be shown start: past the provider prefix every such key
+    shares (``sk-proj-``), which :func:`~keyrelay.core.masking.mask` shows (as
+    ``stores/evidence.py`` does), so masks in log lines stay whole."""
+    head = mask(secret).partition(_ELLIPSIS)[0]
+    return max(0, len(head) - MIN_FRAGMENT + 1) if secret.startswith(head) else 0
 
 
 def safe_mask(secret: str) -> str:
@@ -48,8 +57,10 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         keys = {s for s in secrets if len(s) >= MIN_FRAGMENT and s.isascii()}
         n = MIN_FRAGMENT
-        self._grams = frozenset({s[i : i + n] for s in keys for i in range(len(s) - n + 1)})
-        chars = set("".join(keys))
+        self._grams = frozenset({s[i : i + n] for s in keys for i in range(_public(s), len(s) - n + 1)})
+        # letters, digits, '-' and '_' always: most keys use no other, so the pattern is the same
+        # for most redactors and compiled once (re's cache), even one per key (stores/evidence.py)
+        chars = _KEY_CHARS | set("".join(keys))
         self._keys = frozenset(keys)
         self.size = len(keys)
         cls = "".join(re.escape(c) for c in sorted(chars)) or "\\x00"

@@ -1,9 +1,10 @@
 """``/healthz`` and ``/readyz``.
 
 ``/healthz`` tells anyone only that the process serves (``{"status": "ok"}``): no pool names,
-no counts. ``/readyz`` tells how many keys each pool can use now, to a caller with a client
-token (the pools that token may use), or to anyone when ``[server] readyz_public = true``; it
-answers 503 when a pool has no usable key. Neither touches the upstream.
+no counts. ``/readyz`` tells how many keys each pool can use now, to a caller with an admin
+token (every pool) or a client token (the pools that token may use), or to anyone when
+``[server] readyz_public = true``; it answers 503 when a pool has no usable key. Neither
+touches the upstream. Unknown tokens count towards the address's guessing throttle.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from keyrelay.exceptions import StoreUnavailable
+from keyrelay.runtime import Client
 from keyrelay.server.http import error_response
+from keyrelay.stores import hash_token
 
 if TYPE_CHECKING:
     from keyrelay.server.proxy import Proxy
@@ -50,6 +54,8 @@ async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.
     if not runtime.settings.server.readyz_public:
         token = _token(request)
         client = runtime.recognise(token)
+        if client is None and await _is_admin(proxy, request, token):
+            client = _ALL
         if client is None:
             found = await proxy._authenticate(request, "-", token, started)
             if isinstance(found, web.Response):
@@ -63,3 +69,20 @@ async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.
     ready = all(eligible.values())
     return web.json_response({"status": "ok" if ready else "no_usable_key", "eligible_keys": eligible},
                              status=200 if ready else 503)
+
+
+_ALL = Client("admin", ("*",))  # what an admin token may see: every pool
+
+
+async def _is_admin(proxy: Proxy, request: web.BaseRequest, token: str) -> bool:
+    """Is ``token`` an admin token (``keyrelay tokens create --admin``)? Not asked of the store
+    for a throttled address, nor for bytes no token has."""
+    if not token or not (token.isascii() and token.isprintable()):
+        return False
+    if proxy.throttle.blocked(request.remote or "-") is not None:
+        return False
+    try:
+        rec = await proxy.runtime.store.find_token(hash_token(token))
+    except StoreUnavailable:
+        return False
+    return rec is not None and not rec.revoked and bool(getattr(rec, "admin", False))

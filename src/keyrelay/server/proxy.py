@@ -85,12 +85,6 @@ class Proxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         path = request.path
-        if (
-            ("/." in path or "%" in path or "\\" in path or not path.isprintable())  # paths.suspect, inlined
-            and (problem := path_problem(path)) is not None
-        ):  # paths stay inside their pool
-            resp = error_response(400, f"invalid path: {problem}", code="invalid_path")
-            return self._refused(request, "-", "-", resp, "bad_path", started)
         pool, rest = self._route(path)
         if pool is None:
             if path == "/healthz":
@@ -103,6 +97,12 @@ class Proxy:
                 return await self.admin.handle(request)
             resp = error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
             return self._refused(request, "-", "-", resp, "unknown_pool", started)
+        if (
+            ("/." in path or "%" in path or "\\" in path or not path.isprintable())  # paths.suspect, inlined
+            and (problem := path_problem(path)) is not None
+        ):  # paths stay inside their pool (other routes check theirs)
+            resp = error_response(400, f"invalid path: {problem}", code="invalid_path", dialect=pool.dialect)
+            return self._refused(request, pool.name, "-", resp, "bad_path", started)
         dialect = pool.dialect
         token = dialect.client_token(request.headers, request.query_string)
         client = self.runtime.recognise(token)
