@@ -197,6 +197,8 @@ ERRORS: dict[str, tuple[dict[str, object], dict[str, str], str, str]] = {
     # id: (document, environ, where, a word of the problem)
     "unknown strategy": ({"pools": [{"name": "a", "strategy": "fastest"}]}, {}, "pools[0].strategy", "fastest"),
     "unknown provider": ({"pools": [{"name": "a", "provider": "bard"}]}, {}, "pools[0].provider", "bard"),
+    "azure without its resource endpoint": ({"pools": [{"name": "a", "provider": "azure"}]}, {}, "pools[0].base_url", "azure"),
+    "provider not a name": ({"pools": [{"name": "a", "provider": 3}]}, {}, "pools[0].provider", "3"),
     "base_url not http": ({"pools": [{"name": "a", "base_url": "ftp://x/v1"}]}, {}, "pools[0].base_url", "ftp://x/v1"),
     "base_url without a host": ({"pools": [{"name": "a", "base_url": "https://"}]}, {}, "pools[0].base_url", "URL"),
     "base_url from the environment": (
@@ -398,7 +400,7 @@ def test_a_weak_or_mangled_secret_is_refused_without_echoing_it(var: str, value:
     assert value.strip() not in str(caught.value)
 
 
-def test_the_key_file_is_relative_to_the_settings_file_and_redis_gets_one_there(tmp_path: Path) -> None:
+def test_the_key_file_is_relative_to_the_settings_file(tmp_path: Path) -> None:
     conf = tmp_path / "conf" / "keyrelay.toml"
     conf.parent.mkdir()
     conf.write_text('[store]\nurl = "sqlite:///k.db"\nsecret_file = "secrets/k.key"\n')
@@ -406,6 +408,19 @@ def test_the_key_file_is_relative_to_the_settings_file_and_redis_gets_one_there(
     conf.write_text('[store]\nurl = "sqlite:///k.db"\n')
     assert load_settings(str(conf), {}).secret.file is None  # the SQLite store's default: <file>.key
     conf.write_text('[store]\nurl = "redis://127.0.0.1:6379/0"\n')
-    assert load_settings(str(conf), {}).secret.file == str(tmp_path / "conf" / "keyrelay-redis.key")
+    assert load_settings(str(conf), {}).secret.file is None  # Redis: redis.key in the user's data dir
     with pytest.raises(ConfigError, match="store.secret_file"):
         parse_settings({"store": {"secret_file": 3}}, {})
+
+
+@pytest.mark.parametrize(
+    ("provider", "url"),
+    [
+        ("anthropic", "https://api.anthropic.com"),
+        ("gemini", "https://generativelanguage.googleapis.com"),
+        ("openai", "https://api.openai.com/v1"),
+    ],
+)
+def test_each_provider_has_its_own_default_base_url(provider: str, url: str) -> None:
+    s = parse_settings({"pools": [{"name": "p", "provider": provider}]}, {})
+    assert s.default_pool.base_url == url

@@ -18,6 +18,7 @@ import orjson
 
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.keypool import KeyPool
+from keyrelay.providers.base import Dialect
 from keyrelay.relay import NoKeyAvailable
 
 __all__ = ["KEYS_REJECTED_STATUS", "keys_rejected", "no_key"]
@@ -27,18 +28,21 @@ KEYS_REJECTED_STATUS = 502
 _BLAMING = frozenset({Outcome.INVALID_KEY, Outcome.QUOTA_EXHAUSTED})
 
 
-def _body(message: str, type_: str, code: str) -> bytes:
+def _body(message: str, type_: str, code: str, status: int = 0, dialect: Dialect | None = None) -> bytes:
+    """OpenAI's error envelope, or the pool's dialect's (Anthropic's, Google's)."""
+    if dialect is not None:
+        return dialect.local_error(status, message, type_, code)
     return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
 
 
-def no_key(exc: NoKeyAvailable) -> tuple[int, bytes, dict[str, str]]:
-    """The 503 for a request that found no eligible key: status, body, headers."""
+def no_key(exc: NoKeyAvailable, dialect: Dialect | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """The 503 for a request that found no eligible key: status, body (in ``dialect``'s envelope), headers."""
     headers = {"content-type": "application/json"}
     if exc.retry_after is None:
         headers["x-should-retry"] = "false"  # no key frees up by itself
     else:
         headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    return 503, _body(str(exc), "server_error", "no_key_available"), headers
+    return 503, _body(str(exc), "server_error", "no_key_available", 503, dialect), headers
 
 
 def keys_rejected(pool: KeyPool, verdict: Verdict | None) -> bytes | None:
@@ -53,4 +57,4 @@ def keys_rejected(pool: KeyPool, verdict: Verdict | None) -> bytes | None:
         "keyrelay suspects the upstream or the gateway's network, not the keys, and keeps them in rotation. "
         "Your keyrelay token is fine; retry later"
     )
-    return _body(message, "upstream_error", "upstream_keys_rejected")
+    return _body(message, "upstream_error", "upstream_keys_rejected", KEYS_REJECTED_STATUS, pool.dialect)

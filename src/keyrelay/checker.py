@@ -31,14 +31,16 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
-from keyrelay.core.machine import ProbeKind, ProbeResult, combine_probes, on_probe
+from keyrelay.core.machine import ProbeKind, ProbeResult, combine_probes, effective_state, on_probe
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Event, KeyRecord, KeyState, Transition
 from keyrelay.keypool import KeyPool
+from keyrelay.providers.base import rebase_url
+from keyrelay.providers.money import money_probe
 from keyrelay.providers.probes import Probe, ProbeRequest, ProbeResponse, build_probes
 from keyrelay.schedule import Schedule
 from keyrelay.stores.base import Store
@@ -91,14 +93,22 @@ class SweepReport:
 
 
 async def run_probe(
-    session: aiohttp.ClientSession, probe: Probe, secret: str, now: float, timeout: float
+    session: aiohttp.ClientSession,
+    probe: Probe,
+    secret: str,
+    now: float,
+    timeout: float,
+    rebase: tuple[str, str | None] = ("", None),
 ) -> ProbeResult:
-    """Drive one probe's flow over HTTP. Network errors and timeouts are *unknown*."""
+    """Drive one probe's flow over HTTP. Network errors and timeouts are *unknown*. ``rebase``:
+    (the pool's base URL, the key's own) when the key has one: its probes go there."""
     flow = probe.flow(secret, now)
     try:
         req = next(flow)
         while True:
             try:
+                if rebase[1]:
+                    req = replace(req, url=rebase_url(req.url, rebase[0], rebase[1]))
                 resp = await _send(session, req, timeout)
             except _NETWORK_ERRORS as exc:
                 flow.close()
@@ -234,10 +244,12 @@ class Checker:
         schedule.last_sweep = started
         try:
             built = build_probes(policy, pool.settings.base_url, pool.dialect, tuple(probes) if probes else None)
+            # exhausted keys also get a probe that can see money (unless probes were named)
+            money = None if probes else money_probe(policy, pool.settings.base_url, pool.dialect, built)
             records = pool.records()
             schedule.forget_gone(records)
             due = schedule.due(records, policy, started, force)
-            report.rows = await self._probe_all(pool, due, built, session, report, ttl, pace, progress)
+            report.rows = await self._probe_all(pool, due, built, session, report, ttl, pace, progress, money)
             if not dry_run:
                 await self._note_unknowns(pool, schedule, report)
         finally:
@@ -256,6 +268,7 @@ class Checker:
         ttl: float,
         pace: bool,
         progress: Callable[[int, int], None] | None,
+        money: Probe | None = None,
     ) -> list[CheckRow]:
         policy = pool.settings.checker
         loop = asyncio.get_running_loop()
@@ -282,7 +295,8 @@ class Checker:
                     wake = start - start % burst  # the burst this slot falls in
                     if wake > now:
                         await asyncio.sleep(wake - now)
-                rows.append(await self._check_one(pool, rec, probes, session, report.dry_run))
+                run = (money, *probes) if money is not None and rec.state is KeyState.EXHAUSTED else probes
+                rows.append(await self._check_one(pool, rec, run, session, report.dry_run))
                 if progress is not None:
                     progress(len(rows), len(due))
                 if not report.dry_run and self.clock() - renewed > ttl / 3:
@@ -308,7 +322,8 @@ class Checker:
         policy = pool.settings.checker
         results: list[ProbeResult] = []
         for probe in probes:
-            r = await run_probe(session, probe, rec.secret, self.clock(), policy.timeout)
+            rebase = (pool.settings.base_url, rec.base_url)
+            r = await run_probe(session, probe, rec.secret, self.clock(), policy.timeout, rebase)
             results.append(r)
             if r.kind in _DECISIVE:
                 break
@@ -330,7 +345,9 @@ class Checker:
             self._log(pool, cur, t, dry_run)
         if not dry_run:
             await self._remember(pool, cur, after, t, result, now)
-        return CheckRow(rec.id, pool.name, mask(rec.secret), cur.state, after.state, result, t, correlated)
+        # the states as traffic sees them (a cooling key whose time has passed is active)
+        before_state, after_state = effective_state(cur, now), effective_state(after, self.clock())
+        return CheckRow(rec.id, pool.name, mask(rec.secret), before_state, after_state, result, t, correlated)
 
     async def _persist(self, pool: KeyPool, t: Transition, result: ProbeResult) -> KeyRecord | None:
         """``store.apply`` with its version check; on a conflict, decide again on what is stored."""

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from keyrelay.config_paths import find_config, next_to, sqlite_path
 from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
 from keyrelay.exceptions import KeyrelayError
-from keyrelay.providers import DIALECTS
+from keyrelay.providers import DIALECTS, default_base_url
 from keyrelay.stores.base import hash_token
 from keyrelay.stores.crypto import MIN_SECRET_LENGTH, SecretSource
 
@@ -56,7 +57,6 @@ __all__ = [
 ]
 
 DEFAULT_STORE_URL = "sqlite:///keyrelay.db"
-CONFIG_NAME = "keyrelay.toml"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -265,9 +265,14 @@ def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
     env_url = environ.get(f"KEYRELAY_POOL_{name.upper().replace('-', '_')}_BASE_URL")
     if env_url:
         raw["base_url"] = env_url
+    provider = raw.get("provider", "openai")
+    if not isinstance(provider, str) or provider not in DIALECTS:
+        raise ConfigError(f"{where}.provider", f"unknown provider {provider!r} (known: {', '.join(sorted(DIALECTS))})")
+    if "base_url" not in raw:  # each provider's own API; Azure's is a resource of its own: required
+        raw["base_url"] = default_base_url(provider)
+        if not raw["base_url"]:
+            raise ConfigError(f"{where}.base_url", f"required for provider {provider!r} (e.g. https://<resource>.openai.azure.com)")
     pool: PoolSettings = _frozen(PoolSettings, raw, where, name=name, retry=retry, cooling=cooling, checker=checker)
-    if pool.provider not in DIALECTS:
-        raise ConfigError(f"{where}.provider", f"unknown provider {pool.provider!r} (known: {', '.join(sorted(DIALECTS))})")
     if pool.strategy not in STRATEGIES:
         raise ConfigError(
             f"{where}.strategy", f"unknown strategy {pool.strategy!r} (choose from {', '.join(STRATEGIES)})"
@@ -338,7 +343,7 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     if not isinstance(store_url, str) or store_url.split(":", 1)[0] not in ("memory", "sqlite", "redis", "rediss", "unix"):
         raise ConfigError("store.url", f"expected memory://, sqlite:///path or redis://…, got {store_url!r}")
     if source and not environ.get("KEYRELAY_STORE_URL"):  # the file's own relative path: next to the file
-        store_url = _next_to(store_url, Path(source).parent)
+        store_url = next_to(store_url, Path(source).parent)
     raw_pools = doc.get("pools")
     if raw_pools is None:
         pools: tuple[PoolSettings, ...] = (_pool({"name": "openai", "default": True}, 0, environ),)
@@ -366,8 +371,8 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
 
 def _secret(file: Any, store_url: str, environ: Mapping[str, str], source: str) -> SecretSource:
     """Where the store's secret comes from: ``KEYRELAY_SECRET_KEY``, else ``[store] secret_file``
-    (relative to the settings file), else the store's default key file — for Redis
-    ``keyrelay-redis.key`` next to the settings file (the store's default: the working directory)."""
+    (relative to the settings file), else the store's default key file (SQLite: next to the
+    file; Redis: ``redis.key`` in the user's data directory)."""
     values = {}
     for var in ("KEYRELAY_SECRET_KEY", "KEYRELAY_NEW_SECRET_KEY"):
         value = environ.get(var) or None
@@ -380,50 +385,8 @@ def _secret(file: Any, store_url: str, environ: Mapping[str, str], source: str) 
     if file is not None and (not isinstance(file, str) or not file):
         raise ConfigError("store.secret_file", "expected a file path")
     base = os.path.dirname(os.path.abspath(source)) if source else ""
-    if file is None and source and store_url.split(":", 1)[0] in ("redis", "rediss", "unix"):
-        file = "keyrelay-redis.key"
     path = os.path.join(base, file) if file is not None and base else file
     return SecretSource(values["KEYRELAY_SECRET_KEY"], path, values["KEYRELAY_NEW_SECRET_KEY"])
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file of a ``sqlite:///`` store URL (relative or absolute), else ``None``."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix) or "?" in url:
-        return None
-    path = url[len(prefix):]
-    return None if path == ":memory:" else path
-
-
-def _next_to(url: str, directory: Path) -> str:
-    """``url``, its relative SQLite path made absolute against ``directory``."""
-    path = sqlite_path(url)
-    if path is None or Path(path).is_absolute():
-        return url
-    return "sqlite:///" + str((directory / path).absolute())
-
-
-def user_config_file() -> Path:
-    """``keyrelay.toml`` in the user's config directory (it need not exist)."""
-    import platformdirs
-
-    return platformdirs.user_config_path("keyrelay") / CONFIG_NAME
-
-
-def find_config(
-    path: str | None, environ: Mapping[str, str], cwd: Path | None = None, user_file: Path | None = None
-) -> str | None:
-    """The settings file to read: ``path`` (``--config``), ``$KEYRELAY_CONFIG``, ``./keyrelay.toml``,
-    the user's ``keyrelay.toml``; ``None`` when there is none (built-in defaults)."""
-    if path:
-        return path
-    if environ.get("KEYRELAY_CONFIG"):
-        return environ["KEYRELAY_CONFIG"]
-    here = (cwd or Path.cwd()) / CONFIG_NAME
-    if here.is_file():
-        return CONFIG_NAME if cwd is None else str(here)
-    mine = user_file if user_file is not None else user_config_file()
-    return str(mine) if mine.is_file() else None
 
 
 def load_settings(

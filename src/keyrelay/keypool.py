@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from keyrelay import redactor
 from keyrelay.config import PoolSettings
 from keyrelay.core.correlation import Admission, CorrelationGuard
-from keyrelay.core.machine import on_outcome
+from keyrelay.core.machine import ENABLED_BY_A_PERSON, on_outcome
 from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState, Outcome, Transition, Verdict
 from keyrelay.core.pool import Lease, PoolState
 from keyrelay.exceptions import StoreUnavailable
@@ -247,6 +247,10 @@ class KeyPool:
     # -- syncing -------------------------------------------------------------------------
     def upsert(self, record: KeyRecord) -> None:
         with self.lock:
+            if record.reason == ENABLED_BY_A_PERSON and record.state is KeyState.ACTIVE:
+                old = self.state.get(record.id)
+                if old is None or old.version < record.version:  # a person's enable, seen for the first time
+                    self.guard.forget(record.id)
             before = self.state.secrets_version
             self.state.upsert(record)
             if self.state.secrets_version != before:

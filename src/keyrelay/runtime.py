@@ -55,6 +55,7 @@ class Runtime:
         self.pools: dict[str, KeyPool] = {p.name: KeyPool(p, self.store, clock=clock) for p in settings.pools}
         self.default_pool = self.pools[settings.default_pool.name]
         self._cursor = 0
+        self._epoch = 0  # the store's re-initialisations seen (stores/redis.py: StoreLost)
         self._tasks: list[asyncio.Task[None]] = []
         self._config_tokens = {t.token_hash: Client(t.name, t.pools) for t in settings.tokens}
         self._token_cache: dict[str, tuple[Client | None, float]] = {}
@@ -142,8 +143,14 @@ class Runtime:
 
     # -- store sync ----------------------------------------------------------------------
     async def sync(self) -> None:
-        """Apply every change made to the store since the last call (by anyone)."""
-        ch = await self.store.changes(self._cursor)
+        """Apply every change made to the store since the last call (by anyone). A store that
+        was re-initialised after losing its data (its ``epoch`` grew) is read from the start."""
+        epoch = getattr(self.store, "epoch", 0)
+        ch = await self.store.changes(self._cursor if epoch == self._epoch else 0)
+        if epoch != self._epoch:  # what was queued for the store that was lost is moot
+            for stale in self.pools.values():
+                stale.backlog.clear()
+        self._epoch = epoch
         for rec in ch.records:
             pool = self.pools.get(rec.pool)
             if pool is not None:
@@ -167,6 +174,8 @@ class Runtime:
         """Write the batched counters of every pool, and any transitions queued while the store
         was unreachable. If the store is still down, everything stays queued (bounded). Returns
         how many counter rows were written."""
+        if getattr(self.store, "epoch", 0) != self._epoch:
+            await self.sync()  # a store re-initialised after losing its data: read it before writing
         for pool in self.pools.values():
             if pool.backlog:
                 await pool.drain_backlog()

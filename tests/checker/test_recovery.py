@@ -129,7 +129,9 @@ async def test_an_exhausted_key_only_a_validity_probe_can_see_comes_back_at_the_
 ) -> None:
     upstream.accounts[SPENT] = Account()
     store, clock = MemoryStore(), Clock(NOW + 7 * HOUR)  # 22:06 UTC: midnight comes before the 6 h recheck
-    pool = await make_pool(store, upstream.base_url, [SPENT], clock, probes=["models"], reset="daily")
+    pool = await make_pool(  # no probe that sees money: the default completion probe turned off
+        store, upstream.base_url, [SPENT], clock, probes=["models"], reset="daily", exhausted_probe="off"
+    )
     lease = pool.acquire()
     assert lease is not None
     t = pool.observe(lease, Verdict(Outcome.QUOTA_EXHAUSTED, 429, reason="daily limit reached"))

@@ -160,3 +160,12 @@ def test_the_console_script_keeps_keys_between_runs_and_sets_exit_codes(tmp_path
     assert bad_key.returncode == 2 and "whitespace" in one_error_line(bad_key.stderr)
     usage = run_script("keys", "frob", cwd=tmp_path)
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+def test_an_unknown_provider_is_one_config_error_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "keyrelay.toml"
+    cfg.write_text('[[pools]]\nname = "claude"\nprovider = "anthropix"\n')
+    result = invoke(cfg, "keys", "list")
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert "pools[0].provider" in line and "anthropix" in line and "anthropic" in line  # names the known ones

@@ -6,7 +6,6 @@ from email.utils import formatdate
 
 import orjson
 import pytest
-from fixtures.anthropic_errors import ANTHROPIC_FIXTURES
 from fixtures.budget_errors import BUDGET_FIXTURES
 from fixtures.google_errors import GOOGLE_FIXTURES
 from fixtures.openai_errors import FIXTURES as OPENAI_FIXTURES
@@ -17,7 +16,7 @@ from keyrelay.providers.base import Usage
 from keyrelay.providers.openai import RULES, OpenAIDialect, rule_for
 
 NOW = 1_750_000_000.0
-FIXTURES = OPENAI_FIXTURES + GOOGLE_FIXTURES + BUDGET_FIXTURES + ANTHROPIC_FIXTURES
+FIXTURES = OPENAI_FIXTURES + GOOGLE_FIXTURES + BUDGET_FIXTURES
 dialect = OpenAIDialect()
 
 

@@ -28,6 +28,7 @@ from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime import Runtime
 from keyrelay.stores import open_store
 from keyrelay.stores.base import Changes, hash_token
+from keyrelay.stores.crypto import SecretSource, new_secret
 from keyrelay.stores.redis import RedisStore
 from keyrelay.stores.redis_scripts import LUA
 
@@ -336,7 +337,7 @@ async def test_a_lost_server_is_unavailable_and_the_watch_reconnects_logging_onc
     port = _free_port()
     notices = Notices()
     with private_redis(port):
-        store = RedisStore(f"redis://127.0.0.1:{port}/0")
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", SecretSource(new_secret()))  # no key file: no log line
         await store.open()
         (rec,) = (await store.add_keys("openai", ["sk-lost"], NOW)).added
         watching = asyncio.create_task(store.watch(notices))

@@ -23,6 +23,7 @@ from keyrelay.cli.common import (
 )
 from keyrelay.config import PoolSettings
 from keyrelay.core.machine import ProbeKind
+from keyrelay.core.model import KeyState
 from keyrelay.core.policy import PROBES
 from keyrelay.keypool import KeyPool
 from keyrelay.providers import get_dialect
@@ -109,6 +110,8 @@ def _change(row: CheckRow) -> str:
         return f"{row.before.value} (kept: most of the pool failed at once)"
     if row.changed:
         return f"{row.before.value} → {row.after.value}"
+    if row.before is KeyState.EXHAUSTED and row.result.kind is ProbeKind.EXHAUSTED:
+        return "still exhausted"
     if row.transition is not None:  # same state, a new recheck time
         return f"{row.before.value} (recheck later)"
     return row.before.value

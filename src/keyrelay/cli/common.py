@@ -122,12 +122,14 @@ def require_existing(url: str) -> None:
         raise CliError(f"no store at {Path(path).absolute()} (add keys with 'keyrelay keys add', or pass --config)")
 
 
-async def open_cli_store(url: str, secret: SecretSource | None = None, *, announce: bool = False) -> Store:
+async def open_cli_store(
+    url: str, secret: SecretSource | None = None, *, announce: bool = False, create: bool = True
+) -> Store:
     """Open the store at ``url``; any failure is one line (exit code 2). With ``announce``, one
     line on stderr naming a key file this created (never the secret)."""
     shown = display_url(url)
     try:
-        store = open_store(url, secret)
+        store = open_store(url, secret, create=create)
         await store.open()
     except ImportError as exc:
         if (exc.name or "").startswith("redis"):
@@ -147,10 +149,10 @@ async def open_cli_store(url: str, secret: SecretSource | None = None, *, announ
 
 
 async def _session(
-    url: str, secret: SecretSource, work: Callable[[Store], Awaitable[T]], warn: bool, announce: bool
+    url: str, secret: SecretSource, work: Callable[[Store], Awaitable[T]], warn: bool, announce: bool, create: bool
 ) -> T:
     shown = display_url(url)
-    store = await open_cli_store(url, secret, announce=announce)
+    store = await open_cli_store(url, secret, announce=announce, create=create)
     if warn and url.lower().startswith("memory:"):
         click.echo(f"keyrelay: warning: store {shown} lives in this process only; nothing is kept", err=True)
     try:
@@ -173,7 +175,7 @@ def with_store(
     keys: other commands keep their one line of output or error)."""
     if existing:
         require_existing(settings.store_url)
-    return asyncio.run(_session(settings.store_url, settings.secret, work, warn_memory, announce))
+    return asyncio.run(_session(settings.store_url, settings.secret, work, warn_memory, announce, not existing))
 
 
 # -- output --------------------------------------------------------------------------------
@@ -265,8 +267,9 @@ def plural(n: int, word: str) -> str:
 
 
 def failures(c: Counters) -> int:
-    """Requests that did not succeed, whatever the reason."""
-    return c.rate_limited + c.quota_exhausted + c.invalid_key + c.upstream_fault + c.network_error + c.client_error
+    """Requests that failed because of the key: rate limited, out of quota, invalid. A client's
+    bad request (404, 400), an upstream 5xx or a network error is not the key's failure."""
+    return c.rate_limited + c.quota_exhausted + c.invalid_key
 
 
 def key_json(rec: KeyRecord, now: float) -> dict[str, object]:

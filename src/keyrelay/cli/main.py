@@ -23,6 +23,7 @@ from keyrelay.cli.keys import keys
 from keyrelay.cli.migrate import migrate
 from keyrelay.cli.secret import rotate_secret
 from keyrelay.cli.startup import empty_pool_notes, where_from
+from keyrelay.cli.store import store
 from keyrelay.cli.tokens import tokens
 from keyrelay.config import ConfigError, Settings
 from keyrelay.coredump import disable_core_dumps
@@ -128,6 +129,7 @@ def _check_port(settings: Settings) -> None:
 
 keys.add_command(rotate_secret)
 cli.add_command(keys)
+cli.add_command(store)
 cli.add_command(tokens)
 cli.add_command(events)
 cli.add_command(check)

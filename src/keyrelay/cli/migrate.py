@@ -29,7 +29,7 @@ def _pools(keys: dict[str, int]) -> str:
 async def _run(src_url: str, dst_url: str, yes: bool, secrets: tuple[SecretSource, SecretSource]) -> MigrateReport:
     shown_src, shown_dst = display_url(src_url), display_url(dst_url)
     require_existing(src_url)  # copying from a store that is not there must not create it
-    src = await open_cli_store(src_url, secrets[0])
+    src = await open_cli_store(src_url, secrets[0], create=False)
     try:
         dst = await open_cli_store(dst_url, secrets[1], announce=True)
         try:

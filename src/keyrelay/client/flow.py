@@ -34,6 +34,7 @@ from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.providers import Usage
+from keyrelay.providers.base import rebase_url
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, first_data
@@ -104,11 +105,13 @@ class Relay:
         self.make_stream = make_stream
         self._strip = frozenset(n.encode() for n in self.dialect.auth_header_names)
         self._auth: dict[str, list[tuple[bytes, bytes]]] = {}
+        self._query = self.dialect.credential_query
 
     # -- requests ------------------------------------------------------------------------
-    def attempt_request(self, request: Any, secret: str) -> Any:
+    def attempt_request(self, request: Any, secret: str, base_url: str | None = None) -> Any:
         """A copy of ``request`` that presents ``secret`` and none of the caller's credentials
-        (the caller's request object never holds a pool key)."""
+        (the caller's request object never holds a pool key), sent to the key's own ``base_url``
+        when it has one."""
         auth = self._auth.get(secret)
         if auth is None:
             if len(self._auth) > 10_000:
@@ -117,9 +120,12 @@ class Relay:
         strip = self._strip
         headers = [(k, v) for k, v in request.headers.raw if k.lower() not in strip]
         headers += auth
-        return self.http.Request(
-            request.method, request.url, headers=headers, stream=request.stream, extensions=request.extensions
-        )
+        url = request.url
+        if base_url is not None:
+            url = self.http.URL(rebase_url(str(url), self.keypool.settings.base_url, base_url))
+        if self._query and self._query in url.params:  # Gemini's ?key=: the caller's, never sent
+            url = url.copy_remove_param(self._query)
+        return self.http.Request(request.method, url, headers=headers, stream=request.stream, extensions=request.extensions)
 
     # -- answers -------------------------------------------------------------------------
     def _headers(self, resp: Any, attempts: Attempts, key_id: str, length: int | None) -> list[tuple[bytes, bytes]]:
@@ -157,8 +163,10 @@ class Relay:
         return out
 
     def sse_error_response(self, resp: Any, first: bytes, attempts: Attempts, lease: Lease) -> Any:
-        event = redactor.current().data(self.dialect.error_body(200, first_data(first) or b"", (lease.secret,)))
-        return self.body_response(resp, b"data: " + event + b"\n\ndata: [DONE]\n\n", attempts, lease.key_id)
+        status, ctype, body = self.dialect.stream_failure(first_data(first) or b"", (lease.secret,))
+        out = self.body_response(resp, redactor.current().data(body), attempts, lease.key_id, status)
+        out.headers["content-type"] = ctype
+        return out
 
     def stream_response(self, resp: Any, chunks: Any, first: bytes, attempts: Attempts, lease: Lease) -> Any:
         def finish(verdict: Verdict | None, usage: Usage | None) -> None:
@@ -185,7 +193,7 @@ class Relay:
         return resp
 
     def no_key_response(self, exc: NoKeyAvailable) -> Any:
-        status, body, headers = answers.no_key(exc)
+        status, body, headers = answers.no_key(exc, self.dialect)
         headers |= {"content-length": str(len(body)), "x-keyrelay-attempts": "0"}
         return self.http.Response(status, headers=headers, stream=self.http.ByteStream(body))
 
@@ -267,7 +275,7 @@ def relay_flow(r: Relay, request: Any) -> Flow:
         secrets += (lease.secret,)
         started = time.perf_counter()
         try:
-            resp = yield Send(r.attempt_request(request, lease.secret))
+            resp = yield Send(r.attempt_request(request, lease.secret, lease.base_url))
         except r.network_errors as exc:
             verdict = _network(exc)
             yield from _record(r, attempts, lease, verdict)

@@ -29,13 +29,13 @@ from typing import Self
 
 from keyrelay.client.background import Background
 from keyrelay.client.lease import KeyLease
-from keyrelay.config import DEFAULT_BASE_URL, PoolSettings, ServerSettings, Settings
+from keyrelay.config import PoolSettings, ServerSettings, Settings
 from keyrelay.core.masking import validate_secret
 from keyrelay.core.model import KeyRecord, Outcome, Transition, Verdict
 from keyrelay.core.policy import CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
 from keyrelay.keypool import KeyPool
-from keyrelay.providers import DIALECTS, Dialect
+from keyrelay.providers import DIALECTS, Dialect, default_base_url
 from keyrelay.relay import Attempts
 from keyrelay.runtime import Runtime
 
@@ -282,10 +282,13 @@ def _settings(
         raise ValueError(f"unknown provider {provider!r} (known: {', '.join(sorted(DIALECTS))})")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
+    url = base_url or default_base_url(provider)
+    if not url:
+        raise ValueError(f"provider {provider!r} needs a base_url (its resource endpoint)")
     pool = PoolSettings(
         name=pool_name,
         provider=provider,
-        base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
+        base_url=url.rstrip("/"),
         strategy=strategy,
         default=True,
         retry=retry or RetryPolicy(),

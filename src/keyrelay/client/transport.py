@@ -21,8 +21,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import orjson
-
 from keyrelay.client import flow as f
 from keyrelay.client.pool import Pool
 from keyrelay.core.model import Outcome, Verdict
@@ -33,21 +31,6 @@ __all__ = ["transport_classes"]
 
 log = logging.getLogger("keyrelay.client")
 
-_CUT_EVENT = (
-    b"data: "
-    + orjson.dumps(
-        {
-            "error": {
-                "message": "upstream stream broke off",
-                "type": "upstream_error",
-                "param": None,
-                "code": "stream_cut",
-            }
-        }
-    )
-    + b"\n\n"
-)
-_DONE = b"[DONE]"
 
 
 class _Replay:
@@ -68,9 +51,11 @@ class _Replay:
         self._finish = finish
         self._network_errors = network_errors
         self._scanner = UsageScanner(dialect)
+        self._cut_event = dialect.stream_cut_event()
         self._scanner.feed(first)
-        self._done = _DONE in first
-        self._tail = first[-8:]
+        self._end_mark = end = dialect.stream_end  # b"[DONE]"; Anthropic's b'"message_stop"'
+        self._done = end in first
+        self._tail = first[-len(end) :]
         self._before, self._last = b"", first
         self._ended = False
 
@@ -79,8 +64,8 @@ class _Replay:
         self._before, self._last = self._last, chunk
         if not self._done:
             both = self._tail + chunk
-            self._done = _DONE in both
-            self._tail = both[-8:]
+            self._done = self._end_mark in both
+            self._tail = both[-len(self._end_mark) :]
 
     def _end(self, verdict: Verdict | None) -> None:
         if not self._ended:
@@ -195,7 +180,7 @@ def transport_classes(http: Any) -> tuple[type[Any], type[Any]]:
                     yield chunk
             except self._network_errors as exc:
                 self._cut(exc)
-                yield _CUT_EVENT
+                yield self._cut_event
                 return
             self._end(Verdict.ok(200))
 
@@ -214,7 +199,7 @@ def transport_classes(http: Any) -> tuple[type[Any], type[Any]]:
                     yield chunk
             except self._network_errors as exc:
                 self._cut(exc)
-                yield _CUT_EVENT
+                yield self._cut_event
                 return
             self._end(Verdict.ok(200))
 

@@ -86,6 +86,12 @@ class CorrelationGuard:
         self.refused += 1
         return Admission.TRIPPED if first else Admission.REFUSED
 
+    def forget(self, key_id: str) -> None:
+        """A person put ``key_id`` back into rotation: its take-out no longer counts, so a new
+        failure of it within the window is judged against the cap like any other key's (while
+        the pool is in an episode: kept in, not retired again at once)."""
+        self._taken.pop(key_id, None)
+
     def _note(self, key_id: str, now: float) -> None:
         self._taken[key_id] = now
         self._when.append((now, key_id))

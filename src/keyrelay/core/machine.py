@@ -14,6 +14,7 @@ from keyrelay.core.model import KeyRecord, KeyState, Outcome, Transition, Verdic
 from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, next_reset
 
 __all__ = [
+    "ENABLED_BY_A_PERSON",
     "AdminAction",
     "ProbeKind",
     "ProbeResult",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 AdminAction = str  # "disable" | "enable"
+#: the reason of a key a person put back into rotation (``keyrelay keys enable``)
+ENABLED_BY_A_PERSON = "enabled by a person"
 
 _LIVE = (KeyState.ACTIVE, KeyState.COOLING)
 
@@ -87,7 +90,7 @@ def on_admin(record: KeyRecord, action: AdminAction, now: float, actor: str = "a
     if action == "disable":
         target, reason = KeyState.DISABLED, "disabled by a person"
     elif action == "enable":
-        target, reason = KeyState.ACTIVE, "enabled by a person"
+        target, reason = KeyState.ACTIVE, ENABLED_BY_A_PERSON
     else:
         raise ValueError(f"unknown admin action {action!r}")
     if record.state is target:

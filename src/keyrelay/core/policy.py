@@ -103,6 +103,9 @@ class CheckerPolicy:
     balance_base_url: str = ""
     balance_threshold: float = 0.0
     completion_model: str = ""
+    #: the probe that can tell an exhausted key has money again (``providers/money.py``):
+    #: ``auto`` (balance where the provider has one, else a 1-token completion), ``off``, or a probe name
+    exhausted_probe: str = "auto"
     reset: str = ""
     correlated_share: float = 0.5
     correlated_window: float = 60.0
@@ -124,6 +127,10 @@ class CheckerPolicy:
             raise ValueError(f"unknown balance_api {self.balance_api!r} (choose from {', '.join(BALANCE_APIS)})")
         if "completion" in self.probes and not self.completion_model:
             raise ValueError("the completion probe needs completion_model")
+        if self.exhausted_probe not in ("auto", "off", *PROBES):
+            raise ValueError(
+                f"unknown exhausted_probe {self.exhausted_probe!r} (choose from auto, off, {', '.join(PROBES)})"
+            )
         if self.reset not in _RESETS:
             raise ValueError(f"unknown reset {self.reset!r} (choose from daily, weekly, monthly)")
         if self.interval <= 0 or self.timeout <= 0:

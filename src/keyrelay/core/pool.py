@@ -26,6 +26,8 @@ class Lease:
     secret: str
     version: int
     masked: str  #: the key as it may be shown
+    #: the key's own upstream (an Azure resource, a reseller) instead of its pool's; ``None``: the pool's
+    base_url: str | None = None
 
     def __repr__(self) -> str:  # never show the secret
         return f"Lease(key_id={self.key_id!r}, pool={self.pool!r}, key={self.masked!r}, version={self.version})"
@@ -86,7 +88,9 @@ class PoolState:
         if old is None or old.secret != record.secret:
             self.secrets_version += 1
         self._records[record.id] = record
-        self._leases[record.id] = Lease(record.id, self.name, record.secret, record.version, record.masked)
+        self._leases[record.id] = Lease(
+            record.id, self.name, record.secret, record.version, record.masked, record.base_url
+        )
         if record.state is KeyState.ACTIVE:
             self._make_eligible(record)
         else:

@@ -9,7 +9,17 @@ from typing import Any, Protocol
 
 from keyrelay.core.model import Verdict
 
-__all__ = ["Dialect", "Rule", "Usage"]
+__all__ = ["Dialect", "Rule", "Usage", "rebase_url"]
+
+
+def rebase_url(url: str, pool_base: str, key_base: str | None) -> str:
+    """``url`` (made on the pool's ``base_url``) sent to a key's own base URL instead."""
+    if not key_base:
+        return url
+    base = pool_base.rstrip("/")
+    if not url.startswith(base) or url[len(base) : len(base) + 1] not in ("", "/", "?"):
+        return url
+    return key_base.rstrip("/") + url[len(base) :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +48,60 @@ class Rule:
 
 
 class Dialect(Protocol):
-    """A provider's way of speaking."""
+    """A provider's way of speaking: how a client presents its keyrelay token, how a pool key is
+    presented upstream, which client headers go upstream, how answers are read and how errors
+    (the upstream's, rebuilt, and keyrelay's own) are written. Pure: no I/O."""
 
     name: str
     #: request headers that carry credentials in this dialect (removed from client requests)
     auth_header_names: frozenset[str]
+    #: a query parameter that carries credentials (Gemini's ``key``), removed before the
+    #: request goes upstream; ``""`` when the dialect has none
+    credential_query: str
+    #: client headers forwarded upstream on top of the gateway's common allow-list (lower-case
+    #: names, and name prefixes such as ``anthropic-``); never a credential header
+    forward_headers: frozenset[str]
+    forward_prefixes: tuple[str, ...]
+    #: how a client is told to present its token (the 401's message)
+    token_hint: str
+    #: the upstream a pool of this provider uses when its config names none (``""``: required)
+    default_base_url: str
+    #: the bytes that start a usage object in this dialect's answers (found without decoding)
+    usage_key: bytes
+    #: bytes that show a stream reached its normal end (OpenAI's ``[DONE]``), so a caller that
+    #: closes it right after still counts as a success
+    stream_end: bytes
+    #: path prefixes of this API: a path that names no pool but starts with one of these goes to
+    #: the default pool when it speaks this dialect (Azure's ``/openai/deployments/…``)
+    api_roots: tuple[str, ...]
+    #: does :meth:`request_error` have anything to say (saves the call when not)
+    checks_requests: bool
+
+    def client_token(self, headers: Mapping[str, str], query_string: str) -> str:
+        """The keyrelay token a client presented (``""`` when none)."""
+        ...
+
+    def request_error(self, method: str, path: str) -> tuple[int, str] | None:
+        """(status, message) when a request cannot be served by any key (checked before a key is
+        chosen; only called when :attr:`checks_requests`)."""
+        ...
+
+    def local_error(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> bytes:
+        """An error keyrelay itself answers (no token, no key left, …) in this dialect's envelope."""
+        ...
+
+    def stream_failure(self, data: bytes, secrets: tuple[str, ...] = ()) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a stream whose first event was an error and no key
+        was left to try: ``data`` is that event's payload."""
+        ...
+
+    def stream_cut_event(self) -> bytes:
+        """The SSE frame that ends a stream the upstream broke off after content had been sent."""
+        ...
+
+    def models_probe(self, base_url: str, secret: str) -> tuple[str, dict[str, str]]:
+        """(URL, headers) of the request that lists models with ``secret``: proves a key valid."""
+        ...
 
     def auth_headers(self, secret: str) -> dict[str, str]:
         """Headers that present ``secret`` upstream."""

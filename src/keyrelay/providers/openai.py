@@ -71,15 +71,6 @@ RULES: tuple[Rule, ...] = (
     Rule("upstream_fault", "region not supported", _F({400}), message=("user location is not supported",)),
     # ... and a free-tier key used from a country without a free tier: its project needs billing
     Rule("quota_exhausted", "billing required", _F({400}), message=("free tier is not available in your country",)),
-    # Anthropic answers a spent balance, a user-set spend limit and a banned organisation with 400
-    Rule("quota_exhausted", "credit balance too low", _F({400}), message=("credit balance is too low",)),
-    Rule(
-        "quota_exhausted",
-        "spend limit reached",
-        _F({400}),
-        message=("reached your specified api usage limits", "reached your specified workspace api usage limits"),
-    ),
-    Rule("invalid_key", "organization disabled", _F({400}), message=("this organization has been disabled",)),
     # -- Gemini words every RESOURCE_EXHAUSTED "You exceeded your current quota": the quota id
     #    tells a per-minute limit (slow down) from a spent day or a tier with no access
     Rule("rate_limited", "per-minute quota", _F({429}), codes=_F({"quota_per_minute"})),
@@ -92,8 +83,6 @@ RULES: tuple[Rule, ...] = (
     Rule("quota_exhausted", "payment required", _F({402})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), codes=QUOTA_CODES),
     Rule("quota_exhausted", "spend limit reached", _F({429}), code_suffix=("_spend_limit_exceeded",)),
-    # Anthropic's monthly tier cap is a rate_limit_error with details.error_code (and no retry-after)
-    Rule("quota_exhausted", "spend limit reached", _F({429}), codes=_F({"enforced_spend_limit_reached"})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), types=_F({"insufficient_quota"})),
     Rule("quota_exhausted", "quota exhausted", _F({429}), message=("exceeded your current quota", "no credits remaining")),
     Rule("quota_exhausted", "daily limit reached", _F({429}), message=("per day (tpd)", "per day (rpd)")),
@@ -247,14 +236,16 @@ def _code(err: Mapping[str, Any]) -> str:
     return _s(err.get("code"))
 
 
-def match(status: int, err: Mapping[str, Any] | None, code: str | None = None) -> Rule | None:
-    """The first row of :data:`RULES` for this status and error object (``code``: its
-    :func:`_code`, when the caller has it already)."""
+def match(
+    status: int, err: Mapping[str, Any] | None, code: str | None = None, rules: tuple[Rule, ...] | None = None
+) -> Rule | None:
+    """The first row of ``rules`` (default :data:`RULES`) for this status and error object
+    (``code``: its :func:`_code`, when the caller has it already)."""
     if code is None:
         code = _code(err) if err else ""
     etype = _s(err.get("type")) if err else ""
     msg = _s(err.get("message")).lower() if err else ""
-    for rule in RULES:
+    for rule in RULES if rules is None else rules:
         if rule.statuses and status not in rule.statuses:
             continue
         if rule.codes and code not in rule.codes:
@@ -276,6 +267,13 @@ def rule_for(status: int, body: bytes, *, event: bool = False) -> Rule | None:
     return None if ev is None else match(*ev)
 
 
+_CUT_EVENT = (
+    b"data: "
+    + orjson.dumps({"error": {"message": "upstream stream broke off", "type": "upstream_error", "param": None, "code": "stream_cut"}})
+    + b"\n\n"
+)
+
+
 def _wait_in_message(message: str) -> float | None:
     m = _WAIT.search(message.lower())
     if m is None:
@@ -291,6 +289,38 @@ class OpenAIDialect:
 
     name = "openai"
     auth_header_names = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
+    credential_query = ""
+    forward_headers: frozenset[str] = frozenset()
+    forward_prefixes: tuple[str, ...] = ()
+    token_hint = "Send 'Authorization: Bearer <token>'"
+    default_base_url = "https://api.openai.com/v1"
+    usage_key = b'"usage"'
+    stream_end = b"[DONE]"
+    api_roots: tuple[str, ...] = ("/v1/",)
+    checks_requests = False
+    #: the classification table (``None``: :data:`RULES`); a subclass may put its own rows first
+    rules: tuple[Rule, ...] | None = None
+
+    def client_token(self, headers: Mapping[str, str], query_string: str) -> str:
+        auth = headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[7:]
+        return auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
+
+    def request_error(self, method: str, path: str) -> tuple[int, str] | None:
+        return None
+
+    def local_error(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> bytes:
+        return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+    def stream_failure(self, data: bytes, secrets: tuple[str, ...] = ()) -> tuple[int, str, bytes]:
+        return 200, "text/event-stream", b"data: " + self.error_body(200, data, secrets) + b"\n\ndata: [DONE]\n\n"
+
+    def stream_cut_event(self) -> bytes:
+        return _CUT_EVENT
+
+    def models_probe(self, base_url: str, secret: str) -> tuple[str, dict[str, str]]:
+        return f"{base_url.rstrip('/')}/models", self.auth_headers(secret)
 
     def auth_headers(self, secret: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {secret}"}
@@ -312,7 +342,7 @@ class OpenAIDialect:
         code = _code(err) if err else ""
         raw_message = _s(err.get("message")) if err else ""
         message = redact(raw_message)[:300]
-        rule = match(eff, err, code)
+        rule = match(eff, err, code, self.rules)
         if rule is None:
             return Verdict(Outcome.CLIENT_ERROR if 400 <= eff < 500 else Outcome.UPSTREAM_FAULT, status, code or None, message)
         outcome = _OUTCOMES[rule.outcome]

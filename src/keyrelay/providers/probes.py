@@ -20,8 +20,9 @@ Probes:
     never a balance of 0 (new-api #1641). HTTP errors are unknown too: a key's validity is the
     ``models`` probe's business (OpenAI answers these endpoints with an error for every API key).
 ``models``
-    ``GET {base}/models``: 401 → invalid, 2xx → ok (valid; says nothing about money). A 403 is
-    *unknown*: OpenAI's restricted keys may lack the ``model.read`` scope yet serve chat.
+    ``GET {base}/models``: 401 → invalid, 2xx → ok (valid; says nothing about money), a 429
+    ``insufficient_quota`` → exhausted. A 403 is *unknown*: OpenAI's restricted keys may lack the
+    ``model.read`` scope yet serve chat.
 ``balance``
     A provider's balance endpoint, relative to ``balance_base_url`` (default: the pool's
     ``base_url`` without a trailing ``/v1``): DeepSeek ``/user/balance``, OpenRouter
@@ -30,7 +31,9 @@ Probes:
     exhausted; 401 → invalid. In :mod:`keyrelay.providers.balance`.
 ``completion``
     A one-token chat completion, classified by the pool's dialect: insufficient quota →
-    exhausted, invalid key → invalid, ok → ok. Costs a token per probe: opt-in.
+    exhausted, invalid key → invalid, ok → ok (the key can pay). Costs a token per probe: opt-in
+    for every key; for exhausted keys the checker adds it by default where no balance endpoint
+    exists (``exhausted_probe``, :mod:`keyrelay.providers.money`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from keyrelay.core.model import Outcome
 from keyrelay.core.policy import CheckerPolicy
 from keyrelay.providers.balance import BALANCE_PATHS, BalanceProbe, balance_base_url
 from keyrelay.providers.base import Dialect
+from keyrelay.providers.money import quota_answer
 from keyrelay.providers.probe_base import (
     Probe,
     ProbeFlow,
@@ -147,7 +151,8 @@ class BillingProbe:
 
 
 class ModelsProbe:
-    """``GET {base}/models``: proves a key valid, never that it can pay."""
+    """``GET {base}/models`` (the dialect's own: Anthropic ``/v1/models`` with ``anthropic-version``,
+    Gemini ``/v1beta/models``, Azure ``/openai/models``): proves a key valid, never that it can pay."""
 
     name = "models"
 
@@ -156,13 +161,18 @@ class ModelsProbe:
         self.dialect = dialect
 
     def flow(self, secret: str, now: float) -> ProbeFlow:
-        resp = yield ProbeRequest("GET", f"{self.base}/models", self.dialect.auth_headers(secret))
+        url, headers = self.dialect.models_probe(self.base, secret)  # each dialect's own list of models
+        resp = yield ProbeRequest("GET", url, headers)
         return self.read(resp, now)
 
     def read(self, resp: ProbeResponse, now: float) -> ProbeResult:
         invalid = auth_failure(self.name, self.dialect, resp, now)
         if invalid is not None:
             return invalid
+        if resp.status == 400:  # Gemini answers a bad key with 400 API_KEY_INVALID
+            v = self.dialect.classify(resp.status, resp.headers, resp.body, now)
+            if v.outcome is Outcome.INVALID_KEY:
+                return ProbeResult(INVALID, self.name, v.reason or "invalid key", resp.status, v.code)
         if 200 <= resp.status < 300:
             v = self.dialect.classify(resp.status, resp.headers, resp.body, now)
             if v.outcome is Outcome.OK:
@@ -172,7 +182,7 @@ class ModelsProbe:
             if v.outcome is Outcome.INVALID_KEY:
                 return ProbeResult(INVALID, self.name, v.reason or "invalid key", resp.status, v.code)
             return unknown(self.name, "error in a 200 answer", resp)
-        return http_unknown(self.name, resp)
+        return quota_answer(self.name, self.dialect, resp, now) or http_unknown(self.name, resp)
 
 
 # -- completion ---------------------------------------------------------------------------------

@@ -21,15 +21,18 @@ _USAGE = re.compile(rb'"usage"\s*:\s*\{(?:[^{}"]|"(?:[^"\\]|\\.)*"|\{(?:[^{}"]|"
 
 def usage_of_json(dialect: Dialect, ctype: str, data: bytes) -> Usage | None:
     """The usage a JSON answer reports, or ``None``."""
-    at = data.rfind(b'"usage"')
+    at = data.rfind(dialect.usage_key)
     if at < 0 or "json" not in ctype:
         return None
     quick = dialect.usage_at(data, at)
     if quick is not None:
         return quick
-    m = _USAGE.match(data, at) if len(data) > _SMALL else None  # a small answer is cheaper to decode whole
+    # a small answer is cheaper to decode whole; so is any with Gemini's usageMetadata
+    m = _USAGE.match(data, at) if len(data) > _SMALL else None
     try:
         doc = orjson.loads(b"{" + m.group() + b"}") if m else orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
+    if isinstance(doc, list) and doc and isinstance(doc[-1], dict):  # Gemini's streamed JSON array
+        doc = doc[-1]
     return dialect.usage(doc) if isinstance(doc, dict) else None

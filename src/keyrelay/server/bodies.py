@@ -22,6 +22,7 @@ import asyncio
 
 from aiohttp import web
 
+from keyrelay.providers.base import Dialect
 from keyrelay.server.http import error_response
 
 __all__ = ["REFUSALS", "BodyBudget", "BodyTooLarge", "BodyTooSlow", "Busy", "Closing", "MalformedBody", "read_body", "refusal"]
@@ -157,16 +158,18 @@ async def _read(
 REFUSALS = (BodyTooLarge, BodyTooSlow, Busy, Closing, MalformedBody)
 
 
-def refusal(exc: Exception, limit: int) -> tuple[web.Response, str]:
-    """The answer to a body refused (bodies.py), and its access-log outcome."""
+def refusal(exc: Exception, limit: int, dialect: Dialect | None = None) -> tuple[web.Response, str]:
+    """The answer to a body refused (bodies.py), in the pool's dialect's shape, and its access-log outcome."""
     if isinstance(exc, BodyTooLarge):
-        return error_response(413, f"request body larger than the limit of {limit} bytes", code="request_too_large"), "too_large"
+        msg = f"request body larger than the limit of {limit} bytes"
+        return error_response(413, msg, code="request_too_large", dialect=dialect), "too_large"
     if isinstance(exc, Closing):
-        return error_response(503, "the gateway is shutting down; retry", "server_error", "shutting_down"), "shutting_down"
+        msg = "the gateway is shutting down; retry"
+        return error_response(503, msg, "server_error", "shutting_down", dialect=dialect), "shutting_down"
     if isinstance(exc, Busy):
         msg = "too many request bodies in flight; retry shortly"
-        return error_response(503, msg, "server_error", "server_busy", retry_after=1.0), "busy"
+        return error_response(503, msg, "server_error", "server_busy", retry_after=1.0, dialect=dialect), "busy"
     if isinstance(exc, BodyTooSlow):
-        resp = error_response(408, "request body too slow or stalled", code="request_timeout")
+        resp = error_response(408, "request body too slow or stalled", code="request_timeout", dialect=dialect)
         return resp, "body_timeout"
-    return error_response(400, f"malformed request body ({exc})", code="malformed_body"), "bad_body"
+    return error_response(400, f"malformed request body ({exc})", code="malformed_body", dialect=dialect), "bad_body"

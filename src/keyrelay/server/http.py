@@ -9,8 +9,17 @@ import orjson
 from aiohttp import web
 
 from keyrelay import __version__, redactor
+from keyrelay.providers.base import Dialect
 
-__all__ = ["FORWARDED", "error_response", "forward_request_headers", "join_upstream", "response_headers"]
+__all__ = [
+    "FORWARDED",
+    "error_response",
+    "forward_request_headers",
+    "forwarder",
+    "join_upstream",
+    "response_headers",
+    "strip_query_param",
+]
 
 #: Request headers a client may send upstream. Everything else — above all the client's own
 #: ``Authorization``, ``api-key``, ``x-api-key``, cookies — is dropped.
@@ -127,6 +136,50 @@ def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def forwarder(dialect: Dialect) -> Callable[[Mapping[str, str]], dict[str, str]]:
+    """:func:`forward_request_headers` for a pool of ``dialect``: the common allow-list plus the
+    dialect's own headers (Anthropic: ``anthropic-*``), never one of its credential headers."""
+    names, prefixes, creds = dialect.forward_headers, dialect.forward_prefixes, dialect.auth_header_names
+    if not names and not prefixes:
+        return forward_request_headers
+
+    def test(lk: str) -> int:
+        if lk in creds:
+            return _DROP
+        if lk in names or lk.startswith(prefixes):
+            return _KEEP
+        return _forward_test(lk)
+
+    memo, learn = _memo(test)
+
+    def forward(headers: Mapping[str, str]) -> dict[str, str]:
+        out = {}
+        ua = False
+        known = memo.get
+        for k, v in headers.items():
+            keep = known(k)
+            if keep is None:
+                keep = learn(k)
+            if keep:
+                out[k] = v
+                if keep == _KEEP_UA:
+                    ua = True
+        out["Accept-Encoding"] = "identity"
+        if not ua:
+            out["User-Agent"] = USER_AGENT
+        return out
+
+    return forward
+
+
+def strip_query_param(query: str, name: str) -> str:
+    """``query`` without any ``name=`` parameter (Gemini's ``key=``: a credential)."""
+    if not query or name not in query:
+        return query
+    prefix = name + "="
+    return "&".join(p for p in query.split("&") if p != name and not p.startswith(prefix))
+
+
 def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
     """Upstream's answer headers minus hop-by-hop ones, those aiohttp computes again and
     debugging-only ones; every value kept is redacted (``WWW-Authenticate`` may name the key;
@@ -151,9 +204,14 @@ def error_response(
     code: str | None = None,
     retry_after: float | None = None,
     headers: dict[str, str] | None = None,
+    dialect: Dialect | None = None,
 ) -> web.Response:
-    """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-    body = orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+    """An error in the pool's dialect's shape; OpenAI's (``{"error": {"message", "type", "param",
+    "code"}}``) when there is no pool."""
+    if dialect is None:
+        body = orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+    else:
+        body = dialect.local_error(status, message, type_, code)
     h = dict(headers or {})
     if retry_after is not None:
         h["Retry-After"] = str(max(1, math.ceil(retry_after)))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from keyrelay import answers, redactor
@@ -18,7 +18,8 @@ from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.keypool import KeyPool
 from keyrelay.logs import access_log
-from keyrelay.providers import Usage
+from keyrelay.providers import Dialect, Usage
+from keyrelay.providers.base import rebase_url
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Client, Runtime
@@ -35,7 +36,7 @@ from keyrelay.server.bodies import (
 )
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.health import healthz, readyz
-from keyrelay.server.http import error_response, forward_request_headers, join_upstream, response_headers
+from keyrelay.server.http import error_response, forwarder, join_upstream, response_headers, strip_query_param
 from keyrelay.server.paths import path_problem
 from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 from keyrelay.server.stream_guard import StreamGuard
@@ -61,6 +62,7 @@ class Proxy:
         #: set by the app at start-up (a session must be made inside the running loop)
         self.session = session
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._forwarders: dict[str, Callable[[Mapping[str, str]], dict[str, str]]] = {}
         self._reading: dict[int, aiohttp.StreamReader] = {}
         #: upstream read timeouts, one ticker for all attempts; it looks 4 times per shortest timeout
         self.deadlines = ReadDeadlines(min(1.0, *(p.settings.retry.read_timeout / 4 for p in runtime.pools.values())))  # bodies a handler waits for the rest of
@@ -98,28 +100,32 @@ class Proxy:
                 return await self.admin.handle(request)
             resp = error_response(404, f"no pool serves {request.path!r}; use /v1/… or /<pool>/…", code="unknown_pool")
             return self._refused(request, "-", "-", resp, "unknown_pool", started)
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            token = auth[7:]
-        else:
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        dialect = pool.dialect
+        token = dialect.client_token(request.headers, request.query_string)
         client = self.runtime.recognise(token)
         if client is None:
-            found = await self._authenticate(request, pool.name, token, started)
+            found = await self._authenticate(request, pool.name, token, started, dialect)
             if isinstance(found, web.Response):
                 return found
             client = found
         if client is None:
             resp = error_response(
                 401,
-                "Missing or unknown keyrelay token. Send 'Authorization: Bearer <token>' with a token "
+                f"Missing or unknown keyrelay token. {dialect.token_hint} with a token "
                 "from 'keyrelay tokens create'.",
                 code="invalid_api_key",
+                dialect=dialect,
             )
             return self._refused(request, pool.name, "-", resp, "unauthorized", started)
         if not client.may_use(pool.name):
-            resp = error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden")
+            resp = error_response(403, f"this token may not use pool {pool.name!r}", "permission_error", "pool_forbidden",
+                                  dialect=dialect)
             return self._refused(request, pool.name, client.name, resp, "forbidden", started)
+        if dialect.checks_requests:
+            refused = dialect.request_error(request.method, rest)
+            if refused is not None:
+                resp = error_response(refused[0], refused[1], code="bad_request", dialect=dialect)
+                return self._refused(request, pool.name, client.name, resp, "bad_request", started)
         policy = pool.settings.retry
         held = 0  # bytes of the body budget this request holds (a body that came slowly)
         try:
@@ -132,11 +138,14 @@ class Proxy:
         except REFUSALS as exc:
             if isinstance(exc, (BodyTooSlow, MalformedBody)):
                 request.content.feed_eof()  # nothing more worth reading: answer, then close at once
-                resp, why = refusal(exc, policy.max_body_bytes)
+                resp, why = refusal(exc, policy.max_body_bytes, dialect)
                 resp.force_close()
                 return self._refused(request, pool.name, client.name, resp, why, started)
-            return self._refused(request, pool.name, client.name, *refusal(exc, policy.max_body_bytes), started)
-        url = join_upstream(pool.settings.base_url, rest, request.query_string)
+            return self._refused(request, pool.name, client.name, *refusal(exc, policy.max_body_bytes, dialect), started)
+        query = request.query_string
+        if dialect.credential_query:
+            query = strip_query_param(query, dialect.credential_query)
+        url = join_upstream(pool.settings.base_url, rest, query)
         status, outcome, attempts = 0, "", None
         try:
             attempts = Attempts(pool)
@@ -146,7 +155,7 @@ class Proxy:
             return answer
         except NoKeyAvailable as exc:
             status, outcome = 503, "no_key"
-            code, body, headers = answers.no_key(exc)
+            code, body, headers = answers.no_key(exc, dialect)
             return web.Response(status=code, body=body, headers=headers)
         except _ClientGone as gone:
             status, outcome = 499, "client_gone"
@@ -182,7 +191,9 @@ class Proxy:
             telemetry.requests.append((pool, outcome, resp.status, -1.0, -1.0))
         return resp
 
-    async def _authenticate(self, request: web.BaseRequest, pool: str, token: str, started: float) -> Client | None | web.Response:
+    async def _authenticate(
+        self, request: web.BaseRequest, pool: str, token: str, started: float, dialect: Dialect | None = None
+    ) -> Client | None | web.Response:
         """A token not recognised at once: checked (hash, store), unless its source is throttled
         for guessing (then only tokens held in memory pass, the rest get 429). ``None``: refused
         (and counted); a response: answer with it."""
@@ -195,14 +206,14 @@ class Proxy:
             client = self.runtime.known(token)
             if client is None:
                 resp = error_response(429, "too many unknown tokens from this address; slow down", "rate_limit_error",
-                                      "too_many_auth_failures", retry_after=wait)
+                                      "too_many_auth_failures", retry_after=wait, dialect=dialect)
                 return self._refused(request, pool, "-", resp, "throttled", started)
         else:
             try:
                 client = await self.runtime.authenticate(token)
             except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
                 resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
-                                      "store_unavailable", retry_after=1.0)
+                                      "store_unavailable", retry_after=1.0, dialect=dialect)
                 if self.runtime.telemetry is not None:
                     self.runtime.telemetry.store_error("auth")
                 return self._refused(request, pool, "-", resp, "store_unavailable", started)
@@ -233,10 +244,21 @@ class Proxy:
                 content.set_exception(_Closing())
 
     def _route(self, path: str) -> tuple[KeyPool | None, str]:
+        """A pool named by the first segment first; else the default pool when the path is one of
+        its dialect's API roots (``/v1/``; Gemini's ``/v1beta/``, Azure's ``/openai/``)."""
         if path.startswith("/v1/") or path == "/v1":
             return self.runtime.default_pool, path
         name, _, tail = path[1:].partition("/")
-        return self.runtime.pools.get(name), "/" + tail
+        pool = self.runtime.pools.get(name)
+        if pool is not None:
+            rest, roots = "/" + tail, pool.dialect.api_roots
+            if path.startswith(roots) and not rest.startswith(roots):  # an Azure pool named "openai", no prefix
+                return pool, path
+            return pool, rest
+        default = self.runtime.default_pool
+        if default is not None and path.startswith(default.dialect.api_roots):
+            return default, path
+        return None, path
 
     # -- the loop ------------------------------------------------------------------------
     async def _relay(
@@ -244,7 +266,10 @@ class Proxy:
     ) -> web.StreamResponse:
         dialect, session, deadlines = pool.dialect, self.session, self.deadlines
         assert session is not None, "the app sets the session at start-up"
-        fwd = forward_request_headers(request.headers)
+        forward = self._forwarders.get(pool.name)
+        if forward is None:
+            forward = self._forwarders[pool.name] = forwarder(dialect)
+        fwd = forward(request.headers)
         retry = pool.settings.retry
         timeout = self._timeouts.get(pool.name)
         if timeout is None:  # read timeouts are ours (deadlines.py), not aiohttp's
@@ -258,7 +283,9 @@ class Proxy:
             try:
                 with d:
                     up = await session.request(
-                        request.method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
+                        request.method,
+                        url if lease.base_url is None else rebase_url(url, pool.settings.base_url, lease.base_url),
+                        data=body or None, headers=headers, timeout=timeout, allow_redirects=False,
                     )
             except asyncio.CancelledError:
                 deadlines.disarm(d)
@@ -268,7 +295,8 @@ class Proxy:
                 deadlines.disarm(d)
                 verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
                 await self._record(pool, attempts, lease, verdict)
-                last = error_response(502, f"upstream unreachable ({type(exc).__name__})", "upstream_error", "upstream_unreachable")
+                last = error_response(502, f"upstream unreachable ({type(exc).__name__})", "upstream_error",
+                                      "upstream_unreachable", dialect=dialect)
                 lease = attempts.next() if attempts.should_retry(verdict) else None
                 continue
             try:
@@ -281,12 +309,10 @@ class Proxy:
                         return await self._stream(request, up, first, pool, attempts, lease, d)
                     d.pause()
                     await self._record(pool, attempts, lease, verdict)
-                    last = web.Response(
-                        status=200,
-                        body=b"data: " + redactor.current().data(dialect.error_body(200, first_data(first) or b"", (lease.secret,)))
-                        + b"\n\ndata: [DONE]\n\n",
-                        headers=response_headers(up.headers),
-                    )
+                    status, ctype, failure = dialect.stream_failure(first_data(first) or b"", (lease.secret,))
+                    hdrs = response_headers(up.headers)
+                    hdrs["Content-Type"] = ctype
+                    last = web.Response(status=status, body=redactor.current().data(failure), headers=hdrs)
                 else:
                     with d:
                         data = await up.read()
@@ -314,7 +340,8 @@ class Proxy:
                 verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
                 if attempts.lease is lease:
                     await self._record(pool, attempts, lease, verdict)
-                last = error_response(502, f"upstream answer broke off ({type(exc).__name__})", "upstream_error", "upstream_unreachable")
+                last = error_response(502, f"upstream answer broke off ({type(exc).__name__})", "upstream_error",
+                                      "upstream_unreachable", dialect=dialect)
             finally:
                 deadlines.disarm(d)
                 up.release()
@@ -397,8 +424,7 @@ class Proxy:
                 d.pause()
                 await resp.write(guard.rest())
                 verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
-                err = orjson.dumps({"error": {"message": "upstream stream broke off", "type": "upstream_error", "param": None, "code": "stream_cut"}})
-                await resp.write(b"data: " + err + b"\n\n")
+                await resp.write(pool.dialect.stream_cut_event())
             d.pause()
             if guard.held:
                 await resp.write(guard.rest())

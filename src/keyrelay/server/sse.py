@@ -10,7 +10,6 @@ from keyrelay.providers import Dialect, Usage
 __all__ = ["FIRST_EVENT_LIMIT", "UsageScanner", "first_data", "stream_ended"]
 
 FIRST_EVENT_LIMIT = 64 * 1024
-_USAGE = b'"usage"'
 _NO_USAGE = b'"usage":null'  # as OpenAI writes it; other spellings are decoded to find out
 
 
@@ -70,12 +69,13 @@ class UsageScanner:
     """Watches a passing stream for the chunk that carries ``usage`` (OpenAI sends it last when
     ``stream_options.include_usage`` is set) without buffering the stream."""
 
-    __slots__ = ("_tail", "dialect", "usage")
+    __slots__ = ("_key", "_tail", "dialect", "usage")
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.usage: Usage | None = None
         self._tail = b""
+        self._key = dialect.usage_key  # b'"usage"'; Gemini's also finds "usageMetadata"
 
     def wants(self, chunk: bytes) -> bool:
         """Is this chunk worth feeding? (It may carry usage, completes a partial event, or ends
@@ -83,7 +83,7 @@ class UsageScanner:
         with ``include_usage`` OpenAI puts ``"usage":null`` in every chunk but the last."""
         if self._tail or not chunk.endswith(b"\n\n"):
             return True
-        n = chunk.count(_USAGE)
+        n = chunk.count(self._key)
         return n > 0 and n != chunk.count(_NO_USAGE)
 
     def feed(self, chunk: bytes) -> None:
@@ -95,30 +95,37 @@ class UsageScanner:
             self._tail = buf[-FIRST_EVENT_LIMIT:]
             return
         self._tail = buf[cut + 2 :][-FIRST_EVENT_LIMIT:] if cut + 2 < len(buf) else b""
-        end = cut
-        while (at := buf.rfind(_USAGE, 0, end)) >= 0:  # from the last complete event back
+        end, key, found = cut, self._key, None
+        while (at := buf.rfind(key, 0, end)) >= 0:  # from the last complete event back
             before = buf.rfind(b"\n\n", 0, at)
             start = before + 2 if before >= 0 else 0
-            if not buf.startswith(_NO_USAGE, at) and (
-                self._keep(self.dialect.usage_at(buf, at)) or self._read(buf[start : buf.find(b"\n\n", at)])
-            ):
-                return
+            if not buf.startswith(_NO_USAGE, at):
+                u = self.dialect.usage_at(buf, at)
+                if u is None or not (u.prompt_tokens or u.completion_tokens):
+                    u = self._read(buf[start : buf.find(b"\n\n", at)])
+                if u is not None and (u.prompt_tokens or u.completion_tokens):
+                    found = u if found is None else _fill(found, u)
+                    if found.prompt_tokens and found.completion_tokens:
+                        break  # whole: OpenAI's one usage chunk (Anthropic's come in two events)
             end = start
+        if found is not None:
+            self.usage = found if self.usage is None else _fill(found, self.usage)
 
-    def _read(self, event: bytes) -> bool:
-        """Take the usage out of one event; ``True`` when it carried some."""
+    def _read(self, event: bytes) -> Usage | None:
+        """The usage one event carries, if any."""
         data = _data_of(event)
         if not data or data == b"[DONE]":
-            return False
+            return None
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return False
-        return isinstance(doc, dict) and self._keep(self.dialect.usage(doc))
+            return None
+        return self.dialect.usage(doc) if isinstance(doc, dict) else None
 
-    def _keep(self, u: Usage | None) -> bool:
-        """Take ``u`` when it counts some tokens."""
-        if u is None or not (u.prompt_tokens or u.completion_tokens):
-            return False
-        self.usage = u
-        return True
+
+def _fill(newer: Usage, older: Usage) -> Usage:
+    """``newer``, its missing counts taken from ``older`` (Anthropic's ``message_delta`` has the
+    output tokens, its ``message_start`` the input tokens)."""
+    if newer.prompt_tokens and newer.completion_tokens:
+        return newer
+    return Usage(newer.prompt_tokens or older.prompt_tokens, newer.completion_tokens or older.completion_tokens)

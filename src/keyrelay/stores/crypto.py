@@ -2,8 +2,8 @@
 
 - **The secret** comes from ``KEYRELAY_SECRET_KEY`` (read by :mod:`keyrelay.config`, passed
   down as :class:`SecretSource`) or, when it is not set, from a key file: ``<store>.key`` next
-  to a SQLite file, ``keyrelay-redis.key`` next to the settings file (or in the working
-  directory) for Redis, or ``[store] secret_file``. The file is created on first use with mode
+  to a SQLite file, ``redis.key`` in the user's data directory for Redis, or
+  ``[store] secret_file``. The file is created on first use with mode
   0600 holding 32 random bytes (base64url); its path is logged, never its content. Losing the
   secret loses the keys: nothing else can decrypt them.
 - **Encryption**: AES-256-GCM, the key's id as associated data (a ciphertext moved to another

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import secrets as _secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -45,7 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
-from keyrelay.exceptions import StoreError
+from keyrelay.exceptions import StoreError, StoreLost
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
 from keyrelay.stores.crypto import KeyCipher, SecretSource, key_ring
 from keyrelay.stores.evidence import scrub_event, scrub_transition
@@ -65,14 +66,25 @@ from keyrelay.stores.redis_keys import (
     split_url,
 )
 from keyrelay.stores.redis_schema import open_schema, rotate
-from keyrelay.stores.redis_scripts import LUA
+from keyrelay.stores.redis_scripts import GUARDED, LOST, LUA
 from keyrelay.stores.redis_usage import UsageMixin
 
-__all__ = ["DEFAULT_KEY_FILE", "RedisStore"]
+__all__ = ["RedisStore", "default_key_file"]
 
-#: The key file of a Redis store when neither ``KEYRELAY_SECRET_KEY`` nor a file is given (the
-#: settings put it next to the settings file).
-DEFAULT_KEY_FILE = "keyrelay-redis.key"
+log = logging.getLogger("keyrelay.store")
+
+
+
+def default_key_file() -> str:
+    """The key file of Redis stores when neither ``KEYRELAY_SECRET_KEY`` nor a file is given:
+    ``redis.key`` in the user's data directory (``~/.local/share/keyrelay/`` on Linux), so every
+    gateway of this user on this machine finds the same secret, whatever the server or prefix."""
+    import platformdirs
+
+    home = platformdirs.user_data_path("keyrelay")
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return str(home / "redis.key")
+
 
 _R = TypeVar("_R")
 _BATCH = 1_000  # keys per Lua call (add, import, counters)
@@ -98,13 +110,17 @@ class RedisStore(UsageMixin):
 
     max_events = MAX_EVENTS
 
-    def __init__(self, url: str, secret: SecretSource | None = None) -> None:
+    def __init__(self, url: str, secret: SecretSource | None = None, *, create: bool = True) -> None:
         self.url = url
         self._client_url, prefix, self.where = split_url(url)
         self.names = Names(prefix)
         self.secret = secret or SecretSource()
+        self.create = create  # False: opening a store without its schema marker fails (read-only commands)
         self._cipher: KeyCipher | None = None
-        self._plain: dict[str, str] = {}  # key id → key, of the records read: what events are scrubbed with
+        self._plain: dict[str, str] = {}
+        #: the schema marker was found gone (see StoreLost); ``epoch`` grows at each re-initialisation
+        self.lost = False
+        self.epoch = 0  # key id → key, of the records read: what events are scrubbed with
         #: the key file, when opening created it (the CLI prints its path)
         self.created_key_file: str | None = None
         #: the key file the secret comes from (None: KEYRELAY_SECRET_KEY)
@@ -128,9 +144,39 @@ class RedisStore(UsageMixin):
         return self._redis
 
     async def _run(self, script: str, keys: Sequence[object], args: Sequence[object], client: Any = None) -> Any:
-        """Run one of ``LUA`` (EVALSHA; loaded again on NOSCRIPT), on ``client`` (a pipeline) if given."""
-        client = client or self._r  # raises when the store is not open
-        return await self._scripts[script](keys=keys, args=args, client=client)
+        """Run one of ``LUA`` (EVALSHA; loaded again on NOSCRIPT), on ``client`` (a pipeline) if
+        given. A guarded script gets the schema marker's name last and raises :class:`StoreLost`
+        when the marker is gone (pipelines: :meth:`_guard` their results)."""
+        redis_client = self._r  # raises when the store is not open
+        if script in GUARDED:
+            if self.lost:
+                await self._relost()
+            args = [*args, self.names.schema]
+        if client is not None:
+            return await self._scripts[script](keys=keys, args=args, client=client)
+        return self._guard([await self._scripts[script](keys=keys, args=args, client=redis_client)])[0]
+
+    def _guard(self, results: list[Any]) -> list[Any]:
+        """``results`` of guarded scripts, or :class:`StoreLost` (one error line when first seen)."""
+        if any(r == LOST for r in results):
+            if not self.lost:
+                self.lost = True
+                log.error(
+                    "redis store at %s (prefix %s) lost its data (its schema marker is gone: flushed, or restarted "
+                    "empty): serving from memory and writing nothing to it until it is re-initialised "
+                    "(`keyrelay store init`, or `keyrelay migrate --to` it from a backup)", self.where, self.names.prefix,
+                )
+            raise StoreLost(f"the redis store at {self.where} lost its data")
+        return results
+
+    async def _relost(self) -> None:
+        """While lost: refuse, and when the marker is back (re-initialised), refuse this one call
+        too but grow ``epoch``, so callers read the store again before writing to it."""
+        if await self._r.exists(self.names.schema):
+            self.lost, self.epoch = False, self.epoch + 1
+            log.warning("redis store at %s (prefix %s) was re-initialised: reading it again before writing to it",
+                        self.where, self.names.prefix)
+        raise StoreLost(f"the redis store at {self.where} lost its data")
 
     async def _records(self, ids: Sequence[str]) -> list[KeyRecord]:
         out: list[KeyRecord] = []
@@ -169,8 +215,9 @@ class RedisStore(UsageMixin):
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),
         )
         try:
-            ring = key_ring(self.secret, DEFAULT_KEY_FILE)
-            self._cipher = await open_schema(client, self.names, self.where, ring)
+            await client.ping()  # no key file for a server that cannot be reached
+            ring = key_ring(self.secret, "" if self.secret.value or self.secret.file else default_key_file())
+            self._cipher = await open_schema(client, self.names, self.where, ring, self.create)
             self.created_key_file = ring.file if ring.created else None
             self.key_file = ring.file
         except BaseException:
@@ -207,7 +254,7 @@ class RedisStore(UsageMixin):
                     ]
                     keys = head_keys + _flat((n.key(k), n.key_events(k)) for k, _, _ in batch)
                     await self._run("add", keys, [*head_args, json.dumps(batch), base_url or ""], client=pipe)
-                flags += [x == "1" for batch_flags in await pipe.execute() for x in batch_flags]
+                flags += [x == "1" for batch_flags in self._guard(await pipe.execute()) for x in batch_flags]
         new = functools.partial(
             KeyRecord, pool=pool, since=now, weight=weight, label=label, added_at=now, base_url=base_url
         )
@@ -271,7 +318,7 @@ class RedisStore(UsageMixin):
                 keys = [self.names.key(kid) for kid, _ in batch]
                 args = _flat([len(pairs), *_flat(pairs)] for _, pairs in batch)
                 await self._run("counters", keys, args, client=pipe)
-            await pipe.execute()
+            self._guard(await pipe.execute())
 
     @edge
     async def set_balance(self, key_id: str, balance: float | None, currency: str) -> None:
@@ -403,7 +450,7 @@ class RedisStore(UsageMixin):
                     ev = event_json(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
                     await self._run("event", [n.events, n.event_seq, n.key_events(e.key_id)],
                                     [ev, MAX_EVENTS, MAX_KEY_EVENTS], client=pipe)
-                await pipe.execute()
+                self._guard(await pipe.execute())
         for t in sorted(tokens, key=lambda t: t.created_at):
             await self._put_token(t)
 

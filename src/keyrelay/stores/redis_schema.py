@@ -30,6 +30,7 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from keyrelay.core.masking import redact
+from keyrelay.exceptions import StoreError
 from keyrelay.stores.crypto import KeyCipher, KeyRing
 from keyrelay.stores.redis_keys import Names
 
@@ -100,10 +101,10 @@ UPGRADES: dict[int, Step] = {
 SCHEMA_VERSION = max(UPGRADES)
 
 
-async def open_schema(client: Any, names: Names, where: str, ring: KeyRing) -> KeyCipher:
-    """Stamp a new store, or upgrade an older one step by step; returns the cipher of its keys.
-    Raises ``RuntimeError`` for a layout newer than this keyrelay's, :class:`SecretMismatch`
-    for keys encrypted with another secret."""
+async def open_schema(client: Any, names: Names, where: str, ring: KeyRing, create: bool = True) -> KeyCipher:
+    """Stamp a new store (unless ``create`` is false: then :class:`StoreError`), or upgrade an
+    older one step by step; returns the cipher of its keys. Raises ``RuntimeError`` for a layout
+    newer than this keyrelay's, :class:`SecretMismatch` for keys encrypted with another secret."""
     while True:
         async with client.pipeline(transaction=True) as pipe:
             try:
@@ -120,6 +121,11 @@ async def open_schema(client: Any, names: Names, where: str, ring: KeyRing) -> K
                 if found == SCHEMA_VERSION and stored == cipher.fingerprint:
                     return cipher
                 writes: Callable[[Any], None] = lambda multi: None
+                if found == 0 and not create:
+                    raise StoreError(
+                        f"no keyrelay store at {where} (prefix {names.prefix!r}): it is empty, or its data was "
+                        "lost (flushed). `keyrelay store init` creates one; `keyrelay migrate --to` restores a copy"
+                    )
                 if found == 0:  # a new store: the current layout at once
                     target = SCHEMA_VERSION
                 elif found < SCHEMA_VERSION:

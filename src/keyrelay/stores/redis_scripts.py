@@ -12,7 +12,12 @@ Redis ≥ 6 and Valkey, no modules.
 
 from __future__ import annotations
 
-__all__ = ["LUA"]
+__all__ = ["GUARDED", "LOST", "LUA"]
+
+#: What a guarded script answers, writing nothing, when the store's schema marker is gone (the
+#: server was flushed or restarted empty): the marker's name is always the script's last ARGV.
+LOST = "LOST"
+_GUARD = "if redis.call('EXISTS', ARGV[#ARGV]) == 0 then return 'LOST' end\n"
 
 _PUSH_EVENT = """
 local function push_event(all, counter, mine, ev, cap_all, cap_key)
@@ -251,7 +256,13 @@ _LINES = """
 return table.concat(redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2]), '\\n')
 """
 
-LUA: dict[str, str] = {
+#: The scripts that refuse (answer :data:`LOST`) on a store without its schema marker: every
+#: write, and the change feed (how a gateway notices).
+GUARDED = frozenset(
+    {"changes", "apply", "add", "remove", "counters", "balance", "event", "token", "revoke", "import", "lock", "unlock"}
+)
+
+_SCRIPTS: dict[str, str] = {
     "fetch": _FETCH,
     "members": _MEMBERS,
     "changes": _CHANGES,
@@ -269,3 +280,5 @@ LUA: dict[str, str] = {
     "lock": _LOCK,
     "unlock": _UNLOCK,
 }
+
+LUA: dict[str, str] = {name: (_GUARD + src if name in GUARDED else src) for name, src in _SCRIPTS.items()}

@@ -6,7 +6,8 @@ Used by the test suite, ``keyrelay demo`` and the benchmarks::
         ...  # point a client at up.url ("http://127.0.0.1:<port>/v1")
         assert up.count("sk-spent") == 1
 
-Error bodies are the real ones from ``PROVIDER-ERRORS.md`` §1. Every behaviour applies to every
+Native APIs (Anthropic, Gemini, Azure) are mounted under their own prefixes by ``fake_native.py``
+and its siblings. Error bodies are the real ones from ``PROVIDER-ERRORS.md`` §1. Every behaviour applies to every
 endpoint. Checks run in this order: unknown key (401), the key-level refusals INVALID /
 DEACTIVATED / REGION_BLOCKED, the request itself (invalid JSON 400, ``"model":
 "no-such-model"`` 404, chat messages over 100,000 characters 400), then the other behaviours.
@@ -29,6 +30,9 @@ from typing import Any, Self
 import orjson
 from aiohttp import web
 
+from keyrelay.testing.fake_anthropic import FakeAnthropic
+from keyrelay.testing.fake_azure import FakeAzure
+from keyrelay.testing.fake_gemini import FakeGemini
 from keyrelay.testing.key_specs import Behavior, Call, KeySpec, go_duration
 from keyrelay.testing.openai_bodies import (
     _BAD_GATEWAY,
@@ -76,6 +80,7 @@ _FAILURES = {500: _SERVER, 502: _BAD_GATEWAY, 503: _OVERLOADED}
 _REFUSALS = {Behavior.DEACTIVATED: (401, _DEACTIVATED), Behavior.REGION_BLOCKED: (403, _REGION)}
 _SPENT = {Behavior.QUOTA: (429, _QUOTA), Behavior.CREDIT_EXHAUSTED: (429, _CREDIT)}
 _SPENT[Behavior.SERVER_ERROR] = (500, _SERVER)
+_SPENT[Behavior.OVERLOADED] = (503, _OVERLOADED)
 
 
 Response = web.StreamResponse
@@ -137,6 +142,8 @@ class FakeUpstream:
         self.served: dict[str | None, Served] = {}
         self.files: dict[str, tuple[str, str, bytes]] = {}
         self.url = ""
+        #: the server without ``/v1``: native APIs are at ``root + "/anthropic"``, ``"/gemini"``, ``"/azure"``
+        self.root = ""
         self._first_429: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()
@@ -154,6 +161,8 @@ class FakeUpstream:
         add("POST", "/v1/files", self._route(self._file_upload, "multipart"))
         add("DELETE", "/v1/files/{file_id}", self._route(self._file_delete, ""))
         add("GET", "/v1/files/{file_id}/content", self._route(self._file_content, ""))
+        for api in (FakeAnthropic, FakeGemini, FakeAzure):  # native APIs under /anthropic, /gemini, /azure
+            api(self).install()
 
     # ------------------------------------------------------------------ control
 
@@ -178,7 +187,8 @@ class FakeUpstream:
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         bound_host, bound_port = self._runner.addresses[0][:2]
-        self.url = f"http://{bound_host}:{bound_port}/v1"
+        self.root = f"http://{bound_host}:{bound_port}"
+        self.url = self.root + "/v1"
         return self.url
 
     async def close(self) -> None:

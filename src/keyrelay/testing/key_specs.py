@@ -25,6 +25,9 @@ class Behavior(str, enum.Enum):
     STREAM_ERROR = "stream_error"
     STREAM_CUT = "stream_cut"
     REGION_BLOCKED = "region_blocked"
+    #: the provider is overloaded (OpenAI 503, Anthropic 529, Gemini 503 UNAVAILABLE, Azure's
+    #: "experiencing high demand" 429): not the key's fault
+    OVERLOADED = "overloaded"
 
 
 @dataclass(frozen=True, slots=True)
