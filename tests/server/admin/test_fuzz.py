@@ -104,6 +104,6 @@ def test_the_served_document_is_the_one_fuzzed(gateway: LiveGateway) -> None:
 
 # The live feed never ends, so it is tested in test_events_usage.py instead of fuzzed here.
 @schema.exclude(path="/events/stream").parametrize()
-@settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_admin_api_fuzz(case: Any, gateway: LiveGateway) -> None:
     case.call_and_validate(base_url=gateway.url + PREFIX, headers={"Authorization": f"Bearer {ADMIN}"})

@@ -16,6 +16,8 @@ __all__ = ["COMMON_ERRORS", "openapi"]
 #: query that fails validation
 COMMON_ERRORS = (400, 401, 403, 404, 405, 413, 422)
 _REF = "#/components/schemas/{name}"
+#: key and token ids ("k…", "t…" and hex); other bytes in a path are refused before routing
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}
 _DESCRIPTIONS = {
     200: "OK", 201: "Created", 204: "No content", 400: "Malformed request", 401: "Not signed in",
     403: "Not an admin token, or a failed CSRF check", 404: "Not found", 405: "Method not allowed",
@@ -58,7 +60,7 @@ def openapi(routes: tuple[Route, ...], prefix: str, version: str, pools: tuple[s
     for r in routes:
         op: dict[str, Any] = {"operationId": r.op_id, "summary": r.summary, "tags": [r.tag]}
         params: list[dict[str, Any]] = [
-            {"name": seg[1:-1], "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+            {"name": seg[1:-1], "in": "path", "required": True, "schema": _ID}
             for seg in r.segments if seg.startswith("{")
         ]
         if r.query is not None:
