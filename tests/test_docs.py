@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PATH = re.compile(r"(?<![\w/:.~-])((?:[\w.-]+/)+[\w.-]+\.(?:py|md|toml|sh|txt|json|html|js|css)|[\w-]+\.md)(?![\w/])")
 #: the evidence file quotes other projects' paths (``openai/openai-python:src/…``): not ours to check
 NOT_OURS = {ROOT / "docs" / "PROVIDER-ERRORS.md"}
+#: a path cited from another project: ``owner/repo:path``, ``github.com/…``, ``anthropic-sdk-python tests/…``
+OTHER_PROJECT = re.compile(r"([\w.-]+/[\w.-]+[:#]\S*|github\.com/\S*|\b[\w-]+-(?:python|node|typescript|go|sdk|js|java)\b)\s*$")
 
 
 def _texts() -> Iterator[tuple[Path, str]]:
@@ -40,7 +42,8 @@ def _named() -> list[tuple[str, str]]:
     for where, text in _texts():
         for m in PATH.finditer(text):
             name = m.group(1)
-            if not name.startswith(("./", "../")):
+            before = text[max(0, m.start() - 60):m.start()].rsplit("\n", 1)[-1]
+            if not name.startswith(("./", "../")) and not OTHER_PROJECT.search(before):
                 out.append((str(where.relative_to(ROOT)), name))
     return sorted(set(out))
 

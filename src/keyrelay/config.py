@@ -37,6 +37,7 @@ from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
 from keyrelay.exceptions import KeyrelayError
 from keyrelay.providers import DIALECTS, default_base_url
+from keyrelay.providers.presets import PRESETS
 from keyrelay.stores.base import hash_token
 from keyrelay.stores.crypto import MIN_SECRET_LENGTH, SecretSource
 
@@ -259,7 +260,11 @@ def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
         raise ConfigError(f"{where}.name", f"{name!r} is reserved")
     retry = _frozen(RetryPolicy, raw.pop("retry", {}), f"{where}.retry")
     cooling = _frozen(CoolingPolicy, raw.pop("cooling", {}), f"{where}.cooling")
-    checker = _frozen(CheckerPolicy, raw.pop("checker", {}), f"{where}.checker")
+    preset = PRESETS.get(raw.get("provider", "openai")) if isinstance(raw.get("provider", ""), str) else None
+    checker_raw = raw.pop("checker", {})
+    if preset is not None and preset.balance_api and isinstance(checker_raw, dict):
+        checker_raw = {"balance_api": preset.balance_api, **checker_raw}  # its balance endpoint (presets.py)
+    checker = _frozen(CheckerPolicy, checker_raw, f"{where}.checker")
     if checker.balance_base_url:
         _check_url(checker.balance_base_url, f"{where}.checker.balance_base_url")
     env_url = environ.get(f"KEYRELAY_POOL_{name.upper().replace('-', '_')}_BASE_URL")

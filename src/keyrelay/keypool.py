@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -22,7 +23,8 @@ from typing import TYPE_CHECKING
 from keyrelay import redactor
 from keyrelay.config import PoolSettings
 from keyrelay.core.correlation import Admission, CorrelationGuard
-from keyrelay.core.machine import ENABLED_BY_A_PERSON, on_outcome
+from keyrelay.core.exclusions import ModelExclusions
+from keyrelay.core.machine import ENABLED_BY_A_PERSON, UNVERIFIED, on_outcome
 from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState, Outcome, Transition, Verdict
 from keyrelay.core.pool import Lease, PoolState
 from keyrelay.exceptions import StoreUnavailable
@@ -86,11 +88,36 @@ class KeyPool:
         #: counts for /metrics and events for the alerts (set by the runtime; None: not wanted)
         self.telemetry: Telemetry | None = None
         redactor.register(self)  # its keys join the process's one redaction (redactor.py)
+        #: keys just held on an auth refusal no rule recognised, for the verifier (verify.py)
+        self.to_verify: set[str] = set()
+        #: where to verify a held key when its request did not go to ``base_url`` (library mode;
+        #: set before the hold is, so the verifier never asks the wrong host)
+        self.verify_base: dict[str, str] = {}
+        #: keys skipped for one model they may not use (core/exclusions.py)
+        self.exclusions = ModelExclusions()
 
     # -- choosing ------------------------------------------------------------------------
     def acquire(self, exclude: Collection[str] = ()) -> Lease | None:
         with self.lock:
             return self.state.acquire(self.clock(), self.rng, exclude)
+
+    def has_exclusions(self) -> bool:
+        """Does any key skip some model now? (``False`` on the fast path: nothing to parse.)"""
+        if not self.exclusions.by_model:  # the fast path: one dict truthiness test, no lock
+            return False
+        with self.lock:
+            return self.exclusions.active(self.clock())
+
+    def excluded_for(self, model: str) -> list[str]:
+        with self.lock:
+            return self.exclusions.keys_for(model, self.clock())
+
+    def exclude(self, key_id: str, model: str) -> None:
+        """Skip ``key_id`` for ``model`` for ``cooling.model_exclusion`` seconds."""
+        with self.lock:
+            self.exclusions.add(key_id, model, self.clock() + self.settings.cooling.model_exclusion)
+        log.info("pool=%s key=%s may not use model %r: skipped for it for %gs", self.name, key_id, model[:100],
+                 self.settings.cooling.model_exclusion)
 
     def release(self, lease: Lease) -> None:
         with self.lock:
@@ -138,6 +165,8 @@ class KeyPool:
                 return None
             if t is not None:
                 self.state.upsert(t.applied_to(rec))
+                if t.reason == UNVERIFIED:
+                    self.to_verify.add(t.key_id)
         if t is not None:
             level = logging.INFO if t.to_state.value in ("cooling", "active") else logging.WARNING
             log.log(
@@ -162,6 +191,20 @@ class KeyPool:
                 self.name, self.guard.taken(now), self.guard.window, self.guard.window,
             )
         return admission.allowed
+
+    def verify_at(self, key_id: str, url: str) -> None:
+        """Verify ``key_id`` against the API its failed request went to (``url``: that request's)."""
+        base = api_base(url)
+        with self.lock:
+            if len(self.verify_base) > 10_000:
+                self.verify_base.clear()
+            self.verify_base[key_id] = base or ""  # "": nowhere sure to ask, the hold lapses by itself
+
+    def take_to_verify(self) -> set[str]:
+        """The keys held for verification since the last call."""
+        with self.lock:
+            ids, self.to_verify = self.to_verify, set()
+        return ids
 
     def _count(self, key_id: str, outcome: Outcome, usage: Usage | None) -> None:
         if outcome is Outcome.CLIENT_GONE:
@@ -281,3 +324,22 @@ def _scrubbed(verdict: Verdict) -> Verdict:
     if message is verdict.message and code is verdict.code:
         return verdict
     return replace(verdict, message=message, code=code)
+
+
+_VERSION_SEGMENT = re.compile(r"v\d+(?:(?:alpha|beta)\d*)?")
+
+
+def api_base(url: str) -> str | None:
+    """The API root of a request URL, up to its last version segment:
+    ``https://api.groq.com/openai/v1/chat/completions`` → ``https://api.groq.com/openai/v1``;
+    ``None`` when the path has no ``/v1``-like segment (then nothing says where ``/models`` is)."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    host, _, path = rest.partition("/")
+    parts = path.split("?", 1)[0].split("/")
+    for i in range(len(parts) - 1, -1, -1):
+        if _VERSION_SEGMENT.fullmatch(parts[i]):
+            return f"{head}://{host}/" + "/".join(parts[: i + 1])
+    return None
+

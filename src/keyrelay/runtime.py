@@ -83,6 +83,10 @@ class Runtime:
             ]
             if isinstance(self.store, Watchable):  # e.g. Redis pub/sub: sync at once; the poll stays as a safety net
                 self._tasks.append(asyncio.create_task(self.store.watch(self._poke), name="keyrelay-watch"))
+            from keyrelay.verify import Verifier  # settles holds on unrecognised auth refusals (verify.py)
+
+            verifier = Verifier(self.pools.values(), clock=self.clock)
+            self._tasks.append(asyncio.create_task(verifier.run(), name="keyrelay-verify"))
             if any(p.settings.checker.enabled for p in self.pools.values()):  # the key checker (checker.py)
                 from keyrelay.checker import Checker
 

@@ -124,7 +124,16 @@ def test_a_redis_url_without_the_extra_says_what_to_install(tmp_path: Path, monk
         assert "pip install 'keyrelay[redis]'" in one_error_line(result.stderr)
 
 
-def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from keyrelay.logs import access_log
+
+    # serve runs in this process: undo its logging set-up afterwards (later tests read log records)
+    root = logging.getLogger()
+    monkeypatch.setattr(access_log, "_handler", None)
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     cfg = write(tmp_path, "openai")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -143,11 +143,24 @@ class TransportContract:
         up = upstream({K1: Behavior.OK, K2: Behavior.OK})
         pool = make_pool([K1, K2])
         with self.client(pool) as c:
-            r = c.post(f"{up.url}/chat/completions", json={**CHAT, "model": "no-such-model"})
-        assert r.status_code == 404
-        assert r.json()["error"]["code"] == "model_not_found"
+            r = c.post(f"{up.url}/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 400
         assert r.headers["x-keyrelay-attempts"] == "1"
         assert up.count(K1) + up.count(K2) == 1
+        assert set(states(pool).values()) == {KeyState.ACTIVE}
+
+    def test_a_model_no_key_may_use_is_asked_of_each_key_once_then_answered_at_once(
+        self, upstream: Callable[..., ThreadedUpstream], make_pool: Callable[..., Pool]
+    ) -> None:
+        up = upstream({K1: Behavior.OK, K2: Behavior.OK})
+        pool = make_pool([K1, K2])
+        with self.client(pool) as c:
+            r = c.post(f"{up.url}/chat/completions", json={**CHAT, "model": "no-such-model"})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+            assert r.headers["x-keyrelay-attempts"] == "2"  # another key may have had it
+            r = c.post(f"{up.url}/chat/completions", json={**CHAT, "model": "no-such-model"})
+            assert r.status_code == 404 and r.headers["x-keyrelay-attempts"] == "1"
+        assert up.count(K1) + up.count(K2) == 3
         assert set(states(pool).values()) == {KeyState.ACTIVE}
 
     def test_when_every_attempt_fails_the_last_error_comes_back_without_key_material(

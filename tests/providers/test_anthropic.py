@@ -66,7 +66,7 @@ def test_ordinary_stream_events_are_not_errors() -> None:
 
 
 def test_usage_from_an_answer_and_from_stream_events() -> None:
-    # anthropic-sdk-python tests/lib/streaming/fixtures/basic_response.txt (message_start, message_delta)
+    # anthropics/anthropic-sdk-python:tests/lib/streaming/fixtures/basic_response.txt (message_start, message_delta)
     answer = orjson.loads(
         b'{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":2095,"cache_creation_input_tokens":5,'
         b'"cache_read_input_tokens":100,"output_tokens":503}}'

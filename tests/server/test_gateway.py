@@ -98,11 +98,24 @@ async def test_upstream_faults_retry_elsewhere_without_blaming_the_key(make_gate
 
 async def test_a_client_error_is_returned_unchanged_and_not_retried(make_gateway):
     gw = await make_gateway({GOOD: Behavior.OK, GOOD2: Behavior.OK})
+    async with gw.post("/v1/chat/completions", data=b"{not json", headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400
+    assert gw.fake.count(GOOD) + gw.fake.count(GOOD2) == 1
+    assert gw.state(GOOD) == "active" and gw.state(GOOD2) == "active"
+
+
+async def test_a_model_no_key_may_use_is_asked_of_each_key_once_then_answered_at_once(make_gateway):
+    # OpenAI's 404 "The model `gpt-4` does not exist or you do not have access to it" came from
+    # a key without gpt-4 access (timkmecl/chatgpt-vscode#45): another key may have it
+    gw = await make_gateway({GOOD: Behavior.OK, GOOD2: Behavior.OK})
     async with gw.post("/v1/chat/completions", json={**CHAT, "model": "no-such-model"}) as r:
         assert r.status == 404
         body = await r.json()
     assert body["error"]["code"] == "model_not_found"
-    assert gw.fake.count(GOOD) + gw.fake.count(GOOD2) == 1
+    assert gw.fake.count(GOOD) == 1 and gw.fake.count(GOOD2) == 1
+    async with gw.post("/v1/chat/completions", json={**CHAT, "model": "no-such-model"}) as r:
+        assert r.status == 404
+    assert gw.fake.count(GOOD) + gw.fake.count(GOOD2) == 3  # skipped for that model: one ask per request
     assert gw.state(GOOD) == "active" and gw.state(GOOD2) == "active"
 
 

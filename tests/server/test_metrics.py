@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from keyrelay import __version__
 from keyrelay.testing.fake_upstream import Behavior
 
 from .conftest import OTHER_POOL_TOKEN, TOKEN
@@ -66,6 +68,7 @@ async def test_request_counters_equal_the_requests_sent(make_gateway):
     assert total(found, "keyrelay_keys", pool="openai", state="active") == 2
     assert total(found, "keyrelay_keys_eligible", pool="openai") == 2
     assert total(found, "keyrelay_metrics_workers") == 1
+    assert total(found, "keyrelay_build_info", version=__version__) == 1
     # upstream attempts and tokens are summed when the counters are flushed
     await gw.runtime.flush()
     found = samples((await scrape(gw))[1])
@@ -116,6 +119,16 @@ async def test_metrics_can_be_turned_off(make_gateway):
     assert gw.runtime.telemetry is None  # nothing is counted either
 
 
+async def test_alerts_without_metrics_keep_no_request_tally(make_gateway):
+    gw = await make_gateway({GOOD: Behavior.OK}, extra={"metrics": {"enabled": False},
+                                                        "alerts": [{"url": "http://127.0.0.1:9/hook"}]})
+    for _ in range(5):
+        async with gw.post("/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    assert gw.runtime.telemetry is not None and gw.runtime.telemetry.requests == []  # nobody would sum it
+    assert (await scrape(gw))[0] == 404
+
+
 async def test_metrics_for_admins_only_refuse_a_missing_or_client_token(make_gateway):
     gw = await make_gateway({GOOD: Behavior.OK}, extra={"metrics": {"require_admin": True}})
     status, text = await scrape(gw)
@@ -128,8 +141,43 @@ async def test_metrics_for_admins_only_refuse_a_missing_or_client_token(make_gat
         assert r.status == 200
 
 
+async def test_metrics_for_admins_only_answer_an_admin_token(make_gateway):
+    import inspect
+    import time
+
+    from keyrelay.stores import hash_token
+
+    gw = await make_gateway({GOOD: Behavior.OK}, extra={"metrics": {"require_admin": True}})
+    if "admin" not in inspect.signature(gw.store.create_token).parameters:
+        pytest.skip("admin tokens ('keyrelay tokens create NAME --admin') come with the admin API branch")
+    admin = "kr-admin-token-for-metrics-0123456789"
+    await gw.store.create_token("ops", ["*"], hash_token(admin), time.time(), admin=True)
+    status, text = await scrape(gw, token=admin)
+    assert status == 200 and "keyrelay_requests_total" in text
+    assert admin not in text
+
+
 async def test_only_get_is_answered(make_gateway):
     gw = await make_gateway({GOOD: Behavior.OK})
     async with gw.post("/metrics", json={}) as r:
         assert r.status == 405
         assert r.headers["Allow"] == "GET, HEAD"
+
+
+async def test_a_store_write_that_fails_is_counted_as_a_store_error(make_gateway, monkeypatch):
+    from keyrelay.exceptions import StoreUnavailable
+
+    gw = await make_gateway({BAD: Behavior.INVALID, GOOD: Behavior.OK, GOOD2: Behavior.OK, **MORE},
+                            pool={"strategy": "round_robin"})
+
+    async def unreachable(*_: Any) -> None:
+        raise StoreUnavailable("store unreachable (test)")
+
+    monkeypatch.setattr(gw.store, "apply", unreachable)  # the memory store's write fails, as Redis' would when down
+    for _ in range(8):
+        async with gw.post("/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    found = samples((await scrape(gw))[1])
+    assert total(found, "keyrelay_store_errors_total", operation="apply") == 1
+    assert total(found, "keyrelay_key_transitions_total") == 0  # not written: not counted (it waits in the backlog)
+    assert total(found, "keyrelay_keys", state="invalid") == 1  # memory already has it

@@ -178,6 +178,31 @@ async def test_a_transition_to_the_same_state_keeps_since(store: Store) -> None:
     assert await store.get(rec.id) == again
 
 
+async def test_a_burst_of_re_coolings_is_one_event_and_the_later_deadline_wins(store: Store) -> None:
+    rec = await add_one(store)
+    other = await add_one(store, "sk-other")
+    cooled = await store.apply(cool(rec, at=NOW, until=NOW + 30))
+    assert cooled is not None
+    for i in range(1, 6):  # in-flight requests answered 429 one after another, each a bit later
+        if i == 3:  # another key's event in between changes nothing
+            await store.apply(cool(other, at=NOW + i / 10, until=NOW + 50))
+        cooled = await store.apply(cool(cooled, at=NOW + i / 10, until=NOW + 30 + i, detail=f"http 429 #{i}"))
+        assert cooled is not None
+
+    assert (cooled.until, cooled.version) == (NOW + 35, 7)
+    assert (await store.get(rec.id)) == cooled
+    mine = [e for e in await store.events(rec.id) if e.reason != "added"]
+    assert [(e.from_state, e.to_state) for e in mine] == [("active", "cooling"), ("cooling", "cooling")]
+    assert (mine[1].at, mine[1].detail) == (NOW + 0.5, "http 429 #5")  # the latest evidence
+    everything = await store.events(limit=0)
+    assert [e.seq for e in everything] == sorted(e.seq for e in everything)
+    assert mine[1] in everything and len([e for e in everything if e.key_id == rec.id]) == 3
+
+    later = await store.apply(cool(cooled, at=NOW + 60, until=NOW + 120, detail="http 429 later"))
+    assert later is not None
+    assert len([e for e in await store.events(rec.id) if e.reason != "added"]) == 3  # outside the window: new
+
+
 async def test_apply_with_a_stale_version_is_refused_and_changes_nothing(store: Store) -> None:
     rec = await add_one(store)
     assert await store.apply(cool(rec)) is not None

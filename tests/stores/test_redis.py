@@ -211,13 +211,17 @@ async def test_two_instances_racing_a_thousand_transitions_on_one_key_stay_consi
     assert [r.version for r in history] == list(range(2, 1002))  # every version written once
     assert final == history[-1]
     transitions = events[1:]
-    assert events[0].reason == "added" and len(transitions) == final.version - 1
+    # one event per transition, except that re-coolings within COALESCE_WINDOW share one
+    assert events[0].reason == "added" and len(transitions) <= final.version - 1
     state = "active"
-    for ev, rec_after in zip(transitions, history):  # Redis order is version order
+    for ev in transitions:  # Redis order is version order: the chain of states holds
         assert ev.from_state == state
         state = ev.to_state
-        assert rec_after.state.value == state
     assert state == final.state.value
+    chain = [(a.state.value, b.state.value) for a, b in itertools.pairwise([rec, *history])]
+    recooling = ("cooling", "cooling")
+    assert [c for c in chain if c != recooling] == [(e.from_state, e.to_state) for e in transitions
+                                                    if (e.from_state, e.to_state) != recooling]
     for before, after in itertools.pairwise(history):
         if before.state is after.state is KeyState.COOLING:
             assert after.until >= before.until  # a cooldown is never shortened

@@ -76,6 +76,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         changes["workers"] = workers
     if changes:
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, **changes))
+    _check_port(settings)  # a port in use: one line, before anything is opened, logged or set up
     try:
         from keyrelay.logs import setup_logging
     except ImportError:  # pragma: no cover - logging set-up not available
@@ -84,7 +85,6 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         setup_logging(settings.server.log_level)
     from keyrelay.server.app import serve as run
 
-    _check_port(settings)  # a port in use: one line, before anything is opened or logged
     log = logging.getLogger("keyrelay.server")
     log.info("%s", where_from(settings))
     # a store that cannot be opened fails here, with exit code 2

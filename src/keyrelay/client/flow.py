@@ -264,7 +264,8 @@ def relay_flow(r: Relay, request: Any) -> Flow:
     """One request over the pool: returns the response for the caller (or raises)."""
     r.pool.check_open()
     yield ReadRequest(request)
-    attempts = Attempts(r.keypool)
+    attempts = Attempts(r.keypool, body=lambda: request.content)
+    attempts.origin = str(request.url)
     try:
         lease = attempts.next()
     except NoKeyAvailable as exc:

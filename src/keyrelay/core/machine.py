@@ -23,6 +23,7 @@ __all__ = [
     "on_admin",
     "on_outcome",
     "on_probe",
+    "on_verify",
 ]
 
 AdminAction = str  # "disable" | "enable"
@@ -30,6 +31,10 @@ AdminAction = str  # "disable" | "enable"
 ENABLED_BY_A_PERSON = "enabled by a person"
 
 _LIVE = (KeyState.ACTIVE, KeyState.COOLING)
+
+#: the reason of a short hold on a key whose auth refusal (a bare 403, a 401 with an unknown
+#: body) no classification rule recognised: a probe decides whether it goes back or is retired
+UNVERIFIED = "unverified_auth_failure"
 
 
 def effective_state(record: KeyRecord, now: float) -> KeyState:
@@ -213,6 +218,30 @@ def on_probe(record: KeyRecord, result: ProbeResult, policy: CheckerPolicy, now:
     if reset is not None and reset <= now:
         return to(KeyState.ACTIVE, f"{policy.reset} quota reset")
     return None  # valid, but the probe cannot see money: the checker looks again later
+
+
+def on_verify(record: KeyRecord, result: ProbeResult, policy: CoolingPolicy, now: float) -> Transition | None:
+    """Settle a hold (reason :data:`UNVERIFIED`) with a probe's answer (actor ``checker``):
+    valid → active again; refused (invalid, or the probe itself refused with 401/403) →
+    invalid; spent → exhausted. A probe that cannot tell changes nothing: the hold lapses by
+    itself and the key is back in traffic. A key no longer held (a person or another answer
+    moved it) is left alone."""
+    if record.state is not KeyState.COOLING or record.reason != UNVERIFIED:
+        return None
+
+    def to(new: KeyState, reason: str, until: float = 0.0) -> Transition:
+        return _transition(record, new, reason, now, until, "checker", result.describe())
+
+    kind = result.kind
+    if kind is ProbeKind.UNKNOWN and result.status in (401, 403):
+        return to(KeyState.INVALID, f"refused by the upstream (http {result.status})", now + policy.invalid_recheck)
+    if kind is ProbeKind.OK:
+        return to(KeyState.ACTIVE, "verified: the upstream accepts the key")
+    if kind is ProbeKind.INVALID:
+        return to(KeyState.INVALID, result.reason or "invalid key", now + policy.invalid_recheck)
+    if kind is ProbeKind.EXHAUSTED:
+        return to(KeyState.EXHAUSTED, result.reason or "quota exhausted", now + policy.exhausted_recheck)
+    return None
 
 
 def _transition(

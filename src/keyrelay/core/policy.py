@@ -46,6 +46,8 @@ class CoolingPolicy:
     min_cooldown: float = 0.05
     exhausted_recheck: float = 6 * 3600.0
     invalid_recheck: float = 24 * 3600.0
+    #: how long a key that may not use one model is skipped for that model (seconds)
+    model_exclusion: float = 600.0
 
     def cooldown_for(self, retry_after: float | None) -> float:
         wait = self.default_cooldown if retry_after is None else retry_after

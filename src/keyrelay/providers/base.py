@@ -34,8 +34,8 @@ class Rule:
 
     A rule matches when every given field matches: ``statuses`` (empty = any), ``codes``
     (the error's ``code``), ``types`` (the error's ``type``), ``message`` (a lower-case
-    substring of the message). ``any_of_code_or_type`` matches when either the code or the type
-    is in ``codes``. Rows are tried in order; the first match decides.
+    substring of the message). ``either`` matches when the code or the type is in it. Codes and
+    types are compared lower-cased. Rows are tried in order; the first match decides.
     """
 
     outcome: str
@@ -45,6 +45,7 @@ class Rule:
     types: frozenset[str] = frozenset()
     message: tuple[str, ...] = ()
     code_suffix: tuple[str, ...] = ()
+    either: frozenset[str] = frozenset()
 
 
 class Dialect(Protocol):

@@ -16,6 +16,7 @@ import orjson
 from keyrelay.core.durations import parse_duration, retry_after_from_headers
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
+from keyrelay.providers import classify_rules as cr
 from keyrelay.providers.base import Rule, Usage
 from keyrelay.providers.google_status import google_code, google_retry_delay
 
@@ -42,6 +43,8 @@ RULES: tuple[Rule, ...] = (
     Rule("upstream_fault", "region not supported", _F({403}), message=("country, region, or territory",)),
     # an HTML 403 is a CDN/WAF blocking our address (Groq behind Cloudflare), not a verdict on the key
     Rule("upstream_fault", "blocked at the edge", _F({403}), message=("<html", "<!doctype", "cloudflare")),
+    # -- a provider's money code, whatever the status (classify_rules.py)
+    *cr.MONEY_CODE_RULES,
     # -- the key itself is bad
     Rule("invalid_key", "account deactivated", _F({401}), codes=_F({"account_deactivated"})),
     Rule("invalid_key", "account deactivated", _F({401}), message=("deactivated account", "has been deactivated")),
@@ -50,11 +53,10 @@ RULES: tuple[Rule, ...] = (
     Rule("invalid_key", "not a member of an organization", _F({401}), message=("member of an organization",)),
     # one-api / new-api (≤2025) answer a used-up token with 401
     Rule("quota_exhausted", "token quota used up", _F({401}), message=("额度已用尽", "tokenstatusexhausted")),
-    Rule("invalid_key", "unauthorized", _F({401})),
     # resellers (one-api / new-api family) answer a spent balance with 403
     Rule("quota_exhausted", "quota exhausted", _F({403}), codes=_F({"insufficient_user_quota", "pre_consume_token_quota_failed"})),
     # ... and a model the token may not use with 403: per (key, model), not the key
-    Rule("client_error", "model not allowed for this key", _F({403}), message=("无权使用模型",)),
+    Rule("client_error", cr.MODEL_ACCESS, _F({403}), message=("无权使用模型",)),
     # OpenRouter: a key's, guardrail's or workspace's budget is spent until it resets (403)
     Rule(
         "quota_exhausted",
@@ -62,7 +64,10 @@ RULES: tuple[Rule, ...] = (
         _F({403}),
         codes=_F({"openrouter_key_limit", "openrouter_guardrail_budget", "openrouter_workspace_budget"}),
     ),
-    Rule("invalid_key", "key revoked or suspended", _F({403})),
+    # -- region, moderation, a model this key may not use; bad keys recognised for sure
+    *cr.NOT_THE_KEY_RULES,
+    *cr.MONEY_BEFORE_KEY_RULES,
+    *cr.KEY_RULES,
     # Groq bans an organisation with a 400
     Rule("invalid_key", "organization restricted", _F({400}), codes=_F({"organization_restricted"})),
     # Gemini answers a bad, expired or unknown key with 400 (google.rpc.Status: google_status.py)
@@ -77,6 +82,7 @@ RULES: tuple[Rule, ...] = (
     Rule("rate_limited", "rate limited", _F({429}), codes=_F({"resource_exhausted"})),
     Rule("quota_exhausted", "daily quota used up", _F({429}), codes=_F({"quota_per_day"})),
     Rule("quota_exhausted", "no quota on this tier", _F({429}), codes=_F({"quota_none"})),
+    *cr.LOOKALIKE_RATE_RULES,
     # OpenRouter's in-flight budget is full (402 + Retry-After): wait, the key is fine
     Rule("rate_limited", "in-flight budget full", _F({402}), codes=_F({"openrouter_in_flight_budget"})),
     # -- spent
@@ -100,6 +106,10 @@ RULES: tuple[Rule, ...] = (
         _F({429}),
         message=("capacity exceeded", "experiencing high demand", "上游负载已饱和"),
     ),
+    *cr.OVERLOAD_RULES,
+    # -- money in words (no code said so), then the auth refusals nobody recognised: verified
+    *cr.MONEY_WORD_RULES,
+    *cr.VERIFY_RULES,
     Rule("rate_limited", "rate limited", _F({429})),
     # -- the request's own fault
     Rule("client_error", "bad request", _F({400, 404, 405, 409, 413, 415, 422})),
@@ -117,6 +127,7 @@ _CODE_STATUS: dict[str, int] = {
     "pre_consume_token_quota_failed": 403,
     **dict.fromkeys(("context_length_exceeded", "invalid_prompt", "bio_policy", "image_content_policy_violation"), 400),
     "model_not_found": 404,
+    **cr.IN_BODY_STATUS,
 }
 
 #: "Please try again in 9.816s." (OpenAI, Groq), "Please retry after 60 seconds." (Azure)
@@ -134,6 +145,10 @@ _OUTCOMES = {o.value: o for o in Outcome}
 #: A rate limit that asks to wait longer than this (seconds; the default ``max_cooldown``) is a
 #: spent quota (a daily cap): the key is exhausted until it is rechecked, not cooling.
 LONG_WAIT = 3600.0
+
+#: How long a key whose auth refusal no rule recognised is set aside while a probe decides
+#: (seconds): long enough for the probe, short enough that a healthy key is soon back anyway.
+VERIFY_HOLD = 30.0
 
 
 def parse_error(body: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -168,11 +183,13 @@ def _status_in_body(err: Mapping[str, Any] | None) -> int:
     raw = err.get("code")
     if isinstance(raw, int) and 400 <= raw < 600:
         return raw
-    code, etype = _s(raw), _s(err.get("type"))
+    code, etype = _s(raw).lower(), _s(err.get("type")).lower()
     if code.isdigit() and 400 <= int(code) < 600:
         return int(code)
     if code in _CODE_STATUS:
         return _CODE_STATUS[code]
+    if etype in cr.IN_BODY_STATUS:
+        return cr.IN_BODY_STATUS[etype]
     if etype == "insufficient_quota" or code.endswith("_spend_limit_exceeded"):
         return 429
     return 500
@@ -243,14 +260,18 @@ def match(
     (``code``: its :func:`_code`, when the caller has it already)."""
     if code is None:
         code = _code(err) if err else ""
+    code_l = code.lower()  # rows name codes lower-cased (a dialect's own rows may keep the provider's case)
     etype = _s(err.get("type")) if err else ""
+    etype_l = etype.lower()
     msg = _s(err.get("message")).lower() if err else ""
     for rule in RULES if rules is None else rules:
         if rule.statuses and status not in rule.statuses:
             continue
-        if rule.codes and code not in rule.codes:
+        if rule.codes and code_l not in rule.codes and code not in rule.codes:
             continue
-        if rule.types and etype not in rule.types:
+        if rule.types and etype_l not in rule.types and etype not in rule.types:
+            continue
+        if rule.either and code_l not in rule.either and etype_l not in rule.either:
             continue
         if rule.code_suffix and not code.endswith(rule.code_suffix):
             continue
@@ -260,11 +281,11 @@ def match(
     return None
 
 
-def rule_for(status: int, body: bytes, *, event: bool = False) -> Rule | None:
-    """The row of :data:`RULES` that decides this answer (or SSE event payload); ``None`` for a
-    success or when no row matches."""
+def rule_for(status: int, body: bytes, *, event: bool = False, rules: tuple[Rule, ...] | None = None) -> Rule | None:
+    """The row of ``rules`` (default :data:`RULES`) that decides this answer (or SSE event
+    payload); ``None`` for a success or when no row matches."""
     ev = _evidence(status, body, event)
-    return None if ev is None else match(*ev)
+    return None if ev is None else match(ev[0], ev[1], None, rules)
 
 
 _CUT_EVENT = (
@@ -347,7 +368,9 @@ class OpenAIDialect:
             return Verdict(Outcome.CLIENT_ERROR if 400 <= eff < 500 else Outcome.UPSTREAM_FAULT, status, code or None, message)
         outcome = _OUTCOMES[rule.outcome]
         retry_after = None
-        if outcome is Outcome.RATE_LIMITED:
+        if rule.reason == cr.UNVERIFIED:
+            retry_after = VERIFY_HOLD  # a short hold while a probe decides (keypool: verify)
+        elif outcome is Outcome.RATE_LIMITED:
             retry_after = retry_after_from_headers(headers, now)
             if retry_after is None and err:
                 retry_after = google_retry_delay(err)

@@ -20,6 +20,7 @@ from keyrelay.core.machine import ProbeKind, ProbeResult
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome
 from keyrelay.providers.base import Dialect
+from keyrelay.providers.classify_rules import UNVERIFIED
 
 __all__ = [
     "Probe",
@@ -125,10 +126,14 @@ def http_unknown(probe: str, resp: ProbeResponse) -> ProbeResult:
 
 
 def auth_failure(probe: str, dialect: Dialect, resp: ProbeResponse, now: float) -> ProbeResult | None:
-    """An invalid-key result for a 401 the dialect reads as such (reason from its table)."""
+    """An invalid-key result for a 401 the dialect reads as such (reason from its table). A 401
+    the table does not recognise (live traffic holds the key and verifies it) is the probe's
+    answer to that question: refused, so invalid."""
     if resp.status != 401:
         return None
     v = dialect.classify(resp.status, resp.headers, resp.body, now)
-    if v.outcome is not Outcome.INVALID_KEY:
-        return None
-    return ProbeResult(INVALID, probe, v.reason or "invalid key", resp.status, v.code)
+    if v.outcome is Outcome.INVALID_KEY:
+        return ProbeResult(INVALID, probe, v.reason or "invalid key", resp.status, v.code)
+    if v.reason == UNVERIFIED:
+        return ProbeResult(INVALID, probe, "refused by the upstream (http 401)", resp.status, v.code)
+    return None

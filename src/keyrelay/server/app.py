@@ -64,8 +64,10 @@ class GatewayRunner(web.BaseRunner):
         if self.runtime.settings.metrics.enabled and self.runtime.telemetry is not None:
             from keyrelay.server.metrics import MetricsEndpoint
 
-            self.proxy.metrics = MetricsEndpoint(self.runtime, self.runtime.settings.metrics, self.metrics_dir)
+            admin_auth = self.proxy.admin.ctx.auth if self.proxy.admin is not None else None
+            self.proxy.metrics = MetricsEndpoint(self.runtime, self.runtime.settings.metrics, self.metrics_dir, admin_auth)
             self.proxy.metrics.start()
+            self.proxy.count = self.runtime.telemetry.requests.append
         server = self.runtime.settings.server
         connector = aiohttp.TCPConnector(
             limit=server.max_connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True

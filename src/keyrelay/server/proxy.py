@@ -77,6 +77,9 @@ class Proxy:
         self.throttle = AuthThrottle(server.auth_failure_burst, server.auth_failure_rate)
         #: the admin API (server/admin), set by the app: paths under /admin on the route miss
         self.admin: AdminApi | None = None
+        #: appends one ``(pool, outcome, status, duration, ttfb)`` per request to the telemetry
+        #: (telemetry.py sums them off the request path); None when metrics are off
+        self.count: Callable[[tuple[str, str, int, float, float]], None] | None = None
 
     # -- entry ---------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -148,7 +151,7 @@ class Proxy:
         url = join_upstream(pool.settings.base_url, rest, query)
         status, outcome, attempts = 0, "", None
         try:
-            attempts = Attempts(pool)
+            attempts = Attempts(pool, body=body)
             answer = await self._relay(request, pool, attempts, url, body)
             status = answer.status
             outcome = attempts.last.outcome.value if attempts.last else ""
@@ -174,11 +177,11 @@ class Proxy:
                     pool.name, attempts.last_lease if attempts else None, request.method, request.path, status,
                     outcome, attempts.count if attempts else 0, started, client.name,
                 )
-            telemetry = self.runtime.telemetry
-            if telemetry is not None:  # one tuple; summed off the request path (telemetry.py)
+            count = self.count
+            if count is not None:  # one tuple; summed off the request path (telemetry.py)
                 end = time.perf_counter()
                 first = attempts.first_byte if attempts is not None and attempts.first_byte else end
-                telemetry.requests.append((pool.name, outcome or "error", status, end - started, first - started))
+                count((pool.name, outcome or "error", status, end - started, first - started))
 
     def _refused(
         self, request: web.BaseRequest, pool: str, client: str, resp: web.Response, outcome: str, started: float
@@ -186,9 +189,8 @@ class Proxy:
         """A request answered before any key was chosen: its access line, its count, and the answer."""
         if access_log.enabled:
             access_log.request(pool, None, request.method, request.path, resp.status, outcome, 0, started, client)
-        telemetry = self.runtime.telemetry
-        if telemetry is not None:
-            telemetry.requests.append((pool, outcome, resp.status, -1.0, -1.0))
+        if self.count is not None:
+            self.count((pool, outcome, resp.status, -1.0, -1.0))
         return resp
 
     async def _authenticate(

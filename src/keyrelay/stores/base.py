@@ -19,7 +19,22 @@ from typing import Protocol, runtime_checkable
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.stores.usage import EventQuery
 
-__all__ = ["AddResult", "Changes", "Store", "TokenRecord", "Watchable", "hash_token", "key_id_for", "refuse_import"]
+__all__ = ["COALESCE_WINDOW", "AddResult", "Changes", "Store", "TokenRecord", "Watchable", "coalesces", "hash_token", "key_id_for", "refuse_import"]
+
+
+#: Seconds within which repeated ``cooling → cooling`` transitions of one key (a burst of 429s
+#: to requests in flight, each pushing the deadline a little further) make one event: the last
+#: such event is rewritten with the later transition's time and evidence (its deadline, later,
+#: is the record's) instead of a new event being added.
+COALESCE_WINDOW = 5.0
+
+
+def coalesces(t: Transition, last: tuple[float, str, str] | None) -> bool:
+    """Does ``t`` fold into the key's last event ``(at, from_state, to_state)``?"""
+    if last is None or t.from_state.value != "cooling" or t.to_state.value != "cooling":
+        return False
+    at, frm, to = last
+    return frm == "cooling" and to == "cooling" and 0 <= t.at - at <= COALESCE_WINDOW
 
 
 def key_id_for(pool: str, secret: str) -> str:

@@ -12,47 +12,20 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from keyrelay.core.machine import ProbeResult
-from keyrelay.core.masking import mask, redact
+from keyrelay.core.masking import redact
 from keyrelay.core.model import Event, Transition
+from keyrelay.core.redaction import Redactor
 
 __all__ = ["scrub", "scrub_event", "scrub_result", "scrub_transition"]
 
 
-_FRAGMENT = 8  # the shortest piece of a key that may not be shown
-
-
-def _public(secret: str) -> int:
-    """Where the windows that may not be shown start: past the prefix every such key shares
-    (``sk-proj-``), which :func:`mask` shows."""
-    return max(0, len(mask(secret).split("…")[0]) - _FRAGMENT + 1)
-
-
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """``text`` without any of ``secrets`` (a whole key shown masked), any piece of 8 or more
-    characters of one (``…``: an upstream may cut or quote part of it), or anything key-shaped."""
+    characters of one (``…``: an upstream may cut or quote part of it) — the one redaction,
+    :class:`~keyrelay.core.redaction.Redactor` — nor anything key-shaped."""
     if not text:
         return text
-    secrets = [s for s in secrets if s]
-    text = redact(text, secrets)
-    grams = {s[i:i + _FRAGMENT] for s in secrets for i in range(_public(s), len(s) - _FRAGMENT + 1)}
-    if not grams or len(text) < _FRAGMENT:
-        return text
-    hit = [False] * len(text)
-    for i in range(len(text) - _FRAGMENT + 1):
-        if text[i:i + _FRAGMENT] in grams:
-            hit[i:i + _FRAGMENT] = [True] * _FRAGMENT
-    if not any(hit):
-        return text
-    out, i = [], 0
-    while i < len(text):
-        if hit[i]:
-            while i < len(text) and hit[i]:
-                i += 1
-            out.append("…")
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+    return redact(Redactor(secrets).text(text))
 
 
 def _whole(text: str, secrets: Iterable[str]) -> str:

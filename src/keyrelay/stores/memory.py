@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
-from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.base import AddResult, Changes, TokenRecord, coalesces, key_id_for, refuse_import
 from keyrelay.stores.evidence import scrub_event, scrub_transition
 from keyrelay.stores.usage import RETENTION, STEPS, EventQuery, bucket_start, page_of
 
@@ -78,7 +78,13 @@ class MemoryStore:
         self._keys[rec.id] = new
         self._bump(rec.id)
         t = transition
-        self._event(Event(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail))
+        ev = Event(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail)
+        i = next((i for i in range(len(self._events) - 1, -1, -1) if self._events[i].key_id == t.key_id), None)
+        last = self._events[i] if i is not None else None
+        if i is not None and last is not None and coalesces(t, (last.at, last.from_state, last.to_state)):
+            self._events[i] = replace(ev, seq=last.seq)  # one event for a burst of re-coolings
+        else:
+            self._event(ev)
         return new
 
     async def remove(self, key_id: str, now: float, actor: str = "admin") -> bool:

@@ -47,7 +47,7 @@ from redis.exceptions import RedisError
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.exceptions import StoreError, StoreLost
-from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.base import COALESCE_WINDOW, AddResult, Changes, TokenRecord, key_id_for, refuse_import
 from keyrelay.stores.crypto import KeyCipher, SecretSource, key_ring
 from keyrelay.stores.evidence import scrub_event, scrub_transition
 from keyrelay.stores.redis_health import Health, edge, watch
@@ -283,7 +283,7 @@ class RedisStore(UsageMixin):
         keys = [n.key(t.key_id), n.seq, n.changes, n.events, n.event_seq, n.key_events(t.key_id)]
         args = [
             t.expected_version, t.to_state.value, t.reason, num(t.at), num(t.until), ev,
-            MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin, t.key_id,
+            MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin, t.key_id, COALESCE_WINDOW,
         ]
         result = await self._run("apply", keys, args)
         return record_of_hash(pairs_of(result), self.cipher) if isinstance(result, list) else None

@@ -31,16 +31,37 @@ end
 """
 
 # KEYS: key, seq, changes, events, event_seq, key_events
-# ARGV: expected_version, to_state, reason, at, until, event, cap_all, cap_key, channel, origin, key_id
+# ARGV: expected_version, to_state, reason, at, until, event, cap_all, cap_key, channel, origin, key_id,
+# coalescing window (s). A cooling -> cooling transition within the window of the key's last event,
+# itself cooling -> cooling, rewrites that event (same number, in both lists) instead of adding one.
 _APPLY = _PUSH_EVENT + """
 local v = redis.call('HGET', KEYS[1], 'version')
 if (not v) or tonumber(v) ~= tonumber(ARGV[1]) then return 0 end
-if redis.call('HGET', KEYS[1], 'state') ~= ARGV[2] then redis.call('HSET', KEYS[1], 'since', ARGV[4]) end
+local from = redis.call('HGET', KEYS[1], 'state')
+if from ~= ARGV[2] then redis.call('HSET', KEYS[1], 'since', ARGV[4]) end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'reason', ARGV[3], 'until', ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 local seq = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[3], seq, ARGV[11])
-push_event(KEYS[4], KEYS[5], KEYS[6], ARGV[6], ARGV[7], ARGV[8])
+local merged = false
+if from == 'cooling' and ARGV[2] == 'cooling' then
+  local old = redis.call('LINDEX', KEYS[6], -1)
+  if old then
+    local e = cjson.decode(old)
+    local gap = tonumber(ARGV[4]) - tonumber(e[4])
+    if e[6] == 'cooling' and e[7] == 'cooling' and gap >= 0 and gap <= tonumber(ARGV[12]) then
+      local line = '[' .. e[1] .. ',' .. string.sub(ARGV[6], 2)
+      redis.call('LSET', KEYS[6], -1, line)
+      local head = redis.call('LINDEX', KEYS[4], 0)
+      if head then
+        local at = e[1] - cjson.decode(head)[1]
+        if at >= 0 and redis.call('LINDEX', KEYS[4], at) == old then redis.call('LSET', KEYS[4], at, line) end
+      end
+      merged = true
+    end
+  end
+end
+if not merged then push_event(KEYS[4], KEYS[5], KEYS[6], ARGV[6], ARGV[7], ARGV[8]) end
 redis.call('PUBLISH', ARGV[9], ARGV[10] .. ' ' .. seq)
 return redis.call('HGETALL', KEYS[1])
 """

@@ -30,7 +30,7 @@ from functools import partial
 from typing import TypeVar
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, Transition
-from keyrelay.stores.base import AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.base import AddResult, Changes, TokenRecord, coalesces, key_id_for, refuse_import
 from keyrelay.stores.crypto import KeyCipher, KeyRing, SecretSource, key_ring, new_secret
 from keyrelay.stores.evidence import scrub_event, scrub_transition
 from keyrelay.stores.sqlite_files import path_of, private, scrub
@@ -247,9 +247,16 @@ class SQLiteStore:
                 "UPDATE keys SET state = ?, reason = ?, since = ?, until = ?, version = ?, seq = ? WHERE id = ?",
                 (new.state.value, new.reason, new.since, new.until, new.version, _bump(conn), t.key_id),
             )
-            _insert_events(
-                conn, [(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail)]
-            )
+            last = conn.execute(
+                "SELECT seq, at, from_state, to_state FROM events WHERE key_id = ? ORDER BY seq DESC LIMIT 1", (t.key_id,)
+            ).fetchone()
+            if last is not None and coalesces(t, (last[1], last[2], last[3])):  # one event for a burst
+                conn.execute("UPDATE events SET at = ?, actor = ?, reason = ?, detail = ? WHERE seq = ?",
+                             (t.at, t.actor, t.reason, t.detail, last[0]))
+            else:
+                _insert_events(
+                    conn, [(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail)]
+                )
             return new
 
         return await self._write(write)
