@@ -4,7 +4,7 @@ A preset names a provider (``provider = "deepseek"`` in a ``[[pools]]`` table) a
 default ``base_url``, its balance endpoint where it has one (``providers/balance.py``) and the
 few rows of its own that the shared table (``openai.py`` + ``classify_rules.py``) does not
 carry, put in front of it. The dialect is the OpenAI one: same auth, envelope, usage, streams.
-Sources of each row are with its fixture in ``tests/fixtures/preset_errors.py``. Pure data.
+Sources of each row are with its fixture in ``tests/fixtures/provider_errors.py``. Pure data.
 """
 
 from __future__ import annotations
