@@ -19,6 +19,7 @@ from keyrelay.server.admin.context import Ctx
 from keyrelay.server.admin.openapi import openapi
 from keyrelay.server.admin.routes import ROUTES
 from keyrelay.server.admin.routing import ApiError, Call, error_reply, json_reply, match
+from keyrelay.server.dashboard import Dashboard
 
 __all__ = ["PREFIX", "AdminApi"]
 
@@ -46,6 +47,7 @@ def _without_values(message: str) -> str:
 class AdminApi:
     def __init__(self, runtime: Runtime) -> None:
         self.ctx = Ctx(runtime)
+        self.dashboard = Dashboard()  # the web dashboard (server/dashboard.py, server/static/)
         self._document: bytes | None = None
 
     def document(self) -> bytes:
@@ -57,6 +59,8 @@ class AdminApi:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if not path.startswith(PREFIX + "/"):
+            if not (path.startswith("/admin/api/") or path == "/admin/api"):  # /admin/, its files: the dashboard
+                return await self.dashboard.handle(request)
             return error_reply(404, "not_found", f"nothing here; the admin API is under {PREFIX}/")
         sub = path[len(PREFIX):]
         if sub == "/openapi.json":
