@@ -354,17 +354,21 @@ def capped(lines: list[str]) -> str:
     return "\n".join(lines[:SHOWN] + extra)
 
 
+def read_bytes(file: str) -> bytes:
+    """The bytes of ``file`` (``-``: stdin); one CLI error line when it cannot be read."""
+    try:
+        if file == "-":
+            return sys.stdin.buffer.read()
+        with open(file, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {'stdin' if file == '-' else file}: {exc.strerror or exc}") from None
+
+
 def read_keys(file: str) -> list[tuple[int, str]]:
     """``(line number, key)`` of a key file (``-``: stdin); any invalid line fails the command."""
     name = "stdin" if file == "-" else file
-    try:
-        if file == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(file, "rb") as fh:
-                data = fh.read()
-    except OSError as exc:
-        raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None
+    data = read_bytes(file)
     found, problems = parse_key_lines(data.splitlines())
     if problems:
         bad = [f"  line {n}: {msg}" for n, msg in problems]

@@ -10,10 +10,9 @@ import`` reads env-file lines (``NAME=value``, ``export NAME=value``) by taking 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable
 
-from keyrelay.cli.common import SHOWN, CliError, parse_key_lines, plural
+from keyrelay.cli.common import SHOWN, CliError, parse_key_lines, plural, read_bytes
 
 __all__ = ["MIN_LENGTH", "check_pasted", "read_key_file", "suspicion"]
 
@@ -64,14 +63,7 @@ def read_key_file(file: str) -> tuple[list[tuple[int, str]], list[str]]:
     """``(line number, key)`` of a key file (``-``: stdin) and notes for the env-file lines read
     as their value. Lines that are no key fail the command (one line, exit 2)."""
     name = "stdin" if file == "-" else file
-    try:
-        if file == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(file, "rb") as fh:
-                data = fh.read()
-    except OSError as exc:
-        raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None
+    data = read_bytes(file)
     lines: list[bytes | str] = []
     taken: list[tuple[int, str]] = []
     for n, raw in enumerate(data.splitlines(), 1):

@@ -116,24 +116,34 @@ _FORWARD_MEMO, _forward_learn = _memo(_forward_test)
 _BACK_MEMO, _back_learn = _memo(lambda lk: _DROP if lk in _DROP_RESPONSE or lk.startswith(_DROP_PREFIXES) else _KEEP)
 
 
-def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers that may go upstream (the allow-list), plus ``Accept-Encoding:
-    identity`` so that what we relay is what we read, and our ``User-Agent`` if it sent none."""
-    out = {}
-    ua = False
-    known = _FORWARD_MEMO.get
-    for k, v in headers.items():
-        keep = known(k)
-        if keep is None:
-            keep = _forward_learn(k)
-        if keep:
-            out[k] = v
-            if keep == _KEEP_UA:
-                ua = True
-    out["Accept-Encoding"] = "identity"
-    if not ua:
-        out["User-Agent"] = USER_AGENT
-    return out
+def _forward_with(
+    memo: dict[str, int], learn: Callable[[str], int]
+) -> Callable[[Mapping[str, str]], dict[str, str]]:
+    """A header filter over one memoised allow-list test (see :func:`forward_request_headers`)."""
+    known = memo.get
+
+    def forward(headers: Mapping[str, str]) -> dict[str, str]:
+        out = {}
+        ua = False
+        for k, v in headers.items():
+            keep = known(k)
+            if keep is None:
+                keep = learn(k)
+            if keep:
+                out[k] = v
+                if keep == _KEEP_UA:
+                    ua = True
+        out["Accept-Encoding"] = "identity"
+        if not ua:
+            out["User-Agent"] = USER_AGENT
+        return out
+
+    return forward
+
+
+#: The client's headers that may go upstream (the allow-list), plus ``Accept-Encoding:
+#: identity`` so that what we relay is what we read, and our ``User-Agent`` if it sent none.
+forward_request_headers = _forward_with(_FORWARD_MEMO, _forward_learn)
 
 
 def forwarder(dialect: Dialect) -> Callable[[Mapping[str, str]], dict[str, str]]:
@@ -151,25 +161,7 @@ def forwarder(dialect: Dialect) -> Callable[[Mapping[str, str]], dict[str, str]]
         return _forward_test(lk)
 
     memo, learn = _memo(test)
-
-    def forward(headers: Mapping[str, str]) -> dict[str, str]:
-        out = {}
-        ua = False
-        known = memo.get
-        for k, v in headers.items():
-            keep = known(k)
-            if keep is None:
-                keep = learn(k)
-            if keep:
-                out[k] = v
-                if keep == _KEEP_UA:
-                    ua = True
-        out["Accept-Encoding"] = "identity"
-        if not ua:
-            out["User-Agent"] = USER_AGENT
-        return out
-
-    return forward
+    return _forward_with(memo, learn)
 
 
 def strip_query_param(query: str, name: str) -> str:
