@@ -98,3 +98,18 @@ def test_async_transport_shows_no_key_in_headers(lib: str, secret: str, make_poo
                 _check(r)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("lib", sorted(LIBS))
+def test_an_error_answer_with_only_debugging_headers_keeps_none(lib: str, make_pool: Callable[..., Pool]) -> None:
+    http = LIBS[lib]
+
+    def handler(request: Any) -> Any:
+        key = str(request.headers.get("authorization", ""))[7:]
+        return http.Response(400, headers=[("x-debug-key", key)], content=b'{"error":{"message":"bad"}}')
+
+    pool = make_pool([SK])
+    with SYNC[lib](pool, transport=http.MockTransport(handler)) as c:
+        r = c.post("https://up.test/v1/chat/completions", json=CHAT)
+    assert r.status_code == 400 and "x-debug-key" not in r.headers
+    assert leaks("\n".join(f"{k}: {v}" for k, v in r.headers.multi_items())) == []

@@ -133,7 +133,8 @@ class Relay:
         """The upstream's headers for a body we decoded (and maybe rebuilt), plus ours."""
         drop = _DROP_SIZED if length is not None else _DROP_DECODED
         raw = resp.headers.raw
-        h = [(k, v) for k, v in clean_raw(raw, redactor.current()) or raw if k.lower() not in drop]
+        clean = clean_raw(raw, redactor.current())
+        h = [(k, v) for k, v in (raw if clean is None else clean) if k.lower() not in drop]
         if length is not None:
             h.append((b"content-length", str(length).encode()))
         h.append((b"x-keyrelay-attempts", str(attempts.count).encode()))
