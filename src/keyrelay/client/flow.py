@@ -30,6 +30,7 @@ from typing import Any
 
 from keyrelay import answers, redactor
 from keyrelay.client.pool import Pool
+from keyrelay.core.headers import clean_raw
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
@@ -131,7 +132,9 @@ class Relay:
     def _headers(self, resp: Any, attempts: Attempts, key_id: str, length: int | None) -> list[tuple[bytes, bytes]]:
         """The upstream's headers for a body we decoded (and maybe rebuilt), plus ours."""
         drop = _DROP_SIZED if length is not None else _DROP_DECODED
-        h = [(k, v) for k, v in resp.headers.raw if k.lower() not in drop]
+        raw = resp.headers.raw
+        clean = clean_raw(raw, redactor.current())
+        h = [(k, v) for k, v in (raw if clean is None else clean) if k.lower() not in drop]
         if length is not None:
             h.append((b"content-length", str(length).encode()))
         h.append((b"x-keyrelay-attempts", str(attempts.count).encode()))
@@ -151,6 +154,7 @@ class Relay:
         Its ``elapsed`` is set here, since the client will find nothing left to read."""
         if resp.headers.get("content-encoding"):  # rare: rebuild, so no header claims gzip
             return self.body_response(resp, body, attempts, key_id)
+        self.clean_headers(resp)
         resp.headers["x-keyrelay-attempts"] = str(attempts.count)
         resp.headers["x-keyrelay-key"] = key_id
         resp.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
@@ -187,7 +191,15 @@ class Relay:
             extensions=resp.extensions,
         )
 
+    def clean_headers(self, resp: Any) -> None:
+        """Drop ``resp``'s debugging headers and redact the rest, as the gateway does
+        (``keyrelay.core.headers``); nothing is rebuilt when nothing needs it."""
+        clean = clean_raw(resp.headers.raw, redactor.current())
+        if clean is not None:
+            resp.headers = self.http.Headers(clean)
+
     def passthrough(self, resp: Any, attempts: Attempts, key_id: str) -> Any:
+        self.clean_headers(resp)
         resp.headers["x-keyrelay-attempts"] = str(attempts.count)
         resp.headers["x-keyrelay-key"] = key_id
         return resp

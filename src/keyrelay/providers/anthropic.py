@@ -25,7 +25,7 @@ import orjson
 from keyrelay.core.durations import retry_after_from_headers
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
-from keyrelay.providers.base import Rule, Usage
+from keyrelay.providers.base import OneToken, Rule, Usage
 from keyrelay.providers.openai import LONG_WAIT, match
 
 __all__ = ["RULES", "AnthropicDialect"]
@@ -165,6 +165,9 @@ class AnthropicDialect:
     checks_requests = False
     #: the API version the checker's probe asks for (clients send their own)
     probe_version = "2023-06-01"
+    #: Claude 3.5 Haiku was retired on 2026-02-19 (docs.claude.com model-deprecations;
+    #: coder/coder#22304 moved to this replacement)
+    cheap_model = "claude-haiku-4-5"
 
     # -- auth ------------------------------------------------------------------------------
     def client_token(self, headers: Mapping[str, str], query_string: str) -> str:
@@ -270,3 +273,11 @@ class AnthropicDialect:
         base = base_url.rstrip("/")
         url = f"{base}/models" if base.endswith("/v1") else f"{base}/v1/models"
         return url, {"x-api-key": secret, "anthropic-version": self.probe_version}
+
+    def one_token(self, base_url: str, model: str) -> OneToken:
+        """A Messages request with ``max_tokens: 1`` (``POST /v1/messages``, ``anthropic-version``)."""
+        base = base_url.rstrip("/")
+        url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        body = orjson.dumps({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+        headers = {"anthropic-version": self.probe_version, "Content-Type": "application/json"}
+        return OneToken(url, headers, body, "content")

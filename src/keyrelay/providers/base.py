@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from keyrelay.core.model import Verdict
 
-__all__ = ["Dialect", "Rule", "Usage", "rebase_url"]
+__all__ = ["Dialect", "OneToken", "Rule", "Usage", "chat_one_token", "rebase_url"]
 
 
 def rebase_url(url: str, pool_base: str, key_base: str | None) -> str:
@@ -26,6 +28,25 @@ def rebase_url(url: str, pool_base: str, key_base: str | None) -> str:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OneToken:
+    """The checker's 1-token request in a dialect's own API, sent to see whether an exhausted key
+    can pay again (``providers/money.py``); the key's credential headers are added by the probe."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    #: the list a 2xx answer holds when it really is an answer (``choices``, ``content``, ``candidates``)
+    answer_field: str
+
+
+def chat_one_token(base_url: str, model: str) -> OneToken:
+    """A 1-token chat completion (``POST {base}/chat/completions``, ``max_tokens: 1``): the
+    OpenAI-compatible APIs' cheapest answer that costs money."""
+    body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+    return OneToken(f"{base_url.rstrip('/')}/chat/completions", {"Content-Type": "application/json"}, body, "choices")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +98,8 @@ class Dialect(Protocol):
     api_roots: tuple[str, ...]
     #: does :meth:`request_error` have anything to say (saves the call when not)
     checks_requests: bool
+    #: the cheap model of the checker's 1-token request when neither the pool nor its host names one
+    cheap_model: str
 
     def client_token(self, headers: Mapping[str, str], query_string: str) -> str:
         """The keyrelay token a client presented (``""`` when none)."""
@@ -106,6 +129,10 @@ class Dialect(Protocol):
 
     def auth_headers(self, secret: str) -> dict[str, str]:
         """Headers that present ``secret`` upstream."""
+        ...
+
+    def one_token(self, base_url: str, model: str) -> OneToken:
+        """The cheapest answer that costs money: a 1-token request to ``model`` in this API."""
         ...
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:

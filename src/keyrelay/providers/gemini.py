@@ -26,7 +26,7 @@ import orjson
 from keyrelay.core.durations import retry_after_from_headers
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
-from keyrelay.providers.base import Rule, Usage
+from keyrelay.providers.base import OneToken, Rule, Usage, chat_one_token
 from keyrelay.providers.google_status import google_code, google_retry_delay
 from keyrelay.providers.openai import LONG_WAIT, _wait_in_message, match
 
@@ -155,6 +155,9 @@ class GeminiDialect:
     stream_end = b'"finishReason"'
     api_roots: tuple[str, ...] = ("/v1beta/", "/v1/", "/v1alpha/")
     checks_requests = True
+    #: a Flash-Lite model: gemini-2.0-flash-lite was shut down on 2026-06-01 and 2.5 follows
+    #: (ai.google.dev/gemini-api/docs/deprecations); 3.1 Flash-Lite went GA in April 2026
+    cheap_model = "gemini-3.1-flash-lite"
 
     # -- auth ------------------------------------------------------------------------------
     def client_token(self, headers: Mapping[str, str], query_string: str) -> str:
@@ -277,3 +280,16 @@ class GeminiDialect:
         if base.endswith("/openai"):  # the OpenAI-compatible endpoint as the base
             return f"{base}/models", self.auth_headers(secret)
         return f"{base}/v1beta/models", self.auth_headers(secret)
+
+    def one_token(self, base_url: str, model: str) -> OneToken:
+        """``:generateContent`` with ``maxOutputTokens: 1`` (on the OpenAI-compatible endpoint
+        as the base: a 1-token chat completion)."""
+        base = base_url.rstrip("/")
+        if base.endswith("/openai"):
+            return chat_one_token(base, model)
+        root = base if base.endswith(("/v1beta", "/v1", "/v1alpha")) else f"{base}/v1beta"
+        name = model.removeprefix("models/")
+        body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                             "generationConfig": {"maxOutputTokens": 1}})
+        return OneToken(f"{root}/models/{name}:generateContent", {"Content-Type": "application/json"}, body,
+                        "candidates")

@@ -7,8 +7,9 @@ whose credit is spent. So for *exhausted* keys the checker adds, by default
 1. the provider's **balance** endpoint where it has one (``balance_api``, or known from the
    pool's host: DeepSeek, OpenRouter, SiliconFlow, Moonshot) — reads the balance, costs nothing;
 2. else the **billing** probe when the pool lists it (one-api / new-api resellers);
-3. else a **1-token completion** on a cheap model (``completion_model``, else the host's default
-   below) — the only thing OpenAI, Anthropic, Gemini or Groq answer differently once credit is
+3. else a **1-token request** in the dialect's own API (a chat completion; Anthropic's Messages
+   with ``max_tokens: 1``; Gemini's ``:generateContent`` with ``maxOutputTokens: 1``) on a cheap
+   model (``completion_model``, else the host's default below, else the dialect's) — the only thing OpenAI, Anthropic, Gemini or Groq answer differently once credit is
    back (200 against 429 ``insufficient_quota`` / 400 "credit balance is too low"); costs one
    token per exhausted key per recheck.
 
@@ -41,14 +42,15 @@ BALANCE_HOSTS = {
 #: a cheap chat model per host, for the 1-token completion probe
 CHEAP_MODELS = {
     "api.openai.com": "gpt-4o-mini",
-    "api.anthropic.com": "claude-3-5-haiku-latest",
-    "generativelanguage.googleapis.com": "gemini-2.0-flash-lite",
+    "api.anthropic.com": "claude-haiku-4-5",  # the dialects' cheap_model say why these two
+    "generativelanguage.googleapis.com": "gemini-3.1-flash-lite",
     "api.groq.com": "llama-3.1-8b-instant",
     "api.mistral.ai": "mistral-small-latest",
     "api.together.xyz": "meta-llama/Llama-3.2-3B-Instruct-Turbo",
     "api.x.ai": "grok-3-mini",
 }
-#: any other host (OpenAI-compatible resellers and proxies mostly serve OpenAI's names)
+#: any other host of the OpenAI dialect (resellers and proxies mostly serve OpenAI's names);
+#: other dialects name their own (``Dialect.cheap_model``)
 DEFAULT_CHEAP_MODEL = "gpt-4o-mini"
 
 
@@ -76,7 +78,7 @@ def money_probe(
     if choice == "billing":
         return BillingProbe(base_url, dialect)
     if choice in ("auto", "completion"):
-        model = policy.completion_model or CHEAP_MODELS.get(host, DEFAULT_CHEAP_MODEL)
+        model = policy.completion_model or CHEAP_MODELS.get(host) or dialect.cheap_model
         return CompletionProbe(base_url, dialect, model)
     return None
 

@@ -17,7 +17,7 @@ from keyrelay.core.durations import parse_duration, retry_after_from_headers
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers import classify_rules as cr
-from keyrelay.providers.base import Rule, Usage
+from keyrelay.providers.base import OneToken, Rule, Usage, chat_one_token
 from keyrelay.providers.google_status import google_code, google_retry_delay
 
 __all__ = ["RULES", "OpenAIDialect", "parse_error", "rule_for"]
@@ -319,6 +319,7 @@ class OpenAIDialect:
     stream_end = b"[DONE]"
     api_roots: tuple[str, ...] = ("/v1/",)
     checks_requests = False
+    cheap_model = "gpt-4o-mini"
     #: the classification table (``None``: :data:`RULES`); a subclass may put its own rows first
     rules: tuple[Rule, ...] | None = None
 
@@ -342,6 +343,9 @@ class OpenAIDialect:
 
     def models_probe(self, base_url: str, secret: str) -> tuple[str, dict[str, str]]:
         return f"{base_url.rstrip('/')}/models", self.auth_headers(secret)
+
+    def one_token(self, base_url: str, model: str) -> OneToken:
+        return chat_one_token(base_url, model)
 
     def auth_headers(self, secret: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {secret}"}
@@ -414,3 +418,4 @@ class OpenAIDialect:
                 }
             }
         )
+

@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import datetime as _dt
 
-import orjson
-
 from keyrelay.core.machine import ProbeKind, ProbeResult
 from keyrelay.core.model import Outcome
 from keyrelay.core.policy import CheckerPolicy
@@ -189,24 +187,27 @@ class ModelsProbe:
 
 
 class CompletionProbe:
-    """A one-token chat completion to ``model`` (opt-in: it costs a token per probe)."""
+    """A one-token request to ``model`` in the dialect's own API (opt-in: it costs a token per
+    probe): a chat completion, Anthropic's Messages, Gemini's ``:generateContent``."""
 
     name = "completion"
 
     def __init__(self, base_url: str, dialect: Dialect, model: str) -> None:
         self.base = base_url.rstrip("/")
         self.dialect = dialect
-        self.body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+        self.request = dialect.one_token(self.base, model)
+        self.body = self.request.body
 
     def flow(self, secret: str, now: float) -> ProbeFlow:
-        headers = {**self.dialect.auth_headers(secret), "Content-Type": "application/json"}
-        resp = yield ProbeRequest("POST", f"{self.base}/chat/completions", headers, self.body)
+        req = self.request
+        headers = {**self.dialect.auth_headers(secret), **req.headers}
+        resp = yield ProbeRequest("POST", req.url, headers, req.body)
         return self.read(resp, now)
 
     def read(self, resp: ProbeResponse, now: float) -> ProbeResult:
         v = self.dialect.classify(resp.status, resp.headers, resp.body, now)
         if v.outcome is Outcome.OK:
-            if not listed(resp, "choices"):  # a 2xx that is not a completion says nothing
+            if not listed(resp, self.request.answer_field):  # a 2xx that is not an answer says nothing
                 return unknown(self.name, "not a completion", resp)
             return ProbeResult(OK, self.name, "completion ok", resp.status, funds=True)
         if v.outcome is Outcome.QUOTA_EXHAUSTED:

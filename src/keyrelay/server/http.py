@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from keyrelay import __version__, redactor
+from keyrelay.core.headers import DEBUG_PREFIXES, DEBUG_RESPONSE
 from keyrelay.providers.base import Dialect
 
 __all__ = [
@@ -52,24 +53,12 @@ _DROP_RESPONSE = frozenset(
         "proxy-authenticate",
         "upgrade",
         "alt-svc",
-        # credentials echoed back, and what only an upstream's own debugging needs (hosts,
-        # routes, traces, the key or account it saw): never the client's business
-        "authorization",
-        "api-key",
-        "x-api-key",
-        "x-goog-api-key",
-        "proxy-authorization",
-        "via",
-        "x-powered-by",
-        "x-real-ip",
-        "x-amzn-trace-id",
-        "x-cloud-trace-context",
-        "x-envoy-upstream-service-time",
-        "x-served-by",
     }
 )
+# credentials echoed back and what only an upstream's debugging needs: shared with library mode
+_DROP_RESPONSE |= DEBUG_RESPONSE
 #: name prefixes of debugging-only response headers (dropped like ``_DROP_RESPONSE``)
-_DROP_PREFIXES = ("x-debug", "x-envoy-", "x-upstream", "x-backend", "x-forwarded-", "x-amz-", "x-cache", "x-key")
+_DROP_PREFIXES = DEBUG_PREFIXES
 
 
 def join_upstream(base_url: str, rest: str, query: str) -> str:
