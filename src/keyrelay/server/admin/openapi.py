@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from keyrelay.server.admin.models import ErrorReply
-from keyrelay.server.admin.routing import Route
+from keyrelay.server.admin.routing import ID_PATTERN, Route
 
 __all__ = ["COMMON_ERRORS", "openapi"]
 
@@ -17,7 +17,7 @@ __all__ = ["COMMON_ERRORS", "openapi"]
 COMMON_ERRORS = (400, 401, 403, 404, 405, 413, 422)
 _REF = "#/components/schemas/{name}"
 #: key and token ids ("k…", "t…" and hex); other bytes in a path are refused before routing
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}
+_ID = {"type": "string", "pattern": ID_PATTERN}
 _DESCRIPTIONS = {
     200: "OK", 201: "Created", 204: "No content", 400: "Malformed request", 401: "Not signed in",
     403: "Not an admin token, or a failed CSRF check", 404: "Not found", 405: "Method not allowed",

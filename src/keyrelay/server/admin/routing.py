@@ -4,6 +4,7 @@ the document from them. Errors have one shape: ``{"error": {"message", "type", "
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,11 @@ class Route:
         return self.handler.__name__.strip("_")
 
 
+#: what a path parameter (a key or token id) may be; the OpenAPI document says the same
+ID_PATTERN = "^[A-Za-z0-9_-]{1,100}$"
+_ID_MATCH = re.compile(ID_PATTERN).match
+
+
 def match(routes: tuple[Route, ...], method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
     """The route for ``method`` + ``path``, its parameters, and the methods the path allows. Of
     the templates matching the path, the one with the fewest parameters decides (``/keys/import``
@@ -90,7 +96,7 @@ def match(routes: tuple[Route, ...], method: str, path: str) -> tuple[Route | No
         params: dict[str, str] = {}
         for want, got in zip(r.segments, parts):
             if want.startswith("{"):
-                if not got:
+                if _ID_MATCH(got) is None:  # ids are [A-Za-z0-9_-]: anything else names nothing here
                     break
                 params[want[1:-1]] = got
             elif want != got:
