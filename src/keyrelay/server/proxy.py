@@ -227,9 +227,9 @@ class Proxy:
         """A body still on its way (bodies.py: 100-continue, timeouts, the memory cap): refused
         beyond the limit, ended at shutdown; the body and the budget bytes it holds."""
         if request.content_length is not None and request.content_length > limit:
-            raise _TooLarge
+            raise BodyTooLarge
         if self._closing:
-            raise _Closing
+            raise Closing
         self._reading[id(request)] = request.content
         try:
             return await read_body(request, limit, self.bodies, self._body_timeout, self._body_min_rate)
@@ -243,7 +243,7 @@ class Proxy:
         self._closing = True
         for content in self._reading.values():
             if not content.is_eof():
-                content.set_exception(_Closing())
+                content.set_exception(Closing())
 
     def _route(self, path: str) -> tuple[KeyPool | None, str]:
         """A pool named by the first segment first; else the default pool when the path is one of
@@ -448,8 +448,6 @@ class Proxy:
 _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
 
 
-_TooLarge = BodyTooLarge
-_Closing = Closing
 class _ClientGone(Exception):
     """The client hung up before the stream's last event: it costs the key nothing."""
 
@@ -462,13 +460,13 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _TooLarge from None
+        raise BodyTooLarge from None
     except web.HTTPException:
         raise
     except Exception as exc:  # noqa: BLE001 - aiohttp's payload errors (bad chunked framing): the client's fault
         raise MalformedBody(type(exc).__name__) from None
     if len(body) > limit:
-        raise _TooLarge
+        raise BodyTooLarge
     return body
 
 
