@@ -47,6 +47,13 @@ SSE = _CHUNK * 5 + (  # as OpenAI streams with stream_options.include_usage
     'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","choices":[],'
     '"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}\\n\\ndata: [DONE]\\n\\n'
 )
+#: Anthropic's Messages answer (docs.anthropic.com/en/api/messages, "Response"), for ``bench_dialects.py``
+MESSAGES_JSON = (
+    '{"id":"msg_013Zva2CMHLNnXjNJJKqJ2EF","type":"message","role":"assistant","model":"claude-haiku-4-5",'
+    '"content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn",'
+    '"stop_sequence":null,"usage":{"input_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,'
+    '"output_tokens":9}}'
+)
 BODY = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'
 
 
@@ -111,6 +118,7 @@ http {{
     listen 127.0.0.1:{port};
     location = /v1/chat/completions {{ default_type application/json; return 200 '{CHAT_JSON}'; }}
     location = /v1/sse {{ default_type text/event-stream; return 200 '{SSE}'; }}
+    location = /v1/messages {{ default_type application/json; return 200 '{MESSAGES_JSON}'; }}
   }}
 }}
 """

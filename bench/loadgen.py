@@ -1,6 +1,7 @@
 """Fallback load generator (when wrk is not installed): N connections posting for T seconds.
 
-    python bench/loadgen.py URL SECONDS CONNECTIONS TOKEN BODY   → prints "rps p50_ms p99_ms"
+    python bench/loadgen.py URL SECONDS CONNECTIONS TOKEN BODY ["Name: value" ...]
+        → prints "rps p50_ms p99_ms"; TOKEN "-" sends no Authorization (the token in a header given)
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import time
 import aiohttp
 
 
-async def main(url: str, seconds: float, conns: int, token: str, body: str) -> None:
+async def main(url: str, seconds: float, conns: int, token: str, body: str, extra: list[str]) -> None:
     lat: list[float] = []
     end = time.perf_counter() + seconds
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"} if token == "-" else {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    headers.update(h.split(": ", 1) for h in extra)  # type: ignore[misc]
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while time.perf_counter() < end:
@@ -35,4 +37,4 @@ async def main(url: str, seconds: float, conns: int, token: str, body: str) -> N
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]))
+    asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6:]))

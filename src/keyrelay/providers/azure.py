@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from keyrelay.providers.base import Rule
+from keyrelay.providers.base import OneToken, Rule, chat_one_token
 from keyrelay.providers.openai import RULES as OPENAI_RULES
 from keyrelay.providers.openai import OpenAIDialect
 
@@ -65,3 +65,18 @@ class AzureDialect(OpenAIDialect):
         if base.endswith("/openai"):
             return f"{base}/models?api-version={PROBE_API_VERSION}", self.auth_headers(secret)
         return f"{base}/openai/models?api-version={PROBE_API_VERSION}", self.auth_headers(secret)
+
+    def one_token(self, base_url: str, model: str) -> OneToken:
+        """A 1-token chat completion on the resource's v1 API (``POST {resource}/openai/v1/chat/
+        completions``, ``model`` = the deployment name, no ``api-version``): Azure serves no
+        ``{resource}/chat/completions``. A base already ending in ``/openai/v1`` is used as is; a
+        base naming a deployment (``…/openai/deployments/{name}``) is asked there, with
+        ``api-version``."""
+        base = base_url.rstrip("/")
+        if "/openai/deployments/" in base:
+            req = chat_one_token(base, model)
+            return OneToken(f"{req.url}?api-version={PROBE_API_VERSION}", req.headers, req.body, req.answer_field)
+        if base.endswith("/openai/v1"):
+            return chat_one_token(base, model)
+        root = base.removesuffix("/openai")
+        return chat_one_token(f"{root}/openai/v1", model)

@@ -7,7 +7,8 @@ whose credit is spent. So for *exhausted* keys the checker adds, by default
 1. the provider's **balance** endpoint where it has one (``balance_api``, or known from the
    pool's host: DeepSeek, OpenRouter, SiliconFlow, Moonshot) — reads the balance, costs nothing;
 2. else the **billing** probe when the pool lists it (one-api / new-api resellers);
-3. else a **1-token request** in the dialect's own API (a chat completion; Anthropic's Messages
+3. else a **1-token request** in the dialect's own API (a chat completion; Azure's on the v1 API,
+   ``{resource}/openai/v1/chat/completions`` with the deployment as ``model``; Anthropic's Messages
    with ``max_tokens: 1``; Gemini's ``:generateContent`` with ``maxOutputTokens: 1``) on a cheap
    model (``completion_model``, else the host's default below, else the dialect's) — the only thing OpenAI, Anthropic, Gemini or Groq answer differently once credit is
    back (200 against 429 ``insufficient_quota`` / 400 "credit balance is too low"); costs one
