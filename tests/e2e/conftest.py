@@ -53,7 +53,7 @@ def free_port() -> int:
 def cli(config: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "keyrelay.cli.main", *args, "--config", str(config)],
-        capture_output=True, text=True, input=input, timeout=120,
+        check=False, capture_output=True, text=True, input=input, timeout=120,
     )
 
 
@@ -69,7 +69,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        out = open(self.log, "ab")
+        out = open(self.log, "ab")  # noqa: SIM115 -- handed to the server process, closed at stop
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "keyrelay.cli.main", "serve", "--config", str(self.config)],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},

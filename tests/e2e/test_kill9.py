@@ -62,7 +62,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path, upstream_factory
     try:
         deadline = time.time() + 20
         while time.time() < deadline:
-            keys, events = snapshot(db)
+            keys, _events = snapshot(db)
             retired = sum(1 for s, _, _ in keys.values() if s != "active")
             if retired >= 6 and answered[0] > 200:
                 break

@@ -88,7 +88,7 @@ def test_openai_sdk_sees_no_error_while_bad_keys_retire(tmp_path, upstream_facto
             async with sem:
                 try:
                     await _one(client, i)
-                except Exception as exc:  # every error is a failure of the test
+                except Exception as exc:  # noqa: BLE001 -- every error is a failure of the test
                     errors.append(exc)
 
         await asyncio.gather(*(guarded(i) for i in range(500)))
