@@ -36,9 +36,9 @@ from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.providers import Usage
 from keyrelay.providers.base import rebase_url
+from keyrelay.providers.sse import FIRST_EVENT_LIMIT, first_data
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
-from keyrelay.server.sse import FIRST_EVENT_LIMIT, first_data
 
 __all__ = ["Begin", "Close", "Next", "Persist", "Read", "ReadRequest", "Relay", "Send", "Step", "relay_flow"]
 

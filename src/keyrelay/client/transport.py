@@ -25,7 +25,7 @@ from keyrelay.client import flow as f
 from keyrelay.client.pool import Pool
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers import Dialect, Usage
-from keyrelay.server.sse import UsageScanner, stream_ended
+from keyrelay.providers.sse import UsageScanner, stream_ended
 
 __all__ = ["transport_classes"]
 

@@ -20,6 +20,7 @@ from keyrelay.keypool import KeyPool
 from keyrelay.logs import access_log
 from keyrelay.providers import Dialect, Usage
 from keyrelay.providers.base import rebase_url
+from keyrelay.providers.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Client, Runtime
@@ -38,7 +39,6 @@ from keyrelay.server.deadlines import Deadline, ReadDeadlines
 from keyrelay.server.health import healthz, readyz
 from keyrelay.server.http import error_response, forwarder, join_upstream, response_headers, strip_query_param
 from keyrelay.server.paths import path_problem
-from keyrelay.server.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 from keyrelay.server.stream_guard import StreamGuard
 from keyrelay.server.throttle import AuthThrottle
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from keyrelay.providers import Dialect, Usage
+from keyrelay.providers.base import Dialect, Usage
 
 __all__ = ["FIRST_EVENT_LIMIT", "UsageScanner", "first_data", "stream_ended"]
 

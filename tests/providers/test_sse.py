@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyrelay.providers import Usage, get_dialect
-from keyrelay.server.sse import UsageScanner, first_data, stream_ended
+from keyrelay.providers.sse import UsageScanner, first_data, stream_ended
 
 
 def _chunk(text: str) -> bytes:
