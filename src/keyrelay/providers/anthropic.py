@@ -24,9 +24,9 @@ import orjson
 
 from keyrelay.core.durations import retry_after_from_headers
 from keyrelay.core.masking import redact
-from keyrelay.core.model import Outcome, Verdict
+from keyrelay.core.model import Verdict
 from keyrelay.providers.base import OneToken, Rule, Usage
-from keyrelay.providers.openai import LONG_WAIT, match
+from keyrelay.providers.envelope import error_or_text, rule_verdict
 
 __all__ = ["RULES", "AnthropicDialect"]
 
@@ -98,7 +98,6 @@ _RESETS = (
     "anthropic-ratelimit-input-tokens-reset",
     "anthropic-ratelimit-output-tokens-reset",
 )
-_OUTCOMES = {o.value: o for o in Outcome}
 _COMPACT_USAGE = re.compile(rb'"usage":\{"input_tokens":(\d{1,15}),"output_tokens":(\d{1,15})[,}]')
 _CUT_EVENT = (
     b"event: error\ndata: "
@@ -192,31 +191,17 @@ class AnthropicDialect:
             if err is None:
                 return Verdict.ok(status)
             return self._verdict(status, TYPE_STATUS.get(_s(err.get("type")), 500), err, headers, now)
-        err = parse_error(body)
-        if err is None:
-            text = body[:512].decode("utf-8", "replace").strip()
-            err = {"message": text} if text else None
-        return self._verdict(status, status, err, headers, now)
+        return self._verdict(status, status, error_or_text(parse_error(body), body), headers, now)
 
     def _verdict(
         self, status: int, eff: int, err: Mapping[str, Any] | None, headers: Mapping[str, str], now: float
     ) -> Verdict:
-        code = _code(err) if err else ""
-        raw_message = _s(err.get("message")) if err else ""
-        message = redact(raw_message)[:300]
-        rule = match(eff, err, code, RULES)
-        if rule is None:
-            outcome = Outcome.CLIENT_ERROR if 400 <= eff < 500 else Outcome.UPSTREAM_FAULT
-            return Verdict(outcome, status, code or None, message)
-        outcome, reason, retry_after = _OUTCOMES[rule.outcome], rule.reason, None
-        if outcome is Outcome.RATE_LIMITED:
-            retry_after = retry_after_from_headers(headers, now)
-            if retry_after is None:
-                retry_after = reset_wait(headers, now)
-            if retry_after is not None and retry_after > LONG_WAIT:
-                outcome, reason = Outcome.QUOTA_EXHAUSTED, "limit reached for hours"
+        def wait() -> float | None:
+            w = retry_after_from_headers(headers, now)
+            return reset_wait(headers, now) if w is None else w
+
         etype = _s(err.get("type")) if err else ""
-        return Verdict(outcome, status, code or etype or None, message, retry_after, reason)
+        return rule_verdict(status, eff, err, _code(err) if err else "", RULES, wait, etype)
 
     def classify_event(self, data: bytes) -> Verdict | None:
         if b'"error"' not in data:

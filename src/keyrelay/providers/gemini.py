@@ -25,10 +25,11 @@ import orjson
 
 from keyrelay.core.durations import retry_after_from_headers
 from keyrelay.core.masking import redact
-from keyrelay.core.model import Outcome, Verdict
+from keyrelay.core.model import Verdict
 from keyrelay.providers.base import OneToken, Rule, Usage, chat_one_token
+from keyrelay.providers.envelope import error_or_text, rule_verdict
 from keyrelay.providers.google_status import google_code, google_retry_delay
-from keyrelay.providers.openai import LONG_WAIT, _wait_in_message, match
+from keyrelay.providers.openai import _wait_in_message
 
 __all__ = ["RULES", "GeminiDialect"]
 
@@ -83,7 +84,6 @@ _RPC = {
 }
 #: a native call: ``/v1beta/models/{model}:{method}`` (also tunedModels, ``/v1/``, ``/v1alpha/``)
 _NATIVE_CALL = re.compile(r"/v1(?:beta|alpha)?/(?:models|tunedModels)/[^/:]+:[A-Za-z]+")
-_OUTCOMES = {o.value: o for o in Outcome}
 _CUT_EVENT = (
     b"data: "
     + orjson.dumps({"error": {"code": 502, "message": "upstream stream broke off", "status": "UNAVAILABLE"}})
@@ -194,31 +194,20 @@ class GeminiDialect:
             if err is None:
                 return Verdict.ok(status)
             return self._verdict(status, _status_of(err), err, headers, now)
-        err = parse_error(body)
-        if err is None:
-            text = body[:512].decode("utf-8", "replace").strip()
-            err = {"message": text} if text else None
-        return self._verdict(status, status, err, headers, now)
+        return self._verdict(status, status, error_or_text(parse_error(body), body), headers, now)
 
     def _verdict(
         self, status: int, eff: int, err: Mapping[str, Any] | None, headers: Mapping[str, str], now: float
     ) -> Verdict:
-        code = _code(err) if err else ""
-        message = redact(_s(err.get("message")) if err else "")[:300]
-        rule = match(eff, err, code, RULES)
-        if rule is None:
-            outcome = Outcome.CLIENT_ERROR if 400 <= eff < 500 else Outcome.UPSTREAM_FAULT
-            return Verdict(outcome, status, code or None, message)
-        outcome, reason, retry_after = _OUTCOMES[rule.outcome], rule.reason, None
-        if outcome is Outcome.RATE_LIMITED:
-            retry_after = retry_after_from_headers(headers, now)
-            if retry_after is None and err:
-                retry_after = google_retry_delay(err)
-            if retry_after is None and err:
-                retry_after = _wait_in_message(_s(err.get("message")))  # "Please retry in 58.8s."
-            if retry_after is not None and retry_after > LONG_WAIT:
-                outcome, reason = Outcome.QUOTA_EXHAUSTED, "limit reached for hours"
-        return Verdict(outcome, status, code or None, message, retry_after, reason)
+        def wait() -> float | None:
+            w = retry_after_from_headers(headers, now)
+            if w is None and err:
+                w = google_retry_delay(err)
+            if w is None and err:
+                w = _wait_in_message(_s(err.get("message")))  # "Please retry in 58.8s."
+            return w
+
+        return rule_verdict(status, eff, err, _code(err) if err else "", RULES, wait)
 
     def classify_event(self, data: bytes) -> Verdict | None:
         if b'"error"' not in data:
