@@ -20,7 +20,7 @@ from keyrelay.keypool import KeyPool
 from keyrelay.logs import access_log
 from keyrelay.providers import Dialect, Usage
 from keyrelay.providers.base import rebase_url
-from keyrelay.providers.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
+from keyrelay.providers.sse import first_data
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.relay import Attempts, NoKeyAvailable
 from keyrelay.runtime import Client, Runtime
@@ -35,11 +35,11 @@ from keyrelay.server.bodies import (
     read_body,
     refusal,
 )
-from keyrelay.server.deadlines import Deadline, ReadDeadlines
+from keyrelay.server.deadlines import ReadDeadlines
 from keyrelay.server.health import healthz, readyz
 from keyrelay.server.http import error_response, forwarder, join_upstream, response_headers, strip_query_param
 from keyrelay.server.paths import path_problem
-from keyrelay.server.stream_guard import StreamGuard
+from keyrelay.server.streaming import ClientGone, peek, relay_stream
 from keyrelay.server.throttle import AuthThrottle
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ __all__ = ["Proxy"]
 
 log = logging.getLogger("keyrelay.proxy")
 
-_OK = Verdict.ok(200)
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _SSE = "text/event-stream"
 
@@ -160,7 +159,7 @@ class Proxy:
             status, outcome = 503, "no_key"
             code, body, headers = answers.no_key(exc, dialect)
             return web.Response(status=code, body=body, headers=headers)
-        except _ClientGone as gone:
+        except ClientGone as gone:
             status, outcome = 499, "client_gone"
             return gone.response
         except asyncio.CancelledError:
@@ -306,9 +305,9 @@ class Proxy:
                 ctype = up.headers.get("Content-Type", "")
                 if up.status == 200 and ctype.startswith(_SSE):
                     with d:
-                        first, verdict = await self._peek(up, pool, d)
+                        first, verdict = await peek(up, pool, d)
                     if verdict.outcome is Outcome.OK:
-                        return await self._stream(request, up, first, pool, attempts, lease, d)
+                        return await relay_stream(request, up, first, pool, attempts, lease, d, self._record)
                     d.pause()
                     await self._record(pool, attempts, lease, verdict)
                     status, ctype, failure = dialect.stream_failure(first_data(first) or b"", (lease.secret,))
@@ -363,97 +362,6 @@ class Proxy:
         t = attempts.record(lease, verdict, usage)
         if t is not None:
             await pool.persist(t, verdict, lease.version)
-
-    async def _peek(self, up: aiohttp.ClientResponse, pool: KeyPool, d: Deadline) -> tuple[bytes, Verdict]:
-        """Read up to the first data event, and classify it."""
-        buf = b""
-        while True:
-            chunk = await up.content.readany()
-            if not chunk:
-                break
-            d.push()
-            buf += chunk
-            data = first_data(buf)
-            if data is not None:
-                v = pool.dialect.classify_event(data)
-                return buf, v if v is not None else _OK
-            if len(buf) > FIRST_EVENT_LIMIT:
-                break
-        if not buf:
-            return buf, Verdict(Outcome.UPSTREAM_FAULT, 200, message="empty stream", reason="empty stream")
-        return buf, _OK
-
-    async def _stream(
-        self,
-        request: web.BaseRequest,
-        up: aiohttp.ClientResponse,
-        first: bytes,
-        pool: KeyPool,
-        attempts: Attempts,
-        lease: Lease,
-        d: Deadline,
-    ) -> web.StreamResponse:
-        hdrs = response_headers(up.headers)
-        hdrs["x-keyrelay-attempts"] = str(attempts.count)
-        hdrs["x-keyrelay-key"] = lease.key_id
-        resp = web.StreamResponse(status=up.status, headers=hdrs)
-        scanner = UsageScanner(pool.dialect)
-        scanner.feed(first)
-        guard = StreamGuard()  # keys out of in-band error events after the first byte
-        verdict = _OK
-        before, last, ended = b"", b"", False  # the last two chunks written: did they end the stream?
-        try:
-            d.pause()  # waiting on the client, not the upstream
-            await resp.prepare(request)
-            await resp.write(guard.pass_(first))
-            attempts.first_byte = time.perf_counter()
-            last = first
-            d.push()
-            try:
-                with d:
-                    async for chunk in up.content.iter_any():
-                        d.pause()
-                        if guard.held or not chunk.endswith(b"\n\n") or b"error" in chunk:
-                            await resp.write(guard.pass_(chunk))
-                        else:
-                            await resp.write(chunk)
-                        before, last = last, chunk
-                        d.push()
-                        if scanner.wants(chunk):
-                            scanner.feed(chunk)
-                ended = True
-            except _UPSTREAM_BROKE as exc:  # the upstream cut or stalled the stream: too late to fail over
-                d.pause()
-                await resp.write(guard.rest())
-                verdict = Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut")
-                await resp.write(pool.dialect.stream_cut_event())
-            d.pause()
-            if guard.held:
-                await resp.write(guard.rest())
-            await resp.write_eof()
-        except asyncio.CancelledError:
-            if verdict is _OK and (ended or stream_ended(before, last)):  # hung up after the last event
-                await asyncio.shield(self._record(pool, attempts, lease, verdict, scanner.usage))
-            else:
-                attempts.abandon(lease)
-            raise
-        except ConnectionResetError:  # the client went away: mid-stream it costs the key nothing
-            if not (verdict is _OK and (ended or stream_ended(before, last))):
-                attempts.abandon(lease)
-                raise _ClientGone(resp) from None
-        await self._record(pool, attempts, lease, verdict, scanner.usage)
-        return resp
-
-
-_UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
-
-
-class _ClientGone(Exception):
-    """The client hung up before the stream's last event: it costs the key nothing."""
-
-    def __init__(self, response: web.StreamResponse) -> None:
-        self.response = response
-
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The whole body (aiohttp stops at the app's ``client_max_size``, the largest pool limit)."""
