@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 import logging
 
-from keyrelay import redactor
+from keyrelay.runtime import redactor
 from keyrelay.config import PoolSettings
 from keyrelay.core.model import KeyRecord, Outcome, Verdict
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.logs import access_log, setup_logging
 from keyrelay.stores.memory import MemoryStore
 

@@ -9,7 +9,7 @@ import pytest
 from keyrelay.config import parse_settings
 from keyrelay.core.model import Verdict
 from keyrelay.core.pool import Lease
-from keyrelay.runtime import COUNTER_ROWS_PER_SECOND, MAX_COUNTER_LAG, Runtime
+from keyrelay.runtime.process import COUNTER_ROWS_PER_SECOND, MAX_COUNTER_LAG, Runtime
 
 pytestmark = pytest.mark.asyncio
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
         legacy_httpx_client,
     )
     from keyrelay.core.policy import CoolingPolicy, RetryPolicy
-    from keyrelay.relay import NoKeyAvailable
+    from keyrelay.runtime.attempts import NoKeyAvailable
 
 # Library mode's names (Pool, KeyLease, NoKeyAvailable, the *_httpx_client factories and the
 # policies they take) load on first use.
@@ -46,7 +46,7 @@ _LAZY = {
     "async_httpx_client": "keyrelay.client",
     "legacy_httpx_client": "keyrelay.client",
     "legacy_async_httpx_client": "keyrelay.client",
-    "NoKeyAvailable": "keyrelay.relay",
+    "NoKeyAvailable": "keyrelay.runtime.attempts",
     "RetryPolicy": "keyrelay.core.policy",
     "CoolingPolicy": "keyrelay.core.policy",
 }

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from typing import TextIO
 
-from keyrelay import redactor
+from keyrelay.runtime import redactor
 from keyrelay.core.masking import redact
 from keyrelay.core.pool import Lease
 

@@ -8,7 +8,7 @@ import aiohttp
 import pytest_asyncio
 
 from checker.billing_upstream import BillingUpstream
-from keyrelay.checker import Checker
+from keyrelay.runtime.checker import Checker
 
 
 @pytest_asyncio.fixture

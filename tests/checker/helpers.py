@@ -8,7 +8,7 @@ from typing import Any
 from keyrelay.config import PoolSettings
 from keyrelay.core.model import KeyRecord
 from keyrelay.core.policy import CheckerPolicy
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores.base import Store, key_id_for
 
 NOW = 1_750_000_000.0  # 2025-06-15

@@ -10,7 +10,7 @@ import pytest
 
 from checker.billing_upstream import Account, BillingUpstream
 from checker.helpers import DAY, HOUR, NOW, Clock, make_pool, stored
-from keyrelay.checker import Checker
+from keyrelay.runtime.checker import Checker
 from keyrelay.core.machine import ProbeKind
 from keyrelay.core.model import KeyState
 from keyrelay.stores.base import Store

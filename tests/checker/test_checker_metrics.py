@@ -11,7 +11,7 @@ from checker.billing_upstream import BillingUpstream
 from checker.helpers import Clock
 from checker.test_billing_sweep import EXPIRED, SIX, SPENT, six_accounts
 from checker.test_in_the_gateway import settings
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.metrics import MetricsEndpoint
 from keyrelay.stores.base import key_id_for
 from keyrelay.stores.memory import MemoryStore

@@ -10,9 +10,9 @@ import pytest
 
 from checker.billing_upstream import Account, BillingUpstream
 from checker.helpers import Clock, make_pool
-from keyrelay.checker import Checker
+from keyrelay.runtime.checker import Checker
 from keyrelay.core.model import KeyState, Outcome, Verdict
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores.memory import MemoryStore
 
 EIGHT = [f"sk-pool-{i:030d}" for i in range(8)]

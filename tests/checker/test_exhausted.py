@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from keyrelay.checker import Checker
+from keyrelay.runtime.checker import Checker
 from keyrelay.cli.common import failures
 from keyrelay.core.machine import ProbeKind, on_admin
 from keyrelay.core.model import Counters, KeyState, Outcome, Transition, Verdict
 from keyrelay.core.policy import CheckerPolicy
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers import get_dialect
 from keyrelay.providers.balance import BalanceProbe
 from keyrelay.providers.money import money_probe

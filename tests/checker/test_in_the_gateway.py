@@ -15,7 +15,7 @@ from keyrelay.cli.main import cli
 from keyrelay.config import PoolSettings, Settings
 from keyrelay.core.model import KeyState
 from keyrelay.core.policy import CheckerPolicy
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.stores.base import key_id_for
 from keyrelay.stores.memory import MemoryStore
 from keyrelay.stores.sqlite import SQLiteStore

@@ -11,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from client.conftest import ThreadedUpstream
 
-from keyrelay.checker import run_probe
+from keyrelay.runtime.checker import run_probe
 from keyrelay.cli.main import cli
 from keyrelay.providers import get_dialect
 from keyrelay.providers.probe_base import ProbeKind

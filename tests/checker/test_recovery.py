@@ -7,7 +7,7 @@ import aiohttp
 
 from checker.billing_upstream import Account, BillingUpstream
 from checker.helpers import DAY, HOUR, NOW, Clock, make_pool, stored
-from keyrelay.checker import Checker
+from keyrelay.runtime.checker import Checker
 from keyrelay.core.model import KeyState, Outcome, Verdict
 from keyrelay.core.policy import next_reset
 from keyrelay.stores.memory import MemoryStore

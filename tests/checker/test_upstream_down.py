@@ -12,7 +12,7 @@ import pytest
 from checker.billing_upstream import Account, BillingUpstream
 from checker.helpers import Clock, make_pool
 from checker.test_billing_sweep import SIX, six_accounts
-from keyrelay.checker import Checker
+from keyrelay.runtime.checker import Checker
 from keyrelay.core.machine import ProbeKind
 from keyrelay.core.model import KeyState
 from keyrelay.stores.memory import MemoryStore

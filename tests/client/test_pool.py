@@ -19,7 +19,7 @@ import keyrelay.client
 from keyrelay.client import KeyLease, Pool
 from keyrelay.config import Settings
 from keyrelay.core.model import KeyState, Outcome, Verdict
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 
 from .conftest import states
 
@@ -92,7 +92,7 @@ def test_the_public_names_are_exported_lazily() -> None:
         "keyrelay.httpx_client; assert 'httpx2' not in sys.modules and 'httpx' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    assert keyrelay.NoKeyAvailable is keyrelay.relay.NoKeyAvailable
+    assert keyrelay.NoKeyAvailable is keyrelay.runtime.attempts.NoKeyAvailable
     for name in ("Pool", "httpx_client", "async_httpx_client", "legacy_httpx_client", "legacy_async_httpx_client"):
         assert name in keyrelay.__all__ and getattr(keyrelay, name) is not None
 

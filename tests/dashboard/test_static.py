@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from keyrelay.config import parse_settings
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.server.dashboard import STATIC_DIR
 from keyrelay.stores import open_store

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from keyrelay.config import Settings, parse_settings
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import Store, open_store
 from keyrelay.testing.fake_upstream import Behavior, FakeUpstream, KeySpec

@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-import keyrelay.alerts
-from keyrelay.alerts import Alerts
+import keyrelay.runtime.alerts
+from keyrelay.runtime.alerts import Alerts
 from keyrelay.config import parse_settings
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores import open_store
-from keyrelay.telemetry import Telemetry
+from keyrelay.runtime.telemetry import Telemetry
 from keyrelay.testing.fake_upstream import Behavior
 
 from .conftest import TOKEN
@@ -93,7 +93,7 @@ async def receiver() -> AsyncIterator[Callable[[], Any]]:
 
 @pytest.fixture
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keyrelay.alerts, "BACKOFF", (0.05, 0.2))
+    monkeypatch.setattr(keyrelay.runtime.alerts, "BACKOFF", (0.05, 0.2))
 
 
 def no_secret_in(bodies: list[dict[str, Any]], *secrets: str) -> None:

@@ -18,7 +18,7 @@ from aiohttp import web
 from keyrelay.config import parse_settings
 from keyrelay.core.redaction import MIN_FRAGMENT
 from keyrelay.logs import access_log, setup_logging
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import open_store
 

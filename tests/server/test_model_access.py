@@ -14,9 +14,9 @@ from aiohttp import web
 
 from keyrelay.config import PoolSettings, parse_settings
 from keyrelay.core.model import KeyRecord
-from keyrelay.keypool import KeyPool
-from keyrelay.relay import Attempts
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.pool import KeyPool
+from keyrelay.runtime.attempts import Attempts
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import open_store
 from keyrelay.stores.memory import MemoryStore

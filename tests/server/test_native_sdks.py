@@ -22,7 +22,7 @@ from google.genai import types
 
 from keyrelay.config import parse_settings
 from keyrelay.core.model import KeyState
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import open_store
 from keyrelay.testing.fake_upstream import Behavior, FakeUpstream, KeySpec

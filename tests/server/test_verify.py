@@ -15,7 +15,7 @@ from aiohttp import web
 
 from keyrelay.config import parse_settings
 from keyrelay.core.machine import UNVERIFIED
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import open_store
 

@@ -19,7 +19,7 @@ from keyrelay.cli.main import cli
 from keyrelay.config import parse_settings
 from keyrelay.core.model import Event, Outcome, Verdict
 from keyrelay.exceptions import StoreLost
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.stores.crypto import new_secret
 
 from .conftest import REDIS_URL, redis_cleanup

@@ -25,7 +25,7 @@ from keyrelay.core.machine import on_admin, on_outcome
 from keyrelay.core.model import Counters, Event, KeyRecord, KeyState, Outcome, Transition, Verdict
 from keyrelay.core.policy import CoolingPolicy
 from keyrelay.exceptions import StoreUnavailable
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.stores import open_store
 from keyrelay.stores.base import Changes, hash_token
 from keyrelay.stores.crypto import SecretSource, new_secret

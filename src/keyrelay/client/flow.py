@@ -4,7 +4,7 @@
 drives an auth flow): it yields a *step* — send this request, read that body, take the next
 chunk, close, persist a transition — and the transport's driver performs it, with its own
 library, sync or async, and sends back the result (or throws the exception in). The decisions
-themselves are :class:`~keyrelay.relay.Attempts`, the gateway's loop, driven the same way as in
+themselves are :class:`~keyrelay.runtime.attempts.Attempts`, the gateway's loop, driven the same way as in
 ``keyrelay.server.proxy``:
 
 - each attempt swaps the request's credentials (``Authorization``, ``api-key``, ``x-api-key``)
@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from keyrelay import answers, redactor
+from keyrelay.runtime import answers, redactor
 from keyrelay.client.pool import Pool
 from keyrelay.core.headers import clean_raw
 from keyrelay.core.masking import redact
@@ -38,7 +38,7 @@ from keyrelay.providers import Usage
 from keyrelay.providers.base import rebase_url
 from keyrelay.providers.sse import FIRST_EVENT_LIMIT, first_data
 from keyrelay.providers.usage import usage_of_json
-from keyrelay.relay import Attempts, NoKeyAvailable
+from keyrelay.runtime.attempts import Attempts, NoKeyAvailable
 
 __all__ = ["Begin", "Close", "Next", "Persist", "Read", "ReadRequest", "Relay", "Send", "Step", "relay_flow"]
 
@@ -211,7 +211,7 @@ class Relay:
 
     def keys_rejected_response(self, last: Any, attempts: Attempts) -> Any:
         """The last answer, or a 502 ``upstream_keys_rejected`` when the pool's correlated-failure
-        guard holds its keys back (``keyrelay.answers``)."""
+        guard holds its keys back (``keyrelay.runtime.answers``)."""
         body = answers.keys_rejected(self.keypool, attempts.last)
         if body is None or attempts.last_lease is None:
             return last

@@ -20,7 +20,7 @@ import orjson
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers import Dialect, Usage
-from keyrelay.relay import Attempts
+from keyrelay.runtime.attempts import Attempts
 
 if TYPE_CHECKING:
     from keyrelay.client.pool import Pool

@@ -3,7 +3,7 @@
 Design (the same rules as the gateway, without a gateway):
 
 - The hot path — choosing a key, counting an outcome, deciding a transition — only touches the
-  in-memory :class:`~keyrelay.keypool.KeyPool` under its lock. No event loop is started per
+  in-memory :class:`~keyrelay.runtime.pool.KeyPool` under its lock. No event loop is started per
   request and no call waits for the store.
 - The pool owns ONE daemon thread running ONE asyncio loop (:class:`Background`) that owns the
   store: it opens it, applies the store's change feed every 0.5 s (so keys retired by a gateway
@@ -34,10 +34,10 @@ from keyrelay.core.masking import validate_secret
 from keyrelay.core.model import KeyRecord, Outcome, Transition, Verdict
 from keyrelay.core.policy import CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers import DIALECTS, Dialect, default_base_url
-from keyrelay.relay import Attempts
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.attempts import Attempts
+from keyrelay.runtime.process import Runtime
 
 __all__ = ["Pool"]
 

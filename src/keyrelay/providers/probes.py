@@ -2,7 +2,7 @@
 
 A probe is a *flow*, driven like ``httpx``'s auth flows: a generator that yields the
 :class:`ProbeRequest` to send, receives the :class:`ProbeResponse`, and returns a
-:class:`~keyrelay.core.machine.ProbeResult`. The checker (``keyrelay.checker``) does the I/O;
+:class:`~keyrelay.core.machine.ProbeResult`. The checker (``keyrelay.runtime.checker``) does the I/O;
 nothing here touches the network, and every flow can be tested by feeding it answers. The
 shared types and answer readers are in :mod:`keyrelay.providers.probe_base`.
 

@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from keyrelay.config import Settings
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.admin import AdminApi
 from keyrelay.server.connections import GuardedServer
 from keyrelay.server.proxy import Proxy

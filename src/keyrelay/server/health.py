@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from keyrelay.exceptions import StoreUnavailable
-from keyrelay.runtime import Client
+from keyrelay.runtime.process import Client
 from keyrelay.server.http import error_response
 from keyrelay.stores import hash_token
 

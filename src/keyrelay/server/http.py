@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping
 import orjson
 from aiohttp import web
 
-from keyrelay import __version__, redactor
+from keyrelay import __version__
+from keyrelay.runtime import redactor
 from keyrelay.core.headers import DEBUG_PREFIXES, DEBUG_RESPONSE
 from keyrelay.providers.base import Dialect
 

@@ -1,7 +1,7 @@
 """``GET /metrics``: the Prometheus exposition of a gateway, all workers together.
 
 Cost: nothing here runs per request. The proxy appends one tuple per request to the runtime's
-:class:`~keyrelay.telemetry.Telemetry`; this module sums them every second (and at each scrape)
+:class:`~keyrelay.runtime.telemetry.Telemetry`; this module sums them every second (and at each scrape)
 and builds the exposition only when scraped, through a custom ``prometheus_client`` collector
 (no ``Counter.inc()`` per request, and none of the multiprocess mode's mmap writes).
 
@@ -34,13 +34,13 @@ from keyrelay import __version__
 from keyrelay.config import MetricsSettings
 from keyrelay.core.model import KeyState
 from keyrelay.exceptions import StoreUnavailable
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.admin.auth import Auth
 from keyrelay.server.admin.routing import ApiError
 from keyrelay.server.http import error_response
 from keyrelay.server.metrics_share import SharedCounts
 from keyrelay.stores import hash_token
-from keyrelay.telemetry import BUCKETS, Telemetry
+from keyrelay.runtime.telemetry import BUCKETS, Telemetry
 
 __all__ = ["MetricsEndpoint", "merge", "token_role"]
 

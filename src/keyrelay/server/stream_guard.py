@@ -10,7 +10,7 @@ halves that each look harmless.
 
 from __future__ import annotations
 
-from keyrelay import redactor
+from keyrelay.runtime import redactor
 from keyrelay.core.redaction import MIN_FRAGMENT
 
 __all__ = ["HOLD_LIMIT", "StreamGuard"]

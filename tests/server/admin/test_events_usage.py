@@ -150,7 +150,7 @@ async def test_shutting_down_ends_the_live_streams_at_once():
     from aiohttp import web
 
     from keyrelay.config import parse_settings
-    from keyrelay.runtime import Runtime
+    from keyrelay.runtime.process import Runtime
     from keyrelay.server.app import GatewayRunner
     from keyrelay.stores import open_store
     from keyrelay.stores.base import hash_token

@@ -18,7 +18,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, settings
 
 from keyrelay.config import parse_settings
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.admin import PREFIX, _version
 from keyrelay.server.admin.openapi import openapi
 from keyrelay.server.admin.routes import ROUTES

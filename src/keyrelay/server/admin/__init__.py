@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 
 from keyrelay.exceptions import StoreUnavailable
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.admin.context import Ctx
 from keyrelay.server.admin.openapi import openapi
 from keyrelay.server.admin.routes import ROUTES

@@ -16,7 +16,7 @@ import time
 
 from aiohttp import web
 
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.admin.routing import ApiError
 from keyrelay.stores import TokenRecord, hash_token
 

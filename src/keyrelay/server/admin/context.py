@@ -7,8 +7,8 @@ import asyncio
 import time
 
 from keyrelay.core.model import Counters
-from keyrelay.keypool import KeyPool
-from keyrelay.runtime import Runtime
+from keyrelay.runtime.pool import KeyPool
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.admin.auth import Auth
 from keyrelay.server.admin.feed import EventFeed
 from keyrelay.server.admin.routing import ApiError

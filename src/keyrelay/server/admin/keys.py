@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from keyrelay.checker import Checker
+from keyrelay.runtime.checker import Checker
 from keyrelay.core.machine import effective_state, on_admin
 from keyrelay.core.masking import InvalidSecret, mask, validate_secret
 from keyrelay.core.model import Counters, KeyRecord

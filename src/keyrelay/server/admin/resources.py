@@ -11,7 +11,7 @@ import time
 import msgspec
 from aiohttp import web
 
-from keyrelay.checker import Checker
+from keyrelay.runtime.checker import Checker
 from keyrelay.core.machine import effective_state
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event
 from keyrelay.server.admin.auth import cookie_header

@@ -1,6 +1,6 @@
 """The key checker's schedule: which keys of a pool are due for a probe and when each is due
 next, and what a sweep already wrote about a key. Pure: no I/O, no clock (``now`` is a
-parameter), no randomness (the caller draws the jitter); :mod:`keyrelay.checker` runs the
+parameter), no randomness (the caller draws the jitter); :mod:`keyrelay.runtime.checker` runs the
 sweeps and does the writing.
 
 What is due, per pool (``[pools.checker]``, :class:`~keyrelay.core.policy.CheckerPolicy`):

@@ -2,7 +2,7 @@
 states through the same path live traffic uses (state machine → transition → ``store.apply``
 with its version check → event). This module runs the sweeps (store locks, concurrency, rate
 cap, probes over HTTP, writing results); which keys are due, and when, is decided by each
-pool's :class:`~keyrelay.schedule.Schedule` (``[pools.checker]``,
+pool's :class:`~keyrelay.core.schedule.Schedule` (``[pools.checker]``,
 :class:`~keyrelay.core.policy.CheckerPolicy`).
 
 Of several gateways (or worker processes) sharing a store, one leads each pool's schedule: it
@@ -11,7 +11,7 @@ others stand by until it lapses. Each sweep also takes ``checker:<pool>`` (a TTL
 while it runs; ``keyrelay check`` takes only this one), so only one sweep of a pool runs at a
 time. A sweep runs at most ``concurrency`` probes at once and starts at most ``max_rate`` per
 second, with a ``timeout`` per request. Next-probe times live in the leading process (see
-:mod:`keyrelay.schedule`).
+:mod:`keyrelay.core.schedule`).
 
 Events: every transition is one (actor ``checker``, the probe's evidence in ``detail``). A
 probe that changes nothing writes no event, except a key's first *unknown* answer in a row (its
@@ -38,17 +38,17 @@ import aiohttp
 from keyrelay.core.machine import ProbeKind, ProbeResult, combine_probes, effective_state, on_probe
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Event, KeyRecord, KeyState, Transition
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers.base import rebase_url
 from keyrelay.providers.money import money_probe
 from keyrelay.providers.probes import Probe, ProbeRequest, ProbeResponse, build_probes
-from keyrelay.schedule import Schedule
+from keyrelay.core.schedule import Schedule
 from keyrelay.stores.base import Store
 from keyrelay.stores.evidence import scrub_result
 
 __all__ = ["CheckRow", "Checker", "SweepReport", "run_probe"]
 
-log = logging.getLogger("keyrelay.checker")
+log = logging.getLogger("keyrelay.runtime.checker")
 
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _MAX_BODY = 1 << 20

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from keyrelay import redactor
+from keyrelay.runtime import redactor
 from keyrelay.config import PoolSettings
 from keyrelay.core.correlation import Admission, CorrelationGuard
 from keyrelay.core.exclusions import ModelExclusions
@@ -30,10 +30,10 @@ from keyrelay.core.pool import Lease, PoolState
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.providers import Dialect, Usage, get_dialect
 from keyrelay.stores.base import Store
-from keyrelay.telemetry import Telemetry
+from keyrelay.runtime.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from keyrelay.relay import NoKeyAvailable
+    from keyrelay.runtime.attempts import NoKeyAvailable
 
 __all__ = ["KeyPool", "Lease"]
 
@@ -132,7 +132,7 @@ class KeyPool:
 
     def no_key(self) -> NoKeyAvailable:
         """The error for a request that finds no eligible key (an error path: takes the lock)."""
-        from keyrelay.relay import NoKeyAvailable  # relay imports this module
+        from keyrelay.runtime.attempts import NoKeyAvailable  # relay imports this module
 
         retry_after = self.retry_after()
         with self.lock:

@@ -17,9 +17,9 @@ import math
 import orjson
 
 from keyrelay.core.model import Outcome, Verdict
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers.base import Dialect
-from keyrelay.relay import NoKeyAvailable
+from keyrelay.runtime.attempts import NoKeyAvailable
 
 __all__ = ["KEYS_REJECTED_STATUS", "keys_rejected", "no_key"]
 

@@ -23,16 +23,16 @@ from collections.abc import Callable, Iterable
 
 import aiohttp
 
-from keyrelay.checker import Checker, run_probe
+from keyrelay.runtime.checker import Checker, run_probe
 from keyrelay.core.machine import on_verify
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Transition
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers.probes import build_probes
 
 __all__ = ["Verifier"]
 
-log = logging.getLogger("keyrelay.verify")
+log = logging.getLogger("keyrelay.runtime.verify")
 
 
 class Verifier:

@@ -1,7 +1,7 @@
 """The process's one redaction: a :class:`~keyrelay.core.redaction.Redactor` over the keys of
 every live pool, rebuilt (lazily, at the next use) when a pool's key set changes.
 
-Pools register themselves (:class:`~keyrelay.keypool.KeyPool`) and call :func:`changed` when
+Pools register themselves (:class:`~keyrelay.runtime.pool.KeyPool`) and call :func:`changed` when
 a key arrives or leaves. Log lines, error bodies, response headers, SSE error events and
 events' details all go through :func:`current` — one set of keys, whatever pool the text came
 from (an upstream may echo any key it was sent, and a log line may name any).

@@ -16,15 +16,15 @@ from collections.abc import Callable
 from keyrelay.config import Settings
 from keyrelay.core.model import KeyRecord
 from keyrelay.exceptions import StoreUnavailable
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores import Store, TokenRecord, hash_token, open_store
 from keyrelay.stores.base import Watchable
 from keyrelay.stores.usage import usage_rows
-from keyrelay.telemetry import Telemetry
+from keyrelay.runtime.telemetry import Telemetry
 
 __all__ = ["Client", "Runtime"]
 
-log = logging.getLogger("keyrelay.runtime")
+log = logging.getLogger("keyrelay.runtime.process")
 
 
 class Client:
@@ -83,17 +83,17 @@ class Runtime:
             ]
             if isinstance(self.store, Watchable):  # e.g. Redis pub/sub: sync at once; the poll stays as a safety net
                 self._tasks.append(asyncio.create_task(self.store.watch(self._poke), name="keyrelay-watch"))
-            from keyrelay.verify import Verifier  # settles holds on unrecognised auth refusals (verify.py)
+            from keyrelay.runtime.verify import Verifier  # settles holds on unrecognised auth refusals (verify.py)
 
             verifier = Verifier(self.pools.values(), clock=self.clock)
             self._tasks.append(asyncio.create_task(verifier.run(), name="keyrelay-verify"))
             if any(p.settings.checker.enabled for p in self.pools.values()):  # the key checker (checker.py)
-                from keyrelay.checker import Checker
+                from keyrelay.runtime.checker import Checker
 
                 checker = Checker(self.store, self.pools.values(), clock=self.clock)
                 self._tasks.append(asyncio.create_task(checker.run(), name="keyrelay-checker"))
             if self.settings.alerts and self.telemetry is not None:  # [[alerts]] webhooks (alerts.py)
-                from keyrelay.alerts import Alerts
+                from keyrelay.runtime.alerts import Alerts
 
                 alerts = Alerts(self.settings, self.store, self.pools, self.telemetry, clock=self.clock)
                 self._tasks.append(asyncio.create_task(alerts.run(), name="keyrelay-alerts"))

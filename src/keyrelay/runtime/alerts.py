@@ -2,7 +2,7 @@
 correlated-failure guard trips.
 
 Nothing here runs on the request path. Traffic and the checker leave :class:`AlertEvent` s in
-the runtime's :class:`~keyrelay.telemetry.Telemetry` (a bounded deque: appending never waits);
+the runtime's :class:`~keyrelay.runtime.telemetry.Telemetry` (a bounded deque: appending never waits);
 :class:`Alerts`, one background task per runtime, picks them up four times a second, looks at
 each pool's eligible keys for ``pool_low``, and hands each event to the webhooks that want it.
 Each webhook has its own bounded queue and its own delivery task, so a webhook that hangs or
@@ -36,13 +36,13 @@ import orjson
 from keyrelay import __version__
 from keyrelay.config import AlertSettings, Settings
 from keyrelay.config_ops import safe_url
-from keyrelay.keypool import KeyPool
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores.base import Store
-from keyrelay.telemetry import AlertEvent, Telemetry
+from keyrelay.runtime.telemetry import AlertEvent, Telemetry
 
 __all__ = ["Alerts", "body_of"]
 
-log = logging.getLogger("keyrelay.alerts")
+log = logging.getLogger("keyrelay.runtime.alerts")
 
 TICK = 0.25  # seconds between looks at new events and at the pools
 QUEUE = 100  # events waiting per webhook, at most
