@@ -6,11 +6,11 @@ from __future__ import annotations
 import io
 import logging
 
-from keyrelay.runtime import redactor
 from keyrelay.config import PoolSettings
 from keyrelay.core.model import KeyRecord, Outcome, Verdict
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.logs import access_log, setup_logging
+from keyrelay.runtime import redactor
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores.memory import MemoryStore
 
 LATE = "f3b9c1d7e5a2048c6b1e9d3f7a5c2e80"  # prefixless, added while running

@@ -26,9 +26,9 @@ import time
 from collections import deque
 from typing import TextIO
 
-from keyrelay.runtime import redactor
 from keyrelay.core.masking import redact
 from keyrelay.core.pool import Lease
+from keyrelay.runtime import redactor
 
 __all__ = ["AccessLog", "BufferedStreamHandler", "LogfmtFormatter", "access_log", "escape", "setup_logging"]
 

@@ -10,9 +10,9 @@ import pytest
 
 from checker.billing_upstream import Account, BillingUpstream
 from checker.helpers import DAY, HOUR, NOW, Clock, make_pool, stored
-from keyrelay.runtime.checker import Checker
 from keyrelay.core.machine import ProbeKind
 from keyrelay.core.model import KeyState
+from keyrelay.runtime.checker import Checker
 from keyrelay.stores.base import Store
 from keyrelay.stores.memory import MemoryStore
 from keyrelay.stores.sqlite import SQLiteStore

@@ -10,8 +10,8 @@ import pytest
 
 from checker.billing_upstream import Account, BillingUpstream
 from checker.helpers import Clock, make_pool
-from keyrelay.runtime.checker import Checker
 from keyrelay.core.model import KeyState, Outcome, Verdict
+from keyrelay.runtime.checker import Checker
 from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores.memory import MemoryStore
 

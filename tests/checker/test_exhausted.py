@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from keyrelay.runtime.checker import Checker
 from keyrelay.cli.common import failures
 from keyrelay.core.machine import ProbeKind, on_admin
 from keyrelay.core.model import Counters, KeyState, Outcome, Transition, Verdict
 from keyrelay.core.policy import CheckerPolicy
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers import get_dialect
 from keyrelay.providers.balance import BalanceProbe
 from keyrelay.providers.money import money_probe
 from keyrelay.providers.probes import CompletionProbe, build_probes
+from keyrelay.runtime.checker import Checker
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores.memory import MemoryStore
 from keyrelay.stores.sqlite import SQLiteStore
 from keyrelay.testing.fake_upstream import Behavior, FakeUpstream

@@ -11,11 +11,11 @@ from pathlib import Path
 from click.testing import CliRunner
 from client.conftest import ThreadedUpstream
 
-from keyrelay.runtime.checker import run_probe
 from keyrelay.cli.main import cli
 from keyrelay.providers import get_dialect
 from keyrelay.providers.probe_base import ProbeKind
 from keyrelay.providers.probes import ModelsProbe
+from keyrelay.runtime.checker import run_probe
 from keyrelay.stores.base import key_id_for
 from keyrelay.stores.sqlite import SQLiteStore
 from keyrelay.testing.fake_upstream import Behavior

@@ -7,9 +7,9 @@ import aiohttp
 
 from checker.billing_upstream import Account, BillingUpstream
 from checker.helpers import DAY, HOUR, NOW, Clock, make_pool, stored
-from keyrelay.runtime.checker import Checker
 from keyrelay.core.model import KeyState, Outcome, Verdict
 from keyrelay.core.policy import next_reset
+from keyrelay.runtime.checker import Checker
 from keyrelay.stores.memory import MemoryStore
 
 SPENT = "sk-spent-00000000000000000000000002"

@@ -12,9 +12,9 @@ import pytest
 from checker.billing_upstream import Account, BillingUpstream
 from checker.helpers import Clock, make_pool
 from checker.test_billing_sweep import SIX, six_accounts
-from keyrelay.runtime.checker import Checker
 from keyrelay.core.machine import ProbeKind
 from keyrelay.core.model import KeyState
+from keyrelay.runtime.checker import Checker
 from keyrelay.stores.memory import MemoryStore
 
 

@@ -15,11 +15,11 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 import keyrelay.runtime.alerts
-from keyrelay.runtime.alerts import Alerts
 from keyrelay.config import parse_settings
+from keyrelay.runtime.alerts import Alerts
 from keyrelay.runtime.pool import KeyPool
-from keyrelay.stores import open_store
 from keyrelay.runtime.telemetry import Telemetry
+from keyrelay.stores import open_store
 from keyrelay.testing.fake_upstream import Behavior
 
 from .conftest import TOKEN

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from keyrelay.config import PoolSettings, parse_settings
 from keyrelay.core.model import KeyRecord
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.attempts import Attempts
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.process import Runtime
 from keyrelay.server.app import GatewayRunner
 from keyrelay.stores import open_store

@@ -9,7 +9,6 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from keyrelay.runtime.checker import Checker, CheckRow, SweepReport
 from keyrelay.cli.common import (
     CliError,
     CliFailure,
@@ -25,9 +24,10 @@ from keyrelay.config import PoolSettings
 from keyrelay.core.machine import ProbeKind
 from keyrelay.core.model import KeyState
 from keyrelay.core.policy import PROBES
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers import get_dialect
 from keyrelay.providers.probes import build_probes
+from keyrelay.runtime.checker import Checker, CheckRow, SweepReport
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores import Store
 
 __all__ = ["check"]

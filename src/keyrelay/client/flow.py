@@ -28,7 +28,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from keyrelay.runtime import answers, redactor
 from keyrelay.client.pool import Pool
 from keyrelay.core.headers import clean_raw
 from keyrelay.core.masking import redact
@@ -38,6 +37,7 @@ from keyrelay.providers import Usage
 from keyrelay.providers.base import rebase_url
 from keyrelay.providers.sse import FIRST_EVENT_LIMIT, first_data
 from keyrelay.providers.usage import usage_of_json
+from keyrelay.runtime import answers, redactor
 from keyrelay.runtime.attempts import Attempts, NoKeyAvailable
 
 __all__ = ["Begin", "Close", "Next", "Persist", "Read", "ReadRequest", "Relay", "Send", "Step", "relay_flow"]

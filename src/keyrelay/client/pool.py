@@ -34,9 +34,9 @@ from keyrelay.core.masking import validate_secret
 from keyrelay.core.model import KeyRecord, Outcome, Transition, Verdict
 from keyrelay.core.policy import CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers import DIALECTS, Dialect, default_base_url
 from keyrelay.runtime.attempts import Attempts
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.process import Runtime
 
 __all__ = ["Pool"]

@@ -37,8 +37,8 @@ from keyrelay import __version__
 from keyrelay.config import AlertSettings, Settings
 from keyrelay.config_ops import safe_url
 from keyrelay.runtime.pool import KeyPool
-from keyrelay.stores.base import Store
 from keyrelay.runtime.telemetry import AlertEvent, Telemetry
+from keyrelay.stores.base import Store
 
 __all__ = ["Alerts", "body_of"]
 

@@ -17,9 +17,9 @@ import math
 import orjson
 
 from keyrelay.core.model import Outcome, Verdict
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers.base import Dialect
 from keyrelay.runtime.attempts import NoKeyAvailable
+from keyrelay.runtime.pool import KeyPool
 
 __all__ = ["KEYS_REJECTED_STATUS", "keys_rejected", "no_key"]
 

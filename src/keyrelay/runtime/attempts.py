@@ -22,9 +22,9 @@ from keyrelay.core.machine import UNVERIFIED
 from keyrelay.core.model import Outcome, Transition, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import KeyrelayError
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers import Usage
 from keyrelay.providers.classify_rules import MODEL_ACCESS
+from keyrelay.runtime.pool import KeyPool
 
 __all__ = ["Attempts", "NoKeyAvailable"]
 

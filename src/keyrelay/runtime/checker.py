@@ -38,11 +38,11 @@ import aiohttp
 from keyrelay.core.machine import ProbeKind, ProbeResult, combine_probes, effective_state, on_probe
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Event, KeyRecord, KeyState, Transition
-from keyrelay.runtime.pool import KeyPool
+from keyrelay.core.schedule import Schedule
 from keyrelay.providers.base import rebase_url
 from keyrelay.providers.money import money_probe
 from keyrelay.providers.probes import Probe, ProbeRequest, ProbeResponse, build_probes
-from keyrelay.core.schedule import Schedule
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.stores.base import Store
 from keyrelay.stores.evidence import scrub_result
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from keyrelay.runtime import redactor
 from keyrelay.config import PoolSettings
 from keyrelay.core.correlation import Admission, CorrelationGuard
 from keyrelay.core.exclusions import ModelExclusions
@@ -29,8 +28,9 @@ from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState, O
 from keyrelay.core.pool import Lease, PoolState
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.providers import Dialect, Usage, get_dialect
-from keyrelay.stores.base import Store
+from keyrelay.runtime import redactor
 from keyrelay.runtime.telemetry import Telemetry
+from keyrelay.stores.base import Store
 
 if TYPE_CHECKING:
     from keyrelay.runtime.attempts import NoKeyAvailable

@@ -17,10 +17,10 @@ from keyrelay.config import Settings
 from keyrelay.core.model import KeyRecord
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime.pool import KeyPool
+from keyrelay.runtime.telemetry import Telemetry
 from keyrelay.stores import Store, TokenRecord, hash_token, open_store
 from keyrelay.stores.base import Watchable
 from keyrelay.stores.usage import usage_rows
-from keyrelay.runtime.telemetry import Telemetry
 
 __all__ = ["Client", "Runtime"]
 

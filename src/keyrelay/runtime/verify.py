@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 
 import aiohttp
 
-from keyrelay.runtime.checker import Checker, run_probe
 from keyrelay.core.machine import on_verify
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Transition
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers.probes import build_probes
+from keyrelay.runtime.checker import Checker, run_probe
+from keyrelay.runtime.pool import KeyPool
 
 __all__ = ["Verifier"]
 

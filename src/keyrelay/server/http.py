@@ -9,9 +9,9 @@ import orjson
 from aiohttp import web
 
 from keyrelay import __version__
-from keyrelay.runtime import redactor
 from keyrelay.core.headers import DEBUG_PREFIXES, DEBUG_RESPONSE
 from keyrelay.providers.base import Dialect
+from keyrelay.runtime import redactor
 
 __all__ = [
     "FORWARDED",

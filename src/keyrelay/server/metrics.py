@@ -35,12 +35,12 @@ from keyrelay.config import MetricsSettings
 from keyrelay.core.model import KeyState
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime.process import Runtime
+from keyrelay.runtime.telemetry import BUCKETS, Telemetry
 from keyrelay.server.admin.auth import Auth
 from keyrelay.server.admin.routing import ApiError
 from keyrelay.server.http import error_response
 from keyrelay.server.metrics_share import SharedCounts
 from keyrelay.stores import hash_token
-from keyrelay.runtime.telemetry import BUCKETS, Telemetry
 
 __all__ = ["MetricsEndpoint", "merge", "token_role"]
 

@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from keyrelay.runtime import answers, redactor
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.logs import access_log
 from keyrelay.providers import Dialect, Usage
 from keyrelay.providers.base import rebase_url
 from keyrelay.providers.sse import first_data
 from keyrelay.providers.usage import usage_of_json
+from keyrelay.runtime import answers, redactor
 from keyrelay.runtime.attempts import Attempts, NoKeyAvailable
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.process import Client, Runtime
 from keyrelay.server.admin import AdminApi
 from keyrelay.server.bodies import (

@@ -10,8 +10,8 @@ halves that each look harmless.
 
 from __future__ import annotations
 
-from keyrelay.runtime import redactor
 from keyrelay.core.redaction import MIN_FRAGMENT
+from keyrelay.runtime import redactor
 
 __all__ = ["HOLD_LIMIT", "StreamGuard"]
 

@@ -13,10 +13,10 @@ from aiohttp import web
 
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
-from keyrelay.runtime.pool import KeyPool
 from keyrelay.providers import Usage
 from keyrelay.providers.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 from keyrelay.runtime.attempts import Attempts
+from keyrelay.runtime.pool import KeyPool
 from keyrelay.server.deadlines import Deadline
 from keyrelay.server.http import response_headers
 from keyrelay.server.stream_guard import StreamGuard

@@ -15,11 +15,11 @@ from typing import Any
 
 import msgspec
 
-from keyrelay.runtime.checker import Checker
 from keyrelay.core.machine import effective_state, on_admin
 from keyrelay.core.masking import InvalidSecret, mask, validate_secret
 from keyrelay.core.model import Counters, KeyRecord
 from keyrelay.providers.probes import build_probes
+from keyrelay.runtime.checker import Checker
 from keyrelay.server.admin.context import Ctx
 from keyrelay.server.admin.models import (
     Added,

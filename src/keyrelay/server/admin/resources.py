@@ -11,9 +11,9 @@ import time
 import msgspec
 from aiohttp import web
 
-from keyrelay.runtime.checker import Checker
 from keyrelay.core.machine import effective_state
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event
+from keyrelay.runtime.checker import Checker
 from keyrelay.server.admin.auth import cookie_header
 from keyrelay.server.admin.context import Ctx
 from keyrelay.server.admin.models import (
