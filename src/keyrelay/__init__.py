@@ -16,7 +16,7 @@ if TYPE_CHECKING:
         legacy_httpx_client,
     )
     from keyrelay.core.policy import CoolingPolicy, RetryPolicy
-    from keyrelay.runtime.attempts import NoKeyAvailable
+    from keyrelay.exceptions import NoKeyAvailable
 
 # Library mode's names (Pool, KeyLease, NoKeyAvailable, the *_httpx_client factories and the
 # policies they take) load on first use.

@@ -9,14 +9,14 @@
     │   └── StoreUnavailable                    the store cannot be reached right now (retry later)
     │       └── StoreLost                       it answers, but lost its data (flushed): nothing is
     │                                           written until it is re-initialised
-    └── NoKeyAvailable         (relay.py)       no key of the pool may take a request now
+    └── NoKeyAvailable                          no key of the pool may take a request now
 
     InvalidSecret (core/masking.py, a ValueError)  a key value that cannot be stored
 """
 
 from __future__ import annotations
 
-__all__ = ["KeyrelayError", "StoreError", "StoreLost", "StoreUnavailable"]
+__all__ = ["KeyrelayError", "NoKeyAvailable", "StoreError", "StoreLost", "StoreUnavailable"]
 
 
 class KeyrelayError(Exception):
@@ -36,3 +36,26 @@ class StoreLost(StoreUnavailable):
     flushed, or restarted without persistence). Writes are refused (so nothing half-written is
     put back) until someone re-initialises it; callers keep what they have in memory, as for
     an unreachable store."""
+
+
+class NoKeyAvailable(KeyrelayError):
+    """No key of the pool may take this request now.
+
+    ``retry_after`` (seconds) is when the soonest cooling key frees up, or ``None`` (no key will
+    come back by itself); ``empty`` says the pool holds no key at all.
+    """
+
+    def __init__(self, pool: str, retry_after: float | None, *, empty: bool = False) -> None:
+        if empty:
+            msg = f"no usable key in pool {pool!r}: it holds no keys; add some with 'keyrelay keys add --pool {pool} KEY'"
+        elif retry_after is not None:
+            msg = f"no usable key in pool {pool!r}; the soonest cooling key frees up in {retry_after:.1f}s"
+        else:
+            msg = (
+                f"no usable key in pool {pool!r}: every key is invalid, exhausted or disabled and none comes back "
+                f"by itself; see 'keyrelay keys list --pool {pool}'"
+            )
+        super().__init__(msg)
+        self.pool = pool
+        self.retry_after = retry_after
+        self.empty = empty

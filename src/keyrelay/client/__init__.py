@@ -21,7 +21,7 @@ from keyrelay.client.factories import async_httpx_client, httpx_client, legacy_a
 from keyrelay.client.lease import KeyLease, verdict_of
 from keyrelay.client.pool import Pool
 from keyrelay.core.policy import CoolingPolicy, RetryPolicy
-from keyrelay.runtime.attempts import NoKeyAvailable
+from keyrelay.exceptions import NoKeyAvailable
 
 __all__ = [
     "CoolingPolicy",

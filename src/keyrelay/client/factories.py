@@ -25,7 +25,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from keyrelay.client.pool import Pool
-from keyrelay.client.transport import transport_classes
 
 if TYPE_CHECKING:
     import httpx
@@ -69,10 +68,10 @@ def _client(module: str, pool: Pool, asynchronous: bool, kwargs: dict[str, Any])
     retry = pool.retry
     kwargs.setdefault("timeout", http.Timeout(retry.read_timeout, connect=retry.connect_timeout))
     kwargs.setdefault("follow_redirects", True)
-    sync_cls, async_cls = transport_classes(http)
+    transports = importlib.import_module(f"keyrelay.client.{module}_transport")  # imports the library
     if asynchronous:
-        return http.AsyncClient(transport=async_cls(pool, inner), **kwargs)
-    return http.Client(transport=sync_cls(pool, inner), **kwargs)
+        return http.AsyncClient(transport=transports.AsyncKeyRelayTransport(pool, inner), **kwargs)
+    return http.Client(transport=transports.KeyRelayTransport(pool, inner), **kwargs)
 
 
 def httpx_client(pool: Pool, **kwargs: Any) -> httpx2.Client:

@@ -21,17 +21,13 @@ from keyrelay.core.masking import mask
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers import Dialect, Usage
 from keyrelay.runtime.attempts import Attempts
+from keyrelay.runtime.failures import network_verdict
 
 if TYPE_CHECKING:
     from keyrelay.client.pool import Pool
     from keyrelay.core.pool import Lease
 
 __all__ = ["KeyLease", "verdict_of"]
-
-#: Exception classes (by name, anywhere in the MRO) that mean "the network failed", so the SDKs
-#: need not be imported: openai's APIConnectionError (and APITimeoutError), httpx/httpx2's
-#: TransportError, aiohttp's connection and payload errors.
-_NETWORK_NAMES = frozenset({"APIConnectionError", "TransportError", "ClientConnectionError", "ClientPayloadError"})
 
 
 def _is_response(obj: object) -> bool:
@@ -56,10 +52,9 @@ def verdict_of(result: object, dialect: Dialect, now: float) -> Verdict | None:
         response = getattr(result, "response", None)
         if response is not None and _is_response(response):
             return verdict_of(response, dialect, now)
-        if isinstance(result, (ConnectionError, TimeoutError)) or any(
-            c.__name__ in _NETWORK_NAMES for c in type(result).__mro__
-        ):
-            return Verdict(Outcome.NETWORK_ERROR, message=type(result).__name__, reason="network error")
+        network = network_verdict(result)  # runtime/failures.py: one table for every library and SDK
+        if network is not None:
+            return network
         body = getattr(result, "body", None)  # openai.APIError raised for an error event inside a stream
         if isinstance(body, dict) and body:
             return dialect.classify_event(orjson.dumps(body if "error" in body else {"error": body}))
@@ -99,30 +94,24 @@ class KeyLease:
         """What was reported, once it was."""
         return self._verdict
 
-    def _take(self, result: object, usage: Usage | None) -> tuple[Verdict | None, Any]:
+    def report(self, result: object = Outcome.OK, usage: Usage | None = None) -> Verdict | None:
+        """Record how the call went (default: ok) and give the key back. A state change is
+        handed to the pool's background loop, not awaited. Returns the verdict (``None`` when
+        ``result`` said nothing about the key and it was only released)."""
         if not self.open:
             raise RuntimeError(f"{self!r} was already reported")
         verdict = verdict_of(result, self._pool.dialect, self._pool.keypool.clock())
         if verdict is None:
             self._attempts.abandon(self._lease)
-            return None, None
+            return None
         self._verdict = verdict
-        return verdict, self._attempts.record(self._lease, verdict, usage)
-
-    def report(self, result: object = Outcome.OK, usage: Usage | None = None) -> Verdict | None:
-        """Record how the call went (default: ok) and give the key back. A state change is
-        handed to the pool's background loop, not awaited. Returns the verdict (``None`` when
-        ``result`` said nothing about the key and it was only released)."""
-        verdict, transition = self._take(result, usage)
-        if transition is not None and verdict is not None:
-            self._pool.persist_later(transition, verdict, self._lease.version)
+        self._attempts.record(self._lease, verdict, usage)
         return verdict
 
     async def areport(self, result: object = Outcome.OK, usage: Usage | None = None) -> Verdict | None:
         """:meth:`report`, waiting until a state change is written to the store."""
-        verdict, transition = self._take(result, usage)
-        if transition is not None and verdict is not None:
-            await self._pool.apersist(transition, verdict, self._lease.version)
+        verdict = self.report(result, usage)
+        await self._pool.asettle()
         return verdict
 
     def release(self) -> None:

@@ -20,6 +20,7 @@ Design (the same rules as the gateway, without a gateway):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import time
 import weakref
@@ -63,6 +64,8 @@ class Pool:
         self._runtime = runtime
         self._background = background
         self.keypool: KeyPool = runtime.pools[pool_name]
+        self.keypool.writer = self._write_later  # recording an outcome persists it, on the background loop
+        self._writing: set[concurrent.futures.Future[KeyRecord | None]] = set()
         self._finalizer = weakref.finalize(self, _shutdown, runtime, background)
 
     # -- construction --------------------------------------------------------------------
@@ -208,16 +211,18 @@ class Pool:
         if lease.open:
             await lease.areport(Outcome.OK)
 
-    # -- persistence (used by leases and transports) ------------------------------------
-    def persist_later(self, t: Transition, verdict: Verdict, lease_version: int) -> None:
-        """Hand a transition to the background loop without waiting for it."""
-        self._background.submit(self.keypool.persist(t, verdict, lease_version))
-
-    async def apersist(self, t: Transition, verdict: Verdict, lease_version: int) -> None:
-        """Write a transition on the background loop and wait for it (from any event loop).
-        Cancelling the caller does not cancel the write."""
+    # -- persistence: the run-time pool's writer ---------------------------------------------
+    def _write_later(self, t: Transition, verdict: Verdict, lease_version: int) -> None:
+        """Hand a transition to the background loop without waiting for it (any thread)."""
         fut = self._background.submit(self.keypool.persist(t, verdict, lease_version))
-        await asyncio.shield(asyncio.wrap_future(fut))
+        self._writing.add(fut)
+        fut.add_done_callback(self._writing.discard)
+
+    async def asettle(self) -> None:
+        """Wait (from any event loop) until the state changes recorded so far are written.
+        Cancelling the caller does not cancel the writes."""
+        while self._writing:
+            await asyncio.shield(asyncio.wait([asyncio.wrap_future(f) for f in tuple(self._writing)]))
 
     # -- admin ---------------------------------------------------------------------------
     def add_keys(self, keys: Sequence[str], *, weight: float = 1.0, label: str = "") -> int:

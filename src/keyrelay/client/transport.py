@@ -1,148 +1,267 @@
-"""Transports that rotate keys inside an SDK's HTTP client: one implementation, two libraries.
+"""Library mode's driver of the relay flow (``runtime/flow.py``): the I/O of one request, done
+with an SDK's own HTTP library — ``httpx`` (openai 1.x/2.x) or ``httpx2`` (openai ≥ 3), sync or
+async. The transport classes themselves (``httpx_transport.py``, ``httpx2_transport.py``) are
+thin: each method calls one function here. Every decision is the flow's, as in the gateway.
 
-``httpx`` (openai 1.x/2.x) and ``httpx2`` (openai ≥ 3) share their transport API —
-``BaseTransport.handle_request``, ``AsyncBaseTransport.handle_async_request``,
-``Response(status, headers=, stream=)``, ``SyncByteStream`` / ``AsyncByteStream`` — so
-:func:`transport_classes` builds the classes for whichever module it is given. Each transport
-WRAPS an inner one (``HTTPTransport()`` by default) and runs :func:`~keyrelay.client.flow.relay_flow`
-for every request: the decisions are written once there, the I/O twice here (sync and async).
+Typed over :class:`Library`, a protocol both libraries meet: their request, response and
+transport shapes are the same (httpx2 is httpx's successor).
 
-A stream handed to the caller replays the bytes peeked before the first event, then the rest,
-watching for the usage chunk. When it ends the outcome is recorded: ok at the end of the stream
-(or when the caller closes it after ``data: [DONE]``), ``upstream_fault`` if the upstream broke
-it off — too late to fail over, so the caller gets an error event, as from the gateway — and
-nothing at all if the caller closed it early.
+A stream handed to the caller replays what the flow let through of its start, then the rest;
+when the upstream breaks it off, the caller gets the dialect's error event and the key its
+fault; when the caller closes it early, it costs the key nothing (unless it had the last event).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Generic, Protocol, TypeVar
 
-from keyrelay.client import flow as f
 from keyrelay.client.pool import Pool
-from keyrelay.core.model import Outcome, Verdict
-from keyrelay.providers import Dialect, Usage
-from keyrelay.providers.sse import UsageScanner, stream_ended
+from keyrelay.providers.base import strip_query_param
+from keyrelay.runtime.failures import failure_kind
+from keyrelay.runtime.flow import MORE, PEEK, READ, Exchange, Reply, Stream
 
-__all__ = ["transport_classes"]
+__all__ = ["AsyncInner", "Library", "Request", "Response", "SyncInner", "arelay", "areplay", "relay", "replay"]
 
 log = logging.getLogger("keyrelay.client")
 
 
+class _URL(Protocol):
+    @property
+    def query(self) -> bytes: ...
 
-class _Replay:
-    """The bookkeeping shared by the sync and async replayed streams."""
 
-    def __init__(
-        self,
-        response: Any,
-        chunks: Any,
-        first: bytes,
-        dialect: Dialect,
-        finish: Callable[[Verdict | None, Usage | None], None],
-        network_errors: tuple[type[BaseException], ...],
-    ) -> None:
-        self._response = response
-        self._chunks = chunks
-        self._first = first
-        self._finish = finish
-        self._network_errors = network_errors
-        self._scanner = UsageScanner(dialect)
-        self._cut_event = dialect.stream_cut_event()
-        self._scanner.feed(first)
-        self._end_mark = end = dialect.stream_end  # b"[DONE]"; Anthropic's b'"message_stop"'
-        self._done = end in first
-        self._tail = first[-len(end) :]
-        self._before, self._last = b"", first
-        self._ended = False
+class Request(Protocol):
+    @property
+    def method(self) -> str: ...
+    @property
+    def url(self) -> _URL: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def extensions(self) -> Mapping[str, object]: ...
+    def read(self) -> bytes: ...
+    async def aread(self) -> bytes: ...
 
-    def _seen(self, chunk: bytes) -> None:
-        self._scanner.feed(chunk)
-        self._before, self._last = self._last, chunk
-        if not self._done:
-            both = self._tail + chunk
-            self._done = self._end_mark in both
-            self._tail = both[-len(self._end_mark) :]
 
-    def _end(self, verdict: Verdict | None) -> None:
-        if not self._ended:
-            self._ended = True
-            self._finish(verdict, self._scanner.usage if verdict is not None else None)
+class Response(Protocol):
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def read(self) -> bytes: ...
+    async def aread(self) -> bytes: ...
+    def iter_bytes(self) -> Iterator[bytes]: ...
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
-    def _cut(self, exc: BaseException) -> None:
+
+ReqT = TypeVar("ReqT", bound=Request)
+RespT = TypeVar("RespT", bound=Response)
+_ReqT_contra = TypeVar("_ReqT_contra", bound=Request, contravariant=True)
+_RespT_co = TypeVar("_RespT_co", bound=Response, covariant=True)
+_ReqT_co = TypeVar("_ReqT_co", bound=Request, covariant=True)
+
+
+class SyncInner(Protocol[_ReqT_contra, _RespT_co]):
+    def handle_request(self, request: _ReqT_contra) -> _RespT_co: ...
+
+
+class AsyncInner(Protocol[_ReqT_contra, _RespT_co]):
+    async def handle_async_request(self, request: _ReqT_contra) -> _RespT_co: ...
+
+
+class Library(Protocol, Generic[_ReqT_co, RespT]):
+    """What the driver builds with: the library's ``Request`` and ``Response``, and its byte
+    streams wrapping a flow :class:`~keyrelay.runtime.flow.Stream` (see the transport modules)."""
+
+    def request(self, method: str, url: str, headers: dict[str, str], body: bytes, extensions: Mapping[str, object]) -> _ReqT_co: ...
+    def response(self, status: int, headers: dict[str, str], body: bytes, elapsed: float) -> RespT: ...
+    def stream_response(self, stream: Stream, upstream: RespT, chunks: Iterator[bytes] | AsyncIterator[bytes]) -> RespT: ...
+
+
+# -- the request -----------------------------------------------------------------------------
+def _exchange(pool: Pool, request: Request, body: bytes) -> Exchange:
+    """The flow of one SDK request: its headers without the caller's credentials (the
+    placeholder key the SDK was given), its URL without a credential query (Gemini's ``key=``)."""
+    pool.check_open()
+    dialect = pool.dialect
+    strip = dialect.auth_header_names
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in strip}
+    url = str(request.url)
+    if dialect.credential_query and request.url.query:
+        base, _, query = url.partition("?")
+        query = strip_query_param(query, dialect.credential_query)
+        url = f"{base}?{query}" if query else base
+    return Exchange(pool.keypool, request.method, url, headers, body, origin=url)
+
+
+def _answer(lib: Library[ReqT, RespT], ex: Exchange, reply: Reply, started: float) -> RespT:
+    """The caller's answer, read whole: its ``elapsed`` is set here, as the SDK's client will
+    find nothing left to read (and so never times it)."""
+    if reply.error is not None:  # the upstream could not be reached: the SDK's own error, no key in it
+        raise _scrubbed(reply.error, ex)
+    return lib.response(reply.status, reply.headers, reply.body, time.perf_counter() - started)
+
+
+def _scrubbed(exc: BaseException, ex: Exchange) -> BaseException:
+    """``exc``, or a copy of the same type whose text holds no key (not chained to the original)."""
+    clean = ex.scrubbed(exc)
+    if clean is None:
+        return exc
+    try:
+        copy = type(exc)(clean)
+    except Exception:  # noqa: BLE001 — an exception type that wants other arguments
+        return ConnectionError(clean)
+    request = getattr(exc, "_request", None)
+    if request is not None:
+        setattr(copy, "_request", request)  # noqa: B010 — httpx's private link, for .request
+    return copy
+
+
+def _not_network(exc: BaseException) -> bool:
+    return failure_kind(exc) is None
+
+
+# -- sync ------------------------------------------------------------------------------------
+def relay(pool: Pool, lib: Library[ReqT, RespT], inner: SyncInner[ReqT, RespT], request: Request) -> RespT:
+    """One request of a sync client over the pool."""
+    started = time.perf_counter()
+    body = request.read()
+    ex = _exchange(pool, request, body)
+    reply = ex.start()
+    while reply is None:
+        try:
+            resp = inner.handle_request(lib.request(ex.method, ex.url, ex.headers, body, request.extensions))
+        except BaseException as exc:
+            if _not_network(exc):
+                ex.abandon()
+                raise
+            reply = ex.failed(exc)
+            continue
+        try:
+            how = ex.head(resp.status_code, resp.headers)
+            if how is READ:
+                reply = ex.body(resp.read())
+                continue
+            chunks = resp.iter_bytes()
+            if how is PEEK:
+                step = ex.peek(next(chunks, b""))
+                while step is MORE:
+                    step = ex.peek(next(chunks, b""))
+            else:
+                step = ex.passthrough()
+            if isinstance(step, Stream):
+                return lib.stream_response(step, resp, chunks)
+            _quietly(resp.close)
+            reply = step if isinstance(step, Reply) else None  # None: the next attempt
+        except BaseException as exc:
+            _quietly(resp.close)
+            if _not_network(exc):
+                ex.abandon()
+                raise
+            reply = ex.failed(exc, broke_off=True)
+    return _answer(lib, ex, reply, started)
+
+
+def replay(stream: Stream, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The caller's bytes of a relayed stream (sync)."""
+    if stream.first:
+        yield stream.first
+    try:
+        for chunk in chunks:
+            out = stream.chunk(chunk)
+            if out:
+                yield out
+    except Exception as exc:
+        if _not_network(exc):
+            raise
         log.warning("upstream stream broke off: %s", type(exc).__name__)
-        self._end(Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut"))
+        tail = stream.cut(exc)
+    else:
+        tail = stream.end()
+    if tail:
+        yield tail
 
-    def _closed(self) -> None:
-        done = self._done or stream_ended(self._before, self._last)  # e.g. the Responses API's last event
-        self._end(Verdict.ok(200) if done else None)
 
-
-def _run_sync(relay: f.Relay, inner: Any, request: Any) -> Any:
-    gen = f.relay_flow(relay, request)
-    result: Any = None
+def close_replay(stream: Stream, upstream: Response) -> None:
     try:
-        step = next(gen)
-        while True:
-            try:
-                match step:
-                    case f.Send():
-                        result = inner.handle_request(step.request)
-                    case f.Read():
-                        result = step.response.read()
-                    case f.Next():
-                        result = next(step.chunks, b"")
-                    case f.Begin():
-                        result = step.response.iter_bytes()
-                    case f.Close():
-                        _quietly(step.response.close)
-                        result = None
-                    case f.ReadRequest():
-                        result = step.request.read()
-                    case f.Persist():
-                        relay.pool.persist_later(step.transition, step.verdict, step.version)
-                        result = None
-            except BaseException as exc:  # noqa: BLE001 — the flow decides: retry, abandon or raise
-                step = gen.throw(exc)
+        upstream.close()
+    finally:
+        stream.gone()
+
+
+# -- async -----------------------------------------------------------------------------------
+async def arelay(
+    pool: Pool, lib: Library[ReqT, RespT], inner: AsyncInner[ReqT, RespT], request: Request
+) -> RespT:
+    """One request of an async client over the pool."""
+    started = time.perf_counter()
+    body = await request.aread()
+    ex = _exchange(pool, request, body)
+    reply = ex.start()
+    while reply is None:
+        try:
+            resp = await inner.handle_async_request(lib.request(ex.method, ex.url, ex.headers, body, request.extensions))
+        except BaseException as exc:
+            if _not_network(exc):
+                ex.abandon()
+                raise
+            reply = ex.failed(exc)
+            continue
+        try:
+            how = ex.head(resp.status_code, resp.headers)
+            if how is READ:
+                reply = ex.body(await resp.aread())
+                continue
+            achunks = resp.aiter_bytes()
+            if how is PEEK:
+                step = ex.peek(await anext(achunks, b""))
+                while step is MORE:
+                    step = ex.peek(await anext(achunks, b""))
             else:
-                step = gen.send(result)
-    except StopIteration as stop:
-        return stop.value
+                step = ex.passthrough()
+            if isinstance(step, Stream):
+                return lib.stream_response(step, resp, achunks)
+            await _aquietly(resp.aclose)
+            reply = step if isinstance(step, Reply) else None  # None: the next attempt
+        except BaseException as exc:
+            await _aquietly(resp.aclose)
+            if _not_network(exc):
+                ex.abandon()
+                raise
+            reply = ex.failed(exc, broke_off=True)
+    return _answer(lib, ex, reply, started)
 
 
-async def _run_async(relay: f.Relay, inner: Any, request: Any) -> Any:
-    gen = f.relay_flow(relay, request)
-    result: Any = None
+async def areplay(stream: Stream, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The caller's bytes of a relayed stream (async)."""
+    if stream.first:
+        yield stream.first
     try:
-        step = next(gen)
-        while True:
-            try:
-                match step:
-                    case f.Send():
-                        result = await inner.handle_async_request(step.request)
-                    case f.Read():
-                        result = await step.response.aread()
-                    case f.Next():
-                        result = await anext(step.chunks, b"")
-                    case f.Begin():
-                        result = step.response.aiter_bytes()
-                    case f.Close():
-                        await _aquietly(step.response.aclose)
-                        result = None
-                    case f.ReadRequest():
-                        result = await step.request.aread()
-                    case f.Persist():
-                        await _apersist(relay, step)
-                        result = None
-            except BaseException as exc:  # noqa: BLE001 — the flow decides: retry, abandon or raise
-                step = gen.throw(exc)
-            else:
-                step = gen.send(result)
-    except StopIteration as stop:
-        return stop.value
+        async for chunk in chunks:
+            out = stream.chunk(chunk)
+            if out:
+                yield out
+    except Exception as exc:
+        if _not_network(exc):
+            raise
+        log.warning("upstream stream broke off: %s", type(exc).__name__)
+        tail = stream.cut(exc)
+    else:
+        tail = stream.end()
+    if tail:
+        yield tail
+
+
+async def aclose_replay(stream: Stream, upstream: Response) -> None:
+    try:
+        await upstream.aclose()
+    finally:
+        stream.gone()
 
 
 def _quietly(close: Callable[[], object]) -> None:
@@ -158,92 +277,3 @@ async def _aquietly(aclose: Callable[[], Awaitable[object]]) -> None:
         await aclose()
     except Exception as exc:  # noqa: BLE001
         log.debug("closing an upstream answer failed: %s", type(exc).__name__)
-
-
-async def _apersist(relay: f.Relay, step: f.Persist) -> None:
-    try:
-        await relay.pool.apersist(step.transition, step.verdict, step.version)
-    except Exception as exc:  # noqa: BLE001 — the store is down: the request goes on, the flush retries
-        log.error("state write failed: %s: %s", type(exc).__name__, exc)
-
-
-@functools.cache
-def transport_classes(http: Any) -> tuple[type[Any], type[Any]]:
-    """The (sync, async) key-rotating transport classes for ``http`` (``httpx`` or ``httpx2``)."""
-
-    class ReplayStream(_Replay, http.SyncByteStream):  # type: ignore[misc]
-        def __iter__(self) -> Iterator[bytes]:
-            yield self._first
-            try:
-                for chunk in self._chunks:
-                    self._seen(chunk)
-                    yield chunk
-            except self._network_errors as exc:
-                self._cut(exc)
-                yield self._cut_event
-                return
-            self._end(Verdict.ok(200))
-
-        def close(self) -> None:
-            try:
-                self._response.close()
-            finally:
-                self._closed()
-
-    class AsyncReplayStream(_Replay, http.AsyncByteStream):  # type: ignore[misc]
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            yield self._first
-            try:
-                async for chunk in self._chunks:
-                    self._seen(chunk)
-                    yield chunk
-            except self._network_errors as exc:
-                self._cut(exc)
-                yield self._cut_event
-                return
-            self._end(Verdict.ok(200))
-
-        async def aclose(self) -> None:
-            try:
-                await self._response.aclose()
-            finally:
-                self._closed()
-
-    class KeyRelayTransport(http.BaseTransport):  # type: ignore[misc]
-        """Rotates the pool's keys over the requests of a sync client, failing over between them."""
-
-        def __init__(self, pool: Pool, transport: Any = None) -> None:
-            self.pool = pool
-            self.inner = transport if transport is not None else http.HTTPTransport()
-            self._relay = f.Relay(pool, http, self._stream)
-
-        def _stream(self, resp: Any, chunks: Any, first: bytes, finish: Any) -> Any:
-            return ReplayStream(resp, chunks, first, self.pool.dialect, finish, self._relay.network_errors)
-
-        def handle_request(self, request: Any) -> Any:
-            return _run_sync(self._relay, self.inner, request)
-
-        def close(self) -> None:
-            self.inner.close()
-
-    class AsyncKeyRelayTransport(http.AsyncBaseTransport):  # type: ignore[misc]
-        """Rotates the pool's keys over the requests of an async client, failing over between them."""
-
-        def __init__(self, pool: Pool, transport: Any = None) -> None:
-            self.pool = pool
-            self.inner = transport if transport is not None else http.AsyncHTTPTransport()
-            self._relay = f.Relay(pool, http, self._stream)
-
-        def _stream(self, resp: Any, chunks: Any, first: bytes, finish: Any) -> Any:
-            return AsyncReplayStream(resp, chunks, first, self.pool.dialect, finish, self._relay.network_errors)
-
-        async def handle_async_request(self, request: Any) -> Any:
-            return await _run_async(self._relay, self.inner, request)
-
-        async def aclose(self) -> None:
-            await self.inner.aclose()
-
-    for cls in (ReplayStream, AsyncReplayStream, KeyRelayTransport, AsyncKeyRelayTransport):
-        cls.__module__ = __name__
-        cls.__qualname__ = f"{cls.__name__}[{http.__name__}]"
-    return KeyRelayTransport, AsyncKeyRelayTransport

@@ -11,7 +11,15 @@ import orjson
 
 from keyrelay.core.model import Verdict
 
-__all__ = ["Dialect", "OneToken", "Rule", "Usage", "chat_one_token", "rebase_url"]
+__all__ = ["Dialect", "OneToken", "Rule", "Usage", "chat_one_token", "rebase_url", "strip_query_param"]
+
+
+def strip_query_param(query: str, name: str) -> str:
+    """``query`` without any ``name=`` parameter (Gemini's ``key=``: a credential)."""
+    if not query or name not in query:
+        return query
+    prefix = name + "="
+    return "&".join(p for p in query.split("&") if p != name and not p.startswith(prefix))
 
 
 def rebase_url(url: str, pool_base: str, key_base: str | None) -> str:

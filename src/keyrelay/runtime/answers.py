@@ -1,5 +1,5 @@
 """The answers keyrelay gives itself when the upstream's own would mislead the client, shared by
-the gateway (``server/proxy.py``) and library mode (``client/flow.py``) so both say the same.
+every driver of the relay flow (``runtime/flow.py``), so the gateway and library mode say the same.
 
 - No eligible key: ``503 no_key_available``; ``Retry-After`` when a cooling key frees up by
   itself, ``x-should-retry: false`` when none will (an SDK's retries cannot help then).
@@ -17,19 +17,20 @@ import math
 import orjson
 
 from keyrelay.core.model import Outcome, Verdict
+from keyrelay.exceptions import NoKeyAvailable
 from keyrelay.providers.base import Dialect
-from keyrelay.runtime.attempts import NoKeyAvailable
 from keyrelay.runtime.pool import KeyPool
 
-__all__ = ["KEYS_REJECTED_STATUS", "keys_rejected", "no_key"]
+__all__ = ["KEYS_REJECTED_STATUS", "keys_rejected", "local_error", "no_key"]
 
 KEYS_REJECTED_STATUS = 502
 #: outcomes that blame the key — answered as the upstream's fault while the guard holds them back
 _BLAMING = frozenset({Outcome.INVALID_KEY, Outcome.QUOTA_EXHAUSTED})
 
 
-def _body(message: str, type_: str, code: str, status: int = 0, dialect: Dialect | None = None) -> bytes:
-    """OpenAI's error envelope, or the pool's dialect's (Anthropic's, Google's)."""
+def local_error(status: int, message: str, type_: str, code: str | None, dialect: Dialect | None = None) -> bytes:
+    """An error keyrelay answers itself, in the pool's dialect's envelope (Anthropic's, Google's),
+    or OpenAI's (``{"error": {"message", "type", "param", "code"}}``) when there is no pool."""
     if dialect is not None:
         return dialect.local_error(status, message, type_, code)
     return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
@@ -42,7 +43,7 @@ def no_key(exc: NoKeyAvailable, dialect: Dialect | None = None) -> tuple[int, by
         headers["x-should-retry"] = "false"  # no key frees up by itself
     else:
         headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    return 503, _body(str(exc), "server_error", "no_key_available", 503, dialect), headers
+    return 503, local_error(503, str(exc), "server_error", "no_key_available", dialect), headers
 
 
 def keys_rejected(pool: KeyPool, verdict: Verdict | None) -> bytes | None:
@@ -57,4 +58,4 @@ def keys_rejected(pool: KeyPool, verdict: Verdict | None) -> bytes | None:
         "keyrelay suspects the upstream or the gateway's network, not the keys, and keeps them in rotation. "
         "Your keyrelay token is fine; retry later"
     )
-    return _body(message, "upstream_error", "upstream_keys_rejected", KEYS_REJECTED_STATUS, pool.dialect)
+    return local_error(KEYS_REJECTED_STATUS, message, "upstream_error", "upstream_keys_rejected", pool.dialect)

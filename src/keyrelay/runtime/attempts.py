@@ -19,9 +19,9 @@ import re
 from collections.abc import Callable
 
 from keyrelay.core.machine import UNVERIFIED
-from keyrelay.core.model import Outcome, Transition, Verdict
+from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
-from keyrelay.exceptions import KeyrelayError
+from keyrelay.exceptions import NoKeyAvailable
 from keyrelay.providers import Usage
 from keyrelay.providers.classify_rules import MODEL_ACCESS
 from keyrelay.runtime.pool import KeyPool
@@ -35,29 +35,6 @@ _UNREAD = object()
 #: once this many keys refused a model, it is most likely not there at all (a typo, a retired
 #: model): requests for it stop failing over and get the upstream's answer from one key
 MODEL_REFUSALS_BEFORE_GIVING_UP = 3
-
-
-class NoKeyAvailable(KeyrelayError):
-    """No key of the pool may take this request now.
-
-    ``retry_after`` (seconds) is when the soonest cooling key frees up, or ``None`` (no key will
-    come back by itself); ``empty`` says the pool holds no key at all.
-    """
-
-    def __init__(self, pool: str, retry_after: float | None, *, empty: bool = False) -> None:
-        if empty:
-            msg = f"no usable key in pool {pool!r}: it holds no keys; add some with 'keyrelay keys add --pool {pool} KEY'"
-        elif retry_after is not None:
-            msg = f"no usable key in pool {pool!r}; the soonest cooling key frees up in {retry_after:.1f}s"
-        else:
-            msg = (
-                f"no usable key in pool {pool!r}: every key is invalid, exhausted or disabled and none comes back "
-                f"by itself; see 'keyrelay keys list --pool {pool}'"
-            )
-        super().__init__(msg)
-        self.pool = pool
-        self.retry_after = retry_after
-        self.empty = empty
 
 
 class Attempts:
@@ -117,8 +94,8 @@ class Attempts:
         self.lease = self.last_lease = lease
         return lease
 
-    def record(self, lease: Lease, verdict: Verdict, usage: Usage | None = None) -> Transition | None:
-        """Count the outcome, release the key, and return the transition to persist (if any)."""
+    def record(self, lease: Lease, verdict: Verdict, usage: Usage | None = None) -> None:
+        """Count the outcome, release the key, and persist what it does to the key."""
         self.last = verdict
         self.lease = None
         if verdict.reason == UNVERIFIED and self.origin is not None:
@@ -127,7 +104,7 @@ class Attempts:
             model = self.model()
             if model is not None:
                 self.pool.exclude(lease.key_id, model)
-        return self.pool.observe(lease, verdict, usage, release=True)
+        self.pool.record(lease, verdict, usage)
 
     def abandon(self, lease: Lease) -> None:
         """The caller went away: release the key, at no cost to it."""

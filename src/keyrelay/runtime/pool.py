@@ -1,8 +1,10 @@
 """A pool at run time: the pure :class:`PoolState` bound to a store, a dialect and a clock.
 
-Reading (choosing a key) is in memory and synchronous; learning (an outcome) updates memory at
-once and returns the :class:`Transition` to persist, which the caller awaits (gateway) or hands
-to a background writer (sync library mode). Counters are batched and flushed by :class:`Runtime`.
+Reading (choosing a key) is in memory and synchronous. Recording an outcome (:meth:`KeyPool.record`)
+updates memory at once and persists what it decided through the pool's own writer: a task on the
+gateway's loop (the gateway awaits :meth:`KeyPool.settle` before it answers), or the background
+loop in library mode (``client/pool.py`` sets :attr:`KeyPool.writer`). Callers report an outcome
+and are done. Counters are batched and flushed by :class:`~keyrelay.runtime.process.Runtime`.
 
 Thread-safety: every touch of the in-memory state holds ``self.lock``, so a sync SDK client may
 use a pool from several threads while the runtime's event loop keeps it in sync with the store.
@@ -10,6 +12,7 @@ use a pool from several threads while the runtime's event loop keeps it in sync 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -18,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from keyrelay.config import PoolSettings
 from keyrelay.core.correlation import Admission, CorrelationGuard
@@ -26,14 +28,11 @@ from keyrelay.core.exclusions import ModelExclusions
 from keyrelay.core.machine import ENABLED_BY_A_PERSON, UNVERIFIED, on_outcome
 from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState, Outcome, Transition, Verdict
 from keyrelay.core.pool import Lease, PoolState
-from keyrelay.exceptions import StoreUnavailable
+from keyrelay.exceptions import NoKeyAvailable, StoreUnavailable
 from keyrelay.providers import Dialect, Usage, get_dialect
 from keyrelay.runtime import redactor
 from keyrelay.runtime.telemetry import Telemetry
 from keyrelay.stores.base import Store
-
-if TYPE_CHECKING:
-    from keyrelay.runtime.attempts import NoKeyAvailable
 
 __all__ = ["KeyPool", "Lease"]
 
@@ -95,6 +94,11 @@ class KeyPool:
         self.verify_base: dict[str, str] = {}
         #: keys skipped for one model they may not use (core/exclusions.py)
         self.exclusions = ModelExclusions()
+        #: how a decided transition gets written: by default a task on the running loop (the
+        #: gateway; see :meth:`settle`); library mode hands it to its background loop instead
+        self.writer: Callable[[Transition, Verdict, int], None] = self._write_in_loop
+        #: writes under way on the loop (default writer)
+        self.writing: set[asyncio.Task[KeyRecord | None]] = set()
 
     # -- choosing ------------------------------------------------------------------------
     def acquire(self, exclude: Collection[str] = ()) -> Lease | None:
@@ -132,8 +136,6 @@ class KeyPool:
 
     def no_key(self) -> NoKeyAvailable:
         """The error for a request that finds no eligible key (an error path: takes the lock)."""
-        from keyrelay.runtime.attempts import NoKeyAvailable  # relay imports this module
-
         retry_after = self.retry_after()
         with self.lock:
             empty = len(self.state) == 0
@@ -144,12 +146,29 @@ class KeyPool:
             return self.state.eligible_count(self.clock())
 
     # -- learning ------------------------------------------------------------------------
+    def record(self, lease: Lease, verdict: Verdict, usage: Usage | None = None) -> None:
+        """The outcome of one use of ``lease``: counted, the key released, and what it does to the
+        key decided in memory and written by the pool's writer."""
+        t = self.observe(lease, verdict, usage, release=True)
+        if t is not None:
+            self.writer(t, verdict, lease.version)
+
+    def _write_in_loop(self, t: Transition, verdict: Verdict, version: int) -> None:
+        task = asyncio.get_running_loop().create_task(self.persist(t, verdict, version))
+        self.writing.add(task)
+        task.add_done_callback(self.writing.discard)
+
+    async def settle(self) -> None:
+        """Wait until the writes recorded so far on this loop are done (cheap when there are none)."""
+        while self.writing:
+            await asyncio.wait(tuple(self.writing))
+
     def observe(
         self, lease: Lease, verdict: Verdict, usage: Usage | None = None, *, release: bool = False
     ) -> Transition | None:
-        """Count an outcome and decide what it does to the key. Memory is updated at once (so no
-        new request goes to a retired key); the returned transition must be persisted. With
-        ``release``, the lease is given back too (under the same lock)."""
+        """Count an outcome and decide what it does to the key, in memory only (so no new request
+        goes to a retired key); the returned transition is not written — :meth:`record` writes it.
+        With ``release``, the lease is given back too (under the same lock)."""
         if verdict.outcome is not Outcome.OK and (verdict.message or verdict.code):
             verdict = _scrubbed(verdict)  # the evidence goes into events, logs and the store
         with self.lock:

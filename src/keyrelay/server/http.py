@@ -10,7 +10,7 @@ from aiohttp import web
 
 from keyrelay import __version__
 from keyrelay.core.headers import DEBUG_PREFIXES, DEBUG_RESPONSE
-from keyrelay.providers.base import Dialect
+from keyrelay.providers.base import Dialect, strip_query_param
 from keyrelay.runtime import redactor
 
 __all__ = [
@@ -152,14 +152,6 @@ def forwarder(dialect: Dialect) -> Callable[[Mapping[str, str]], dict[str, str]]
 
     memo, learn = _memo(test)
     return _forward_with(memo, learn)
-
-
-def strip_query_param(query: str, name: str) -> str:
-    """``query`` without any ``name=`` parameter (Gemini's ``key=``: a credential)."""
-    if not query or name not in query:
-        return query
-    prefix = name + "="
-    return "&".join(p for p in query.split("&") if p != name and not p.startswith(prefix))
 
 
 def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:

@@ -12,16 +12,11 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from keyrelay.core.model import Outcome, Verdict
-from keyrelay.core.pool import Lease
+from keyrelay.core.model import Outcome
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.logs import access_log
-from keyrelay.providers import Dialect, Usage
-from keyrelay.providers.base import rebase_url
-from keyrelay.providers.sse import first_data
-from keyrelay.providers.usage import usage_of_json
-from keyrelay.runtime import answers, redactor
-from keyrelay.runtime.attempts import Attempts, NoKeyAvailable
+from keyrelay.providers import Dialect
+from keyrelay.runtime.flow import Exchange
 from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.process import Client, Runtime
 from keyrelay.server.admin import AdminApi
@@ -37,9 +32,9 @@ from keyrelay.server.bodies import (
 )
 from keyrelay.server.deadlines import ReadDeadlines
 from keyrelay.server.health import healthz, readyz
-from keyrelay.server.http import error_response, forwarder, join_upstream, response_headers, strip_query_param
+from keyrelay.server.http import error_response, forwarder, join_upstream, strip_query_param
 from keyrelay.server.paths import path_problem
-from keyrelay.server.streaming import ClientGone, peek, relay_stream
+from keyrelay.server.streaming import ClientGone, relay
 from keyrelay.server.throttle import AuthThrottle
 
 if TYPE_CHECKING:
@@ -148,22 +143,21 @@ class Proxy:
         if dialect.credential_query:
             query = strip_query_param(query, dialect.credential_query)
         url = join_upstream(pool.settings.base_url, rest, query)
-        status, outcome, attempts = 0, "", None
+        status, outcome = 0, ""
+        ex = Exchange(pool, request.method, url, self.forward_headers(pool, request.headers), body)
+        attempts = ex.attempts
         try:
-            attempts = Attempts(pool, body=body)
-            answer = await self._relay(request, pool, attempts, url, body)
+            answer = await self._relay(request, ex, pool, body)
             status = answer.status
-            outcome = attempts.last.outcome.value if attempts.last else ""
+            outcome = attempts.last.outcome.value if attempts.last else "no_key"
+            if pool.writing:  # recorded outcomes are written before the caller hears of them
+                await pool.settle()
             return answer
-        except NoKeyAvailable as exc:
-            status, outcome = 503, "no_key"
-            code, body, headers = answers.no_key(exc, dialect)
-            return web.Response(status=code, body=body, headers=headers)
         except ClientGone as gone:
             status, outcome = 499, "client_gone"
             return gone.response
         except asyncio.CancelledError:
-            if attempts is not None and attempts.lease is None and attempts.last is not None and attempts.last.outcome is Outcome.OK:
+            if attempts.lease is None and attempts.last is not None and attempts.last.outcome is Outcome.OK:
                 status, outcome = 200, "ok"  # the stream was delivered whole; the client then hung up
             else:
                 status, outcome = 499, "client_gone"
@@ -173,13 +167,13 @@ class Proxy:
                 self.bodies.give(held)
             if access_log.enabled:
                 access_log.request(
-                    pool.name, attempts.last_lease if attempts else None, request.method, request.path, status,
-                    outcome, attempts.count if attempts else 0, started, client.name,
+                    pool.name, attempts.last_lease, request.method, request.path, status, outcome, attempts.count,
+                    started, client.name,
                 )
             count = self.count
             if count is not None:  # one tuple; summed off the request path (telemetry.py)
                 end = time.perf_counter()
-                first = attempts.first_byte if attempts is not None and attempts.first_byte else end
+                first = attempts.first_byte or end
                 count((pool.name, outcome or "error", status, end - started, first - started))
 
     def _refused(
@@ -262,106 +256,22 @@ class Proxy:
         return None, path
 
     # -- the loop ------------------------------------------------------------------------
-    async def _relay(
-        self, request: web.BaseRequest, pool: KeyPool, attempts: Attempts, url: str, body: bytes
-    ) -> web.StreamResponse:
-        dialect, session, deadlines = pool.dialect, self.session, self.deadlines
+    async def _relay(self, request: web.BaseRequest, ex: Exchange, pool: KeyPool, body: bytes) -> web.StreamResponse:
+        session = self.session
         assert session is not None, "the app sets the session at start-up"
-        forward = self._forwarders.get(pool.name)
-        if forward is None:
-            forward = self._forwarders[pool.name] = forwarder(dialect)
-        fwd = forward(request.headers)
         retry = pool.settings.retry
         timeout = self._timeouts.get(pool.name)
         if timeout is None:  # read timeouts are ours (deadlines.py), not aiohttp's
             timeout = self._timeouts[pool.name] = aiohttp.ClientTimeout(total=None, connect=retry.connect_timeout)
-        lease = attempts.next()  # raises NoKeyAvailable
-        last: web.Response | None = None
-        while lease is not None:
-            fwd.update(dialect.auth_headers(lease.secret))  # the same names each attempt: the last key's go
-            headers = fwd
-            d = deadlines.arm(retry.read_timeout)
-            try:
-                with d:
-                    up = await session.request(
-                        request.method,
-                        url if lease.base_url is None else rebase_url(url, pool.settings.base_url, lease.base_url),
-                        data=body or None, headers=headers, timeout=timeout, allow_redirects=False,
-                    )
-            except asyncio.CancelledError:
-                deadlines.disarm(d)
-                attempts.abandon(lease)
-                raise
-            except _NETWORK_ERRORS as exc:
-                deadlines.disarm(d)
-                verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
-                await self._record(pool, attempts, lease, verdict)
-                last = error_response(502, f"upstream unreachable ({type(exc).__name__})", "upstream_error",
-                                      "upstream_unreachable", dialect=dialect)
-                lease = attempts.next() if attempts.should_retry(verdict) else None
-                continue
-            try:
-                d.push()
-                ctype = up.headers.get("Content-Type", "")
-                if up.status == 200 and ctype.startswith(_SSE):
-                    with d:
-                        first, verdict = await peek(up, pool, d)
-                    if verdict.outcome is Outcome.OK:
-                        return await relay_stream(request, up, first, pool, attempts, lease, d, self._record)
-                    d.pause()
-                    await self._record(pool, attempts, lease, verdict)
-                    status, ctype, failure = dialect.stream_failure(first_data(first) or b"", (lease.secret,))
-                    hdrs = response_headers(up.headers)
-                    hdrs["Content-Type"] = ctype
-                    last = web.Response(status=status, body=redactor.current().data(failure), headers=hdrs)
-                else:
-                    with d:
-                        data = await up.read()
-                    d.pause()
-                    verdict = dialect.classify(up.status, up.headers, data, pool.clock())
-                    usage = None
-                    if verdict.outcome is Outcome.OK:
-                        usage = usage_of_json(pool.dialect, ctype, data)
-                        await self._record(pool, attempts, lease, verdict, usage)
-                        hdrs = response_headers(up.headers)
-                        hdrs["x-keyrelay-attempts"] = str(attempts.count)
-                        hdrs["x-keyrelay-key"] = lease.key_id
-                        return web.Response(status=up.status, body=data, headers=hdrs)
-                    await self._record(pool, attempts, lease, verdict)
-                    hdrs = response_headers(up.headers)
-                    hdrs["Content-Type"] = "application/json"
-                    clean = redactor.current().data(dialect.error_body(up.status, data, (lease.secret,)))
-                    last = web.Response(status=up.status, body=clean, headers=hdrs)
-            except asyncio.CancelledError:
-                if attempts.lease is lease:
-                    attempts.abandon(lease)
-                raise
-            except _NETWORK_ERRORS as exc:  # the answer broke off (or stalled) before we had it whole
-                d.pause()
-                verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
-                if attempts.lease is lease:
-                    await self._record(pool, attempts, lease, verdict)
-                last = error_response(502, f"upstream answer broke off ({type(exc).__name__})", "upstream_error",
-                                      "upstream_unreachable", dialect=dialect)
-            finally:
-                deadlines.disarm(d)
-                up.release()
-            lease = attempts.next() if attempts.should_retry(verdict) else None
-        assert last is not None
-        rejected = answers.keys_rejected(pool, attempts.last)
-        if rejected is not None:  # the guard holds: the keys are not to blame, nor the client's token
-            last = web.Response(status=answers.KEYS_REJECTED_STATUS, body=rejected, content_type="application/json")
-        last.headers["x-keyrelay-attempts"] = str(attempts.count)
-        if attempts.last_lease is not None:
-            last.headers["x-keyrelay-key"] = attempts.last_lease.key_id
-        return last
+        return await relay(request, ex, session, timeout, self.deadlines, retry.read_timeout, body)
 
-    async def _record(
-        self, pool: KeyPool, attempts: Attempts, lease: Lease, verdict: Verdict, usage: Usage | None = None
-    ) -> None:
-        t = attempts.record(lease, verdict, usage)
-        if t is not None:
-            await pool.persist(t, verdict, lease.version)
+    def forward_headers(self, pool: KeyPool, headers: Mapping[str, str]) -> dict[str, str]:
+        """The client's headers that may go upstream (``server/http.py``: the dialect's allow-list)."""
+        forward = self._forwarders.get(pool.name)
+        if forward is None:
+            forward = self._forwarders[pool.name] = forwarder(pool.dialect)
+        return forward(headers)
+
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The whole body (aiohttp stops at the app's ``client_max_size``, the largest pool limit)."""
