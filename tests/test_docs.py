@@ -81,7 +81,7 @@ def test_library_md_examples_compile_and_use_real_names(block: int) -> None:
 
 def test_library_md_names_every_public_pool_method() -> None:
     text = (ROOT / "docs" / "library.md").read_text(encoding="utf-8")
-    public = [m for m in vars(keyrelay.Pool) if not m.startswith("_") and m not in ("persist_later", "apersist",
+    public = [m for m in vars(keyrelay.Pool) if not m.startswith("_") and m not in ("asettle",
                                                                                      "check_open")]
     missing = [m for m in public if m not in text]
     assert missing == [], f"docs/library.md does not mention Pool.{missing}"

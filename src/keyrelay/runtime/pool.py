@@ -94,11 +94,12 @@ class KeyPool:
         self.verify_base: dict[str, str] = {}
         #: keys skipped for one model they may not use (core/exclusions.py)
         self.exclusions = ModelExclusions()
-        #: how a decided transition gets written: by default a task on the running loop (the
-        #: gateway; see :meth:`settle`); library mode hands it to its background loop instead
+        #: how a decided transition gets written: by default queued for one writer task on the
+        #: running loop (the gateway; see :meth:`settle`); library mode hands it to its background
+        #: loop instead
         self.writer: Callable[[Transition, Verdict, int], None] = self._write_in_loop
-        #: writes under way on the loop (default writer)
-        self.writing: set[asyncio.Task[KeyRecord | None]] = set()
+        self._queue: deque[tuple[Transition, Verdict, int]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
 
     # -- choosing ------------------------------------------------------------------------
     def acquire(self, exclude: Collection[str] = ()) -> Lease | None:
@@ -154,14 +155,30 @@ class KeyPool:
             self.writer(t, verdict, lease.version)
 
     def _write_in_loop(self, t: Transition, verdict: Verdict, version: int) -> None:
-        task = asyncio.get_running_loop().create_task(self.persist(t, verdict, version))
-        self.writing.add(task)
-        task.add_done_callback(self.writing.discard)
+        """Queue a write for the loop's one writer of this pool: writes go out one at a time, in
+        the order they were decided (two writers at once only contend for the store)."""
+        self._queue.append((t, verdict, version))
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                t, verdict, version = self._queue.popleft()
+                await self.persist(t, verdict, version)
+        finally:
+            self._drainer = None
+
+    @property
+    def writing(self) -> bool:
+        """Are recorded transitions still being written (on this loop)?"""
+        return self._drainer is not None
 
     async def settle(self) -> None:
-        """Wait until the writes recorded so far on this loop are done (cheap when there are none)."""
-        while self.writing:
-            await asyncio.wait(tuple(self.writing))
+        """Wait until the transitions recorded so far are written (cheap when there are none);
+        cancelling the caller does not cancel the writes."""
+        while self._drainer is not None:
+            await asyncio.shield(self._drainer)
 
     def observe(
         self, lease: Lease, verdict: Verdict, usage: Usage | None = None, *, release: bool = False

@@ -1,5 +1,6 @@
 """The running pools of one process: loads them from the store, keeps them in sync with what
-other processes (the CLI, other gateways) change, and flushes batched counters.
+other processes (the CLI, other gateways) change, and flushes batched counters. (Client tokens
+are the gateway's business: ``server/auth.py``.)
 
 Used by the gateway and by library mode alike.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -18,26 +18,13 @@ from keyrelay.core.model import KeyRecord
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.telemetry import Telemetry
-from keyrelay.stores import Store, TokenRecord, hash_token, open_store
+from keyrelay.stores import Store, open_store
 from keyrelay.stores.base import Watchable
 from keyrelay.stores.usage import usage_rows
 
-__all__ = ["Client", "Runtime"]
+__all__ = ["Runtime"]
 
 log = logging.getLogger("keyrelay.runtime.process")
-
-
-class Client:
-    """An authenticated caller: a token's name and the pools it may use."""
-
-    __slots__ = ("name", "pools")
-
-    def __init__(self, name: str, pools: tuple[str, ...]) -> None:
-        self.name = name
-        self.pools = pools
-
-    def may_use(self, pool: str) -> bool:
-        return "*" in self.pools or pool in self.pools
 
 
 #: The pace of counter writes with many busy keys (rows per second, on average); see ``_paced_flush``.
@@ -57,11 +44,9 @@ class Runtime:
         self._cursor = 0
         self._epoch = 0  # the store's re-initialisations seen (stores/redis.py: StoreLost)
         self._tasks: list[asyncio.Task[None]] = []
-        self._config_tokens = {t.token_hash: Client(t.name, t.pools) for t in settings.tokens}
-        self._token_cache: dict[str, tuple[Client | None, float]] = {}
-        #: tokens accepted lately, by their raw value: spares the hash on the hot path. Held in
-        #: memory only (as the request that brought the token was), emptied at every sync.
-        self._recent: dict[str, tuple[Client, float]] = {}
+        #: called after every sync with the store (e.g. the gateway's tokens forget what the
+        #: store said: server/auth.py)
+        self.on_sync: list[Callable[[], None]] = []
         self._wake = asyncio.Event()  # set by the store's change notices: sync now
         #: counts for /metrics and events for [[alerts]] (telemetry.py); None when neither is on
         self.telemetry: Telemetry | None = None
@@ -163,8 +148,8 @@ class Runtime:
             for pool in self.pools.values():
                 pool.remove(kid)
         self._cursor = ch.cursor
-        self._token_cache = {h: (c, 0.0) for h, (c, _) in self._token_cache.items()}  # ask the store again
-        self._recent.clear()
+        for hook in self.on_sync:
+            hook()
 
     async def _paced_flush(self) -> float:
         """Flush, and ask for the next flush late enough that counter rows are written at about
@@ -200,63 +185,6 @@ class Runtime:
             except StoreUnavailable:
                 pass  # the counters are written; only this minute's chart misses them
         return rows
-
-    # -- clients -------------------------------------------------------------------------
-    def recognise(self, token: str) -> Client | None:
-        """The client of a token accepted lately, without hashing or asking the store; ``None``
-        when it was not (then :meth:`authenticate` decides)."""
-        hit = self._recent.get(token)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        return None
-
-    def known(self, token: str) -> Client | None:
-        """The client of ``token`` if this process holds it in memory (a config token, or one the
-        store confirmed lately), without asking the store; ``None`` otherwise."""
-        if not token:
-            return None
-        h = hash_token(token)
-        client = self._config_tokens.get(h)
-        if client is None:
-            hit = self._token_cache.get(h)
-            client = hit[0] if hit is not None else None
-        return client
-
-    async def authenticate(self, token: str) -> Client | None:
-        """The client a bearer token belongs to, or ``None``. Tokens are compared by hash."""
-        if not token:
-            return None
-        h = hash_token(token)
-        now = time.monotonic()
-        client = self._config_tokens.get(h)
-        if client is not None:
-            self._remember(token, client, now + 3600.0)
-            return client
-        hit = self._token_cache.get(h)
-        if hit is not None and hit[1] > now:
-            if hit[0] is not None:
-                self._remember(token, hit[0], hit[1])
-            return hit[0]
-        try:
-            rec: TokenRecord | None = await self.store.find_token(h)
-        except StoreUnavailable:
-            if hit is None:
-                raise
-            return hit[0]  # the store is down: its last answer (sync() only expires the cache)
-        found = None
-        if rec is not None and not rec.admin and hmac.compare_digest(rec.token_hash, h):  # admin: not a client
-            found = Client(rec.name, rec.pools)
-        if len(self._token_cache) > 10_000:
-            self._token_cache.clear()
-        self._token_cache[h] = (found, now + (30.0 if found else 1.0))
-        if found is not None:
-            self._remember(token, found, now + 30.0)
-        return found
-
-    def _remember(self, token: str, client: Client, until: float) -> None:
-        if len(self._recent) >= 10_000:
-            self._recent.clear()
-        self._recent[token] = (client, until)
 
     def records(self) -> list[KeyRecord]:
         return [r for p in self.pools.values() for r in p.records()]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from keyrelay.exceptions import StoreUnavailable
-from keyrelay.runtime.process import Client
+from keyrelay.server.auth import Caller, bearer_token
 from keyrelay.server.http import error_response
 from keyrelay.stores import hash_token
 
@@ -37,13 +37,6 @@ def healthz(request: web.BaseRequest) -> web.Response:
     return _method(request, "/healthz") or web.Response(body=_OK, content_type="application/json")
 
 
-def _token(request: web.BaseRequest) -> str:
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return request.headers.get("x-api-key", "")
-
-
 async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.Response:
     """Pools and their usable keys, for a client token (or anyone, if configured)."""
     refused = _method(request, "/readyz")
@@ -52,8 +45,8 @@ async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.
     runtime = proxy.runtime
     pools = list(runtime.pools)
     if not runtime.settings.server.readyz_public:
-        token = _token(request)
-        client = runtime.recognise(token)
+        token = bearer_token(request.headers)
+        client = proxy.tokens.recognise(token)
         if client is None and await _is_admin(proxy, request, token):
             client = _ALL
         if client is None:
@@ -71,7 +64,7 @@ async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.
                              status=200 if ready else 503)
 
 
-_ALL = Client("admin", ("*",))  # what an admin token may see: every pool
+_ALL = Caller("admin", ("*",))  # what an admin token may see: every pool
 
 
 async def _is_admin(proxy: Proxy, request: web.BaseRequest, token: str) -> bool:

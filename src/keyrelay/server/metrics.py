@@ -38,6 +38,7 @@ from keyrelay.runtime.process import Runtime
 from keyrelay.runtime.telemetry import BUCKETS, Telemetry
 from keyrelay.server.admin.auth import Auth
 from keyrelay.server.admin.routing import ApiError
+from keyrelay.server.auth import Tokens
 from keyrelay.server.http import error_response
 from keyrelay.server.metrics_share import SharedCounts
 from keyrelay.stores import hash_token
@@ -163,6 +164,8 @@ class MetricsEndpoint:
     ) -> None:
         assert runtime.telemetry is not None, "[metrics] enabled makes the runtime keep a Telemetry"
         self.runtime = runtime
+        self.tokens = Tokens(runtime.store, runtime.settings.tokens)
+        runtime.on_sync.append(self.tokens.expire)
         self.telemetry: Telemetry = runtime.telemetry
         self.settings = settings
         #: the admin API's sign-in check (server/admin/auth.py): a bearer admin token or its session
@@ -240,7 +243,7 @@ class MetricsEndpoint:
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         try:
-            role = await token_role(self.runtime, token)
+            role = await token_role(self.runtime, token, self.tokens)
         except StoreUnavailable:
             return error_response(503, "the key store is unreachable; retry shortly", "server_error",
                                   "store_unavailable", retry_after=1.0)
@@ -253,7 +256,7 @@ class MetricsEndpoint:
                               code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
-async def token_role(runtime: Runtime, token: str) -> str:
+async def token_role(runtime: Runtime, token: str, tokens: Tokens | None = None) -> str:
     """``admin``, ``client`` or ``unknown``: who sent ``token``.
 
     An admin token is a token the store holds and marks admin (its record's ``admin`` flag, from
@@ -265,5 +268,6 @@ async def token_role(runtime: Runtime, token: str) -> str:
     rec = await runtime.store.find_token(h)
     if rec is not None and not rec.revoked and getattr(rec, "admin", False) and hmac.compare_digest(rec.token_hash, h):
         return "admin"
-    client = runtime.recognise(token) or await runtime.authenticate(token)
+    tokens = tokens or Tokens(runtime.store, runtime.settings.tokens)
+    client = tokens.recognise(token) or await tokens.authenticate(token)
     return "client" if client is not None else "unknown"

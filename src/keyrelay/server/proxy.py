@@ -18,8 +18,9 @@ from keyrelay.logs import access_log
 from keyrelay.providers import Dialect
 from keyrelay.runtime.flow import Exchange
 from keyrelay.runtime.pool import KeyPool
-from keyrelay.runtime.process import Client, Runtime
+from keyrelay.runtime.process import Runtime
 from keyrelay.server.admin import AdminApi
+from keyrelay.server.auth import Caller, Tokens
 from keyrelay.server.bodies import (
     REFUSALS,
     BodyBudget,
@@ -53,6 +54,9 @@ class Proxy:
 
     def __init__(self, runtime: Runtime, session: aiohttp.ClientSession | None = None) -> None:
         self.runtime = runtime
+        #: who may call (server/auth.py); forgets what the store said at every store sync
+        self.tokens = Tokens(runtime.store, runtime.settings.tokens)
+        runtime.on_sync.append(self.tokens.expire)
         #: set by the app at start-up (a session must be made inside the running loop)
         self.session = session
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
@@ -99,7 +103,7 @@ class Proxy:
             return self._refused(request, pool.name, "-", resp, "bad_path", started)
         dialect = pool.dialect
         token = dialect.client_token(request.headers, request.query_string)
-        client = self.runtime.recognise(token)
+        client = self.tokens.recognise(token)
         if client is None:
             found = await self._authenticate(request, pool.name, token, started, dialect)
             if isinstance(found, web.Response):
@@ -188,7 +192,7 @@ class Proxy:
 
     async def _authenticate(
         self, request: web.BaseRequest, pool: str, token: str, started: float, dialect: Dialect | None = None
-    ) -> Client | None | web.Response:
+    ) -> Caller | None | web.Response:
         """A token not recognised at once: checked (hash, store), unless its source is throttled
         for guessing (then only tokens held in memory pass, the rest get 429). ``None``: refused
         (and counted); a response: answer with it."""
@@ -198,14 +202,14 @@ class Proxy:
         if not (token.isascii() and token.isprintable()):  # other bytes are no token of ours
             pass
         elif wait is not None:
-            client = self.runtime.known(token)
+            client = self.tokens.known(token)
             if client is None:
                 resp = error_response(429, "too many unknown tokens from this address; slow down", "rate_limit_error",
                                       "too_many_auth_failures", retry_after=wait, dialect=dialect)
                 return self._refused(request, pool, "-", resp, "throttled", started)
         else:
             try:
-                client = await self.runtime.authenticate(token)
+                client = await self.tokens.authenticate(token)
             except StoreUnavailable:  # a token not seen before the store went down (the store logs the outage)
                 resp = error_response(503, "the key store is unreachable; retry shortly", "server_error",
                                       "store_unavailable", retry_after=1.0, dialect=dialect)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from keyrelay.runtime.process import Runtime
 from keyrelay.server.admin.routing import ApiError
+from keyrelay.server.auth import Tokens
 from keyrelay.stores import TokenRecord, hash_token
 
 __all__ = ["COOKIE", "SESSION_SECONDS", "Auth"]
@@ -35,6 +36,8 @@ def _mac(key: str, msg: str) -> str:
 class Auth:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.tokens = Tokens(runtime.store, runtime.settings.tokens)  # client tokens: told apart (403)
+        runtime.on_sync.append(self.tokens.expire)
         self._by_hash: dict[str, tuple[TokenRecord | None, float]] = {}
         self._by_id: tuple[dict[str, TokenRecord], float] = ({}, 0.0)
 
@@ -69,7 +72,7 @@ class Auth:
         rec = await self._token(h)
         if rec is not None and rec.admin and hmac.compare_digest(rec.token_hash, h):
             return rec
-        if (rec is not None and not rec.admin) or await self.runtime.authenticate(token) is not None:
+        if (rec is not None and not rec.admin) or await self.tokens.authenticate(token) is not None:
             raise ApiError(403, "admin_only", "this is a client token; the admin API needs an admin token "
                            "('keyrelay tokens create NAME --admin')")
         raise ApiError(401, "admin_auth_required", "unknown or revoked admin token")
