@@ -22,15 +22,15 @@ BODY = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
 async def _read(behavior: Behavior, chunks: int = 6) -> tuple[JsonArrayScanner, list[bytes], bool, bytes]:
     """(scanner, what it handed back per read, whether the body broke off, the raw body)."""
     scanner, outs, raw, broke = JsonArrayScanner(GeminiDialect()), [], b"", False
-    async with FakeUpstream({KEY: behavior}, stream_chunks=chunks, chunk_delay=0.02) as fake, aiohttp.ClientSession() as s:
-        async with s.post(fake.root + PATH, json=BODY, headers={"x-goog-api-key": KEY}) as r:
-            assert r.status == 200 and r.headers["Content-Type"].startswith("application/json")
-            try:
-                async for piece in r.content.iter_any():
-                    raw += piece
-                    outs.append(scanner.feed(piece))
-            except aiohttp.ClientPayloadError:
-                broke = True
+    fake = FakeUpstream({KEY: behavior}, stream_chunks=chunks, chunk_delay=0.02)
+    async with fake, aiohttp.ClientSession() as s, s.post(fake.root + PATH, json=BODY, headers={"x-goog-api-key": KEY}) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("application/json")
+        try:
+            async for piece in r.content.iter_any():
+                raw += piece
+                outs.append(scanner.feed(piece))
+        except aiohttp.ClientPayloadError:
+            broke = True
     return scanner, outs, broke, raw
 
 

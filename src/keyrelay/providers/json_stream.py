@@ -50,7 +50,7 @@ CUT_ELEMENT = orjson.dumps({"error": {"code": 502, "message": "upstream stream b
 HOLD_LIMIT = 8 * 1024 * 1024
 
 _OUTSIDE = re.compile(rb'[\[\]{}",]')  # what matters outside strings
-_IN_STRING = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)  # a string's body: stops at its quote or a last "\"
+_IN_STRING = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)  # a string's body: stops at its quote or a last "\"
 _QUOTE, _COMMA, _BACKSLASH = 0x22, 0x2C, 0x5C
 
 
