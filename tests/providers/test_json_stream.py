@@ -158,6 +158,33 @@ def test_a_cut_anywhere_leaves_the_client_a_closed_array_ending_in_a_gemini_erro
         assert s.held == n - len(out)
 
 
+@pytest.mark.parametrize("frame", list(FRAMES))
+def test_one_element_per_chunk_as_google_writes_them_and_a_cut_after_any_of_them(frame: str) -> None:
+    opening, sep, closing = FRAMES[frame]
+    opt = orjson.OPT_INDENT_2 if frame != "compact" else 0
+    writes = [(opening if i == 0 else sep) + orjson.dumps(e, option=opt) for i, e in enumerate(ANSWER)] + [closing]
+    s, sent = JsonArrayScanner(D), b""
+    for n, chunk in enumerate(writes):
+        assert s.feed(chunk) == chunk  # nothing waits
+        sent += chunk
+        if n < len(ANSWER):
+            assert orjson.loads(sent + s.cut_tail()) == [*ANSWER[: n + 1], orjson.loads(CUT_ELEMENT)]
+    assert s.ended() and s.usage == FINAL and s.first is not None and orjson.loads(s.first) == THOUGHT
+
+
+def test_a_proxy_merging_and_splitting_googles_writes_changes_nothing() -> None:
+    writes = [b"[" + orjson.dumps(e, option=orjson.OPT_INDENT_2) for e in ANSWER[:1]]
+    writes += [b"\r\n," + orjson.dumps(e, option=orjson.OPT_INDENT_2) for e in ANSWER[1:]] + [b"\r\n]"]
+    merged = [writes[0] + writes[1], writes[2][:40], writes[2][40:], writes[3], writes[4]]
+    s = JsonArrayScanner(D)
+    assert s.feed(merged[0]) == merged[0]
+    assert s.feed(merged[1]) == b"\r\n,"  # the separator goes, the element's start waits
+    assert orjson.loads(merged[0] + b"\r\n," + s.cut_tail()) == [*ANSWER[:2], orjson.loads(CUT_ELEMENT)]
+    assert s.feed(merged[2]) == (merged[1] + merged[2])[3:]
+    assert [s.feed(c) for c in merged[3:]] == merged[3:]
+    assert s.ended() and s.usage == FINAL
+
+
 def test_elements_come_out_whole_as_soon_as_they_end() -> None:
     data = _array(ANSWER)
     first = orjson.dumps(THOUGHT, option=orjson.OPT_INDENT_2)

@@ -36,6 +36,7 @@ Pure: no I/O, no time.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 
@@ -49,9 +50,12 @@ CUT_ELEMENT = orjson.dumps({"error": {"code": 502, "message": "upstream stream b
 #: bytes of one unfinished element held back before they are let through anyway
 HOLD_LIMIT = 8 * 1024 * 1024
 
-_OUTSIDE = re.compile(rb'[\[\]{}",]')  # what matters outside strings
+#: what matters: a whole string (group 1), a string that runs past the piece, a bracket
+_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")|"[^"\\]*(?:\\.[^"\\]*)*|[\[\]{}]', re.DOTALL)
 _IN_STRING = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)  # a string's body: stops at its quote or a last "\"
-_QUOTE, _COMMA, _BACKSLASH = 0x22, 0x2C, 0x5C
+_QUOTE, _BACKSLASH = 0x22, 0x5C
+_SPACE = b" \t\r\n"
+_LEAD = re.compile(rb"[ \t\r\n]*([\[,]?)[ \t\r\n]*")  # what may come before an element
 
 
 class _Walk:
@@ -69,38 +73,58 @@ class _Walk:
         self.pos = 0  # bytes walked so far
         self.start = -1  # where the open element began (offset in the stream), -1 between elements
 
+    def whole(self, data: bytes) -> tuple[int, int, dict[str, Any]] | None:
+        """The fast path, for a piece that is exactly one element between separators (Google
+        writes one element per chunk): its (start, end) in ``data`` and the element decoded, the
+        walk moved past it; ``None`` (and nothing moved) when the piece is anything else."""
+        if self.in_str or self.done or (self.began and (self.top != 1 or len(self.stack) != 1)):
+            return None  # not between two elements of an array
+        lead = _LEAD.match(data)
+        i, opener = (lead.end(), lead.group(1)) if lead else (0, b"")
+        if (opener == b"[") == self.began:  # "[" opens the array, and only once
+            return None
+        body = data.rstrip(_SPACE)
+        closes = body.endswith(b"]")
+        j = len(body.rstrip(b"]" + _SPACE)) if closes else len(body)  # (one "]": "]]" fails below)
+        if i >= j or data[i] != 0x7B or data[j - 1] != 0x7D:
+            return None
+        try:
+            doc = orjson.loads(memoryview(data)[i:j])
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(doc, dict) or (closes and data[j:].count(b"]") != 1):
+            return None
+        self.began, self.top, self.start, self.comma = True, 1, -1, True
+        self.done, self.pos, self.stack[:] = closes, self.pos + len(data), b"" if closes else b"]"
+        return i, j, doc
+
     def walk(self, data: bytes | bytearray, first_only: bool = False) -> list[tuple[int, int]]:
         """Walk ``data`` (the stream's next bytes); returns the (start, end) stream offsets of the
-        elements that ended in it."""
+        elements that ended in it (only the first with ``first_only``)."""
         spans: list[tuple[int, int]] = []
-        base, n, i, stack = self.pos, len(data), 0, self.stack
-        while i < n:
-            if self.in_str:
-                if self.esc:  # the previous piece ended on a backslash
-                    i, self.esc = i + 1, False
-                body = _IN_STRING.match(data, i)
-                j = body.end() if body else i
-                if j >= n:
-                    break
-                if data[j] == _BACKSLASH:  # the piece's last byte: the escaped one comes next
-                    self.esc = True
-                    break
-                self.in_str, i = False, j + 1
-                continue
-            m = _OUTSIDE.search(data, i)
-            if m is None:
-                break
+        base, n, stack = self.pos, len(data), self.stack
+        i = gap = 0  # gap: where the bytes between elements began in data
+        if self.in_str:  # a string runs on from the previous piece
+            if self.esc:  # which ended on a backslash
+                i, self.esc = 1, False
+            body = _IN_STRING.match(data, i)
+            j = body.end() if body else i
+            if j >= n or data[j] == _BACKSLASH:  # it runs on (the byte escaped comes next)
+                self.esc, self.pos = j < n, base + n
+                return spans
+            self.in_str, i = False, j + 1
+        for m in _TOKEN.finditer(data, i):
             j = m.start()
-            c, i = data[j], j + 1
+            c = data[j]
             if c == _QUOTE:
-                self.in_str = True
-            elif c == _COMMA:
-                if len(stack) == self.top:
-                    self.comma = False
+                if m.lastindex is None:  # a string that runs past this piece
+                    self.in_str, self.esc = True, m.end() < n  # stopped before a last backslash
+                    break
             elif c in b"[{":
                 if not self.began:
                     self.began, self.top = True, 1 if c == 0x5B else 0
                 if len(stack) == self.top and not self.done:
+                    self.comma = self.comma and data.find(b",", gap, j) < 0
                     self.start = base + j
                 stack.append(c + 2)  # "[" + 2 is "]", "{" + 2 is "}"
             else:
@@ -108,12 +132,15 @@ class _Walk:
                     stack.pop()
                 if len(stack) == self.top and self.start >= 0:
                     spans.append((self.start, base + j + 1))
-                    self.start, self.comma = -1, True
+                    self.start, self.comma, gap = -1, True, j + 1
                     if first_only:
-                        break
+                        self.pos = base + gap
+                        return spans
                 if not stack and self.began:
                     self.done = True
-        self.pos = base + (i if first_only and spans else n)
+        if self.start < 0 and not self.in_str:
+            self.comma = self.comma and data.find(b",", gap) < 0
+        self.pos = base + n
         return spans
 
 
@@ -135,17 +162,18 @@ class JsonArrayScanner:
     send on what :meth:`feed` returns. It keeps the first element, the usage of the latest element
     that carries one, whether the array closed, and what to append if the upstream breaks off."""
 
-    __slots__ = ("_held", "_last_usage", "_sent", "_usage", "_usage_re", "_walk", "dialect", "first", "hold_limit")
+    __slots__ = ("_held", "_sent", "_usage_re", "_walk", "dialect", "first", "hold_limit", "usage")
 
     def __init__(self, dialect: Dialect, hold_limit: int = HOLD_LIMIT) -> None:
         self.dialect = dialect
         self.hold_limit = hold_limit
         self.first: bytes | None = None
+        #: the usage the latest element carrying one reports (Gemini's counts grow with every
+        #: element; the last one's are final)
+        self.usage: Usage | None = None
         self._walk = _Walk()
         self._held = bytearray()  # fed, not yet handed back: the start of an unfinished element
         self._sent = 0  # bytes handed back so far
-        self._last_usage: bytes | None = None  # ``{"usageMetadata": {…}}`` of the latest element with one
-        self._usage: tuple[bytes, Usage | None] | None = None  # the last decoding, by its input
         # "usageMetadata" (native) or "usage" (OpenAI-style), as a key: in a JSON string a quote is
         # escaped, so ``"usageMetadata":`` with both quotes bare is never inside the text
         self._usage_re = re.compile(re.escape(dialect.usage_key) + rb'[A-Za-z]*"\s*:\s*\{')
@@ -154,6 +182,14 @@ class JsonArrayScanner:
         """The bytes that may go to the client now: all that came, except the start of an element
         whose end has not arrived yet (it comes out with the chunk that completes it)."""
         w, held = self._walk, self._held
+        fast = None if held else w.whole(chunk)
+        if fast is not None:
+            s, e, doc = fast
+            if self.first is None:
+                self.first = chunk[s:e]
+            self.usage = self.dialect.usage(doc) or self.usage
+            self._sent += len(chunk)
+            return chunk
         at = w.pos - len(held)  # the stream offset of held[0] (of chunk[0] when nothing is held)
         spans = w.walk(chunk)
         buf: bytes | bytearray = chunk
@@ -174,30 +210,16 @@ class JsonArrayScanner:
         return out
 
     def _saw(self, buf: bytes | bytearray, s: int, e: int) -> None:
+        """An element that came in pieces: keep it if it is the first, read its usage."""
         if self.first is None:
             self.first = bytes(buf[s:e])
-        m = None
-        for m in self._usage_re.finditer(buf, s, e):  # the element's own key comes last; the
-            pass  # usage of a nested object (none in Gemini's answers) would come before it
-        if m is not None:
-            obj = _Walk().walk(buf[m.end() - 1 : e], first_only=True)
-            if obj:
-                self._last_usage = b"{" + bytes(buf[m.start() : m.end() - 1 + obj[0][1]]) + b"}"
-
-    @property
-    def usage(self) -> Usage | None:
-        """The usage the latest element carrying one reports (Gemini's counts grow with every
-        element; the last one is final). Decoded when asked, not per chunk."""
-        raw = self._last_usage
-        if raw is None:
-            return None
-        if self._usage is None or self._usage[0] is not raw:
-            try:
-                doc = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                doc = None
-            self._usage = (raw, self.dialect.usage(doc) if isinstance(doc, dict) else None)
-        return self._usage[1]
+        if self._usage_re.search(buf, s, e) is None:
+            return
+        try:
+            doc = orjson.loads(buf[s:e])
+        except orjson.JSONDecodeError:
+            return
+        self.usage = (self.dialect.usage(doc) if isinstance(doc, dict) else None) or self.usage
 
     @property
     def held(self) -> int:
