@@ -11,21 +11,22 @@ what to append when the upstream breaks off).
 
 How clients read this stream, which decides what we may send them:
 
-- google-api-core's REST streaming (``google/api_core/_rest_streaming_base.py``,
-  googleapis/python-api-core), used by Google's generated REST clients, wants a leading ``[``,
+- google-api-core's REST streaming (googleapis/python-api-core:google/api_core/_rest_streaming_base.py),
+  used by Google's generated REST clients (which ask with ``$alt=json``), wants a leading ``[``,
   counts braces outside strings (minding escaped quotes) and yields each complete top-level
   object; a body that ends with an object still open raises "Unfinished stream".
-- google-genai (``google/genai/_api_client.py``, ``request_streamed``) turns any segment that
-  starts with ``{"error":`` into ``APIError`` with that error's ``code`` (5xx: ``ServerError``).
+- google-genai (googleapis/python-genai:google/genai/_api_client.py, ``request_streamed``) asks
+  for ``alt=sse``, and turns any streamed segment that starts with ``{"error":`` into
+  ``APIError`` with that error's ``code`` (5xx: ``ServerError``): Google's in-band error shape.
 - captured answers: caugner/gemdn ``src/fixtures.rs`` (candidate elements pretty-printed and
   parted by ``,`` on its own line; a failure as ``[{"error": {"code": 503, …, "status":
   "UNAVAILABLE"}}]``); flachesis/gemini-rust#29 (Google sending an error element after candidate
   elements in the same array).
 
 So when the upstream breaks off, the client gets ``,{"error": {"code": 502, …, "status":
-"UNAVAILABLE"}}]``: the array it parses stays valid JSON, and it holds the element Google itself
-sends on a failure, which google-genai raises as ``ServerError`` and a whole-body parser finds as
-the last element, instead of a truncated body that only says "invalid JSON". That is only
+"UNAVAILABLE"}}]``: the array it parses stays valid JSON and ends in the element Google itself
+sends on a failure (an iterator like api-core's hands it over as the last element, a whole-body
+parser finds it last), instead of a truncated body that only says "invalid JSON". That is only
 possible if the client never got half an element, so the scanner holds back the start of an
 element until its end arrives (Google writes one element per chunk, so this costs nothing in
 practice; an element past ``hold_limit`` is let through and the tail closes it best-effort).
