@@ -54,8 +54,7 @@ HOLD_LIMIT = 8 * 1024 * 1024
 #: what matters: a whole string (group 1), a string that runs past the piece, a bracket
 _TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")|"[^"\\]*(?:\\.[^"\\]*)*|[\[\]{}]', re.DOTALL)
 _IN_STRING = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)  # a string's body: stops at its quote or a last "\"
-_QUOTE, _BACKSLASH = 0x22, 0x5C
-_SPACE = b" \t\r\n"
+_QUOTE, _BACKSLASH, _SPACE = 0x22, 0x5C, b" \t\r\n"
 _LEAD = re.compile(rb"[ \t\r\n]*([\[,]?)[ \t\r\n]*")  # what may come before an element
 
 
@@ -206,7 +205,10 @@ class JsonArrayScanner:
             self._held = bytearray()
         else:
             out = bytes(buf[:cut])
-            self._held = bytearray(buf[cut:])
+            if held:
+                del held[:cut]
+            else:
+                self._held = bytearray(memoryview(chunk)[cut:])
         self._sent += len(out)
         return out
 
@@ -240,9 +242,8 @@ class JsonArrayScanner:
             return b""
         if not w.began:
             return b"[" + CUT_ELEMENT + b"]"
-        comma = w.comma
-        close = b""
+        comma, close = w.comma, b""
         if 0 <= w.start < self._sent:  # part of an element went out (past hold_limit): close it
-            close = (b'"' if w.in_str else b"") + bytes(reversed(w.stack[w.top :]))
-            comma = True
+            quote = (b'\\"' if w.esc else b'"') if w.in_str else b""  # (a lone "\" went out: escape it)
+            close, comma = quote + bytes(reversed(w.stack[w.top :])), True
         return close + (b"," if comma else b"") + CUT_ELEMENT + b"]"
