@@ -185,6 +185,18 @@ class GeminiDialect:
             return 400, f"no model in the request path {path!r}: expected /v1beta/models/{{model}}:{last.partition(':')[2]}"
         return None
 
+    def json_array_stream(self, path: str, query_string: str) -> bool:
+        """Does this request ask for the streamed JSON array (``:streamGenerateContent`` with no
+        ``alt``, or ``alt=json``; Google's generated REST clients send ``$alt=json;enum-encoding=int``)
+        rather than SSE (``alt=sse``) or protobuf (``alt=proto``)? Its answer is read with
+        :mod:`keyrelay.providers.json_stream`."""
+        if not path.endswith(":streamGenerateContent") or "/openai/" in path:
+            return False
+        if "alt=" not in query_string:
+            return True
+        alts = [v for k, v in parse_qsl(query_string, keep_blank_values=True) if k in ("alt", "$alt")]
+        return not alts or alts[-1].partition(";")[0].strip().lower() in ("", "json")
+
     # -- reading answers -------------------------------------------------------------------
     def classify(self, status: int, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:
         if 200 <= status < 300:

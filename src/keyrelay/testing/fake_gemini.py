@@ -6,8 +6,8 @@ Bearer``. Errors are google.rpc.Status bodies from PROVIDER-ERRORS.md §4: ``API
 (400), a spent day (429, ``…PerDay…`` quota), a per-minute limit (429 with ``RetryInfo``), the
 overloaded model (503 ``UNAVAILABLE``), ``INTERNAL`` (500). ``streamGenerateContent`` answers
 SSE with ``?alt=sse`` (events ended by ``\\r\\n\\r\\n``, as Google sends them) and a streamed JSON
-array without. Usage: ``promptTokenCount`` = 10 per content, ``candidatesTokenCount`` =
-``COMPLETION_TOKENS``.
+array without (one element per write; ``STREAM_ERROR`` and ``STREAM_CUT`` apply to both). Usage:
+``promptTokenCount`` = 10 per content, ``candidatesTokenCount`` = ``COMPLETION_TOKENS``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from keyrelay.testing.fake_native import Answer, NativeApi
+from keyrelay.testing.key_specs import Behavior
 from keyrelay.testing.openai_bodies import _EMBEDDING, _PIECES, COMPLETION_TOKENS, _count, gemini_rate_limit
 
 __all__ = ["FakeGemini"]
@@ -112,7 +113,7 @@ class FakeGemini(NativeApi):
         if c.request.query.get("alt") == "sse":
             frames = [b"data: " + orjson.dumps(ch) + b"\r\n\r\n" for ch in chunks]
             return await self.fake._stream(c, frames, b"data: " + _OVERLOADED + b"\r\n\r\n")
-        return await self._json_array(c, [orjson.dumps(ch) for ch in chunks])
+        return await self._json_array(c, chunks)
 
     def _chunk(self, model: str, text: str, prompt: int, done: int, last: bool) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
@@ -121,15 +122,29 @@ class FakeGemini(NativeApi):
         return {"candidates": [candidate], "usageMetadata": self._usage(prompt, done), "modelVersion": model,
                 "responseId": f"resp-{next(self.fake._ids)}"}
 
-    async def _json_array(self, c: Any, items: list[bytes]) -> web.StreamResponse:
-        """``streamGenerateContent`` without ``alt=sse``: one JSON array, written element by element."""
+    async def _json_array(self, c: Any, items: list[dict[str, Any]]) -> web.StreamResponse:
+        """``streamGenerateContent`` without ``alt=sse``: one JSON array over chunked transfer, one
+        pretty-printed element per write (``chunk_delay`` apart), parted by ``\\r\\n,`` as Google
+        writes them. ``STREAM_ERROR``: the array holds one 503 error element; ``STREAM_CUT``: the
+        connection drops halfway through the third element."""
+        from keyrelay.testing.fake_upstream import _Cut
+
+        behavior = c.spec.behavior
+        if behavior is Behavior.STREAM_ERROR:
+            items = [orjson.loads(_OVERLOADED)]
         resp = web.StreamResponse(headers={"content-type": "application/json; charset=UTF-8"})
         await resp.prepare(c.request)
         for i, item in enumerate(items):
             if i and self.fake.chunk_delay:
                 await asyncio.sleep(self.fake.chunk_delay)
-            await resp.write((b"[" if i == 0 else b",\r\n") + item)
-        await resp.write(b"]")
+            element = (b"[" if i == 0 else b"\r\n,") + orjson.dumps(item, option=orjson.OPT_INDENT_2)
+            if i == 2 and behavior is Behavior.STREAM_CUT:
+                await resp.write(element[: len(element) // 2])
+                raise _Cut
+            await resp.write(element)
+        await resp.write(b"\r\n]")
+        self.fake._count_served(c.request, c.usage)
+        c.counted = True
         await resp.write_eof()
         return resp
 
