@@ -162,6 +162,7 @@ class AnthropicDialect:
     stream_end = b'"message_stop"'
     api_roots: tuple[str, ...] = ("/v1/",)
     checks_requests = False
+    array_streams = False
     #: the API version the checker's probe asks for (clients send their own)
     probe_version = "2023-06-01"
     #: Claude 3.5 Haiku was retired on 2026-02-19 (docs.claude.com model-deprecations;
@@ -181,6 +182,9 @@ class AnthropicDialect:
 
     def request_error(self, method: str, path: str) -> tuple[int, str] | None:
         return None
+
+    def json_array_stream(self, path: str, query_string: str) -> bool:
+        return False
 
     # -- reading answers -------------------------------------------------------------------
     def classify(self, status: int, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:

@@ -106,6 +106,9 @@ class Dialect(Protocol):
     api_roots: tuple[str, ...]
     #: does :meth:`request_error` have anything to say (saves the call when not)
     checks_requests: bool
+    #: may a request be answered with a streamed JSON array (Gemini's default stream)? Then
+    #: :meth:`json_array_stream` says which requests are
+    array_streams: bool
     #: the cheap model of the checker's 1-token request when neither the pool nor its host names one
     cheap_model: str
 
@@ -116,6 +119,11 @@ class Dialect(Protocol):
     def request_error(self, method: str, path: str) -> tuple[int, str] | None:
         """(status, message) when a request cannot be served by any key (checked before a key is
         chosen; only called when :attr:`checks_requests`)."""
+        ...
+
+    def json_array_stream(self, path: str, query_string: str) -> bool:
+        """Does this request ask for a streamed JSON array (``providers/json_stream.py``)? Only
+        called when :attr:`array_streams`."""
         ...
 
     def local_error(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> bytes:

@@ -155,6 +155,7 @@ class GeminiDialect:
     stream_end = b'"finishReason"'
     api_roots: tuple[str, ...] = ("/v1beta/", "/v1/", "/v1alpha/")
     checks_requests = True
+    array_streams = True
     #: a Flash-Lite model: gemini-2.0-flash-lite was shut down on 2026-06-01 and 2.5 follows
     #: (ai.google.dev/gemini-api/docs/deprecations); 3.1 Flash-Lite went GA in April 2026
     cheap_model = "gemini-3.1-flash-lite"

@@ -319,6 +319,7 @@ class OpenAIDialect:
     stream_end = b"[DONE]"
     api_roots: tuple[str, ...] = ("/v1/",)
     checks_requests = False
+    array_streams = False
     cheap_model = "gpt-4o-mini"
     #: the classification table (``None``: :data:`RULES`); a subclass may put its own rows first
     rules: tuple[Rule, ...] | None = None
@@ -331,6 +332,9 @@ class OpenAIDialect:
 
     def request_error(self, method: str, path: str) -> tuple[int, str] | None:
         return None
+
+    def json_array_stream(self, path: str, query_string: str) -> bool:
+        return False
 
     def local_error(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> bytes:
         return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
