@@ -33,7 +33,9 @@ import cProfile
 import dataclasses
 import logging
 import pstats
+import random
 import statistics
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -62,7 +64,22 @@ FORWARDED = {
 }
 REQUEST = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in French"}]})
 STREAM_REQUEST = orjson.dumps({**orjson.loads(REQUEST), "stream": True, "stream_options": {"include_usage": True}})
-VARIANTS = 1024  # distinct answer heads (request ids, timings differ per answer)
+#: distinct answer heads: more than the redactor's memo of clean header values holds (4096),
+#: so a request id or ray id is new to it, as in real traffic where each answer has its own
+HEADS = 8192
+VARIANTS = 1024  # distinct answer bodies and streams (nothing remembers a body)
+_RNG = random.Random(11)
+_B62 = string.ascii_letters + string.digits
+
+
+def _hex(n: int) -> str:
+    """A random-looking hex id (request ids, ray ids): no long run of one digit that a key shares."""
+    return "".join(_RNG.choice("0123456789abcdef") for _ in range(n))
+
+
+def _secret() -> str:
+    """A key shaped like OpenAI's project keys (random base62 after ``sk-proj-``)."""
+    return "sk-proj-" + "".join(_RNG.choice(_B62) for _ in range(48))
 
 
 def _answer_headers(i: int, ctype: str) -> CIMultiDictProxy[str]:
@@ -83,13 +100,13 @@ def _answer_headers(i: int, ctype: str) -> CIMultiDictProxy[str]:
         ("x-ratelimit-remaining-tokens", str(199_000 - i % 1000)),
         ("x-ratelimit-reset-requests", "8.64s"),
         ("x-ratelimit-reset-tokens", "6ms"),
-        ("x-request-id", f"req_{i:032x}"),
+        ("x-request-id", f"req_{_hex(32)}"),
         ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
         ("CF-Cache-Status", "DYNAMIC"),
-        ("Set-Cookie", f"__cf_bm={i:040x}; path=/; domain=.api.openai.com; HttpOnly; Secure"),
+        ("Set-Cookie", f"__cf_bm={_hex(40)}; path=/; domain=.api.openai.com; HttpOnly; Secure"),
         ("X-Content-Type-Options", "nosniff"),
         ("Server", "cloudflare"),
-        ("CF-RAY", f"{i:016x}-CDG"),
+        ("CF-RAY", f"{_hex(16)}-CDG"),
         ("alt-svc", 'h3=":443"; ma=86400'),
     ):
         h.add(k, v)
@@ -98,7 +115,7 @@ def _answer_headers(i: int, ctype: str) -> CIMultiDictProxy[str]:
 
 def _chat_json(i: int) -> bytes:
     return orjson.dumps({
-        "id": f"chatcmpl-{i:029x}", "object": "chat.completion", "created": 1764653400 + i, "model": "gpt-4o-mini",
+        "id": f"chatcmpl-{_hex(29)}", "object": "chat.completion", "created": 1764653400 + i, "model": "gpt-4o-mini",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Bonjour !", "refusal": None},
                      "logprobs": None, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 13, "completion_tokens": 4, "total_tokens": 17,
@@ -108,7 +125,7 @@ def _chat_json(i: int) -> bytes:
 
 
 def _sse_events(i: int) -> list[bytes]:
-    base = {"id": f"chatcmpl-{i:029x}", "object": "chat.completion.chunk", "created": 1764653400 + i,
+    base = {"id": f"chatcmpl-{_hex(29)}", "object": "chat.completion.chunk", "created": 1764653400 + i,
             "model": "gpt-4o-mini", "system_fingerprint": "fp_0ba0d124f1"}
 
     def ev(choices: list[object], usage: object = None) -> bytes:
@@ -137,7 +154,7 @@ def make_pool(n: int) -> KeyPool:
 
     async def build() -> KeyPool:
         await store.open()
-        await store.add_keys("bench", [f"sk-proj-{i:040d}Bn{i % 97:02d}" for i in range(n)], time.time())
+        await store.add_keys("bench", [_secret() for _ in range(n)], time.time())
         pool = KeyPool(settings, store)
         for rec in await store.load("bench"):
             pool.upsert(rec)
@@ -159,9 +176,9 @@ def restore(pool: KeyPool) -> None:
 # -- one request, as a driver does it -------------------------------------------------------------
 class Answers:
     def __init__(self) -> None:
-        self.json_heads = [_answer_headers(i, "application/json") for i in range(VARIANTS)]
-        self.sse_heads = [_answer_headers(i, "text/event-stream; charset=utf-8") for i in range(VARIANTS)]
-        self.err_heads = [_answer_headers(i, "application/json; charset=utf-8") for i in range(VARIANTS)]
+        self.json_heads = [_answer_headers(i, "application/json") for i in range(HEADS)]
+        self.sse_heads = [_answer_headers(i, "text/event-stream; charset=utf-8") for i in range(HEADS)]
+        self.err_heads = [_answer_headers(i, "application/json; charset=utf-8") for i in range(HEADS)]
         self.json_bodies = [_chat_json(i) for i in range(VARIANTS)]
         self.streams = [_sse_events(i) for i in range(VARIANTS)]
 
@@ -171,7 +188,7 @@ def flow_json(pool: KeyPool, a: Answers, i: int) -> None:
     reply = ex.start()
     assert reply is None
     assert ex.head(200, a.json_heads[i]) is READ
-    reply = ex.body(a.json_bodies[i])
+    reply = ex.body(a.json_bodies[i % VARIANTS])
     assert isinstance(reply, Reply) and reply.status == 200
 
 
@@ -179,7 +196,7 @@ def flow_sse(pool: KeyPool, a: Answers, i: int) -> None:
     ex = Exchange(pool, "POST", URL, dict(FORWARDED), STREAM_REQUEST)
     assert ex.start() is None
     assert ex.head(200, a.sse_heads[i]) is PEEK
-    events = a.streams[i]
+    events = a.streams[i % VARIANTS]
     step = ex.peek(events[0])
     assert step is not MORE and isinstance(step, Stream)
     chunk = step.chunk
@@ -196,7 +213,7 @@ def flow_failover(pool: KeyPool, a: Answers, i: int) -> None:
     assert lease is not None
     assert ex.body(_invalid_key_body(lease.secret)) is None  # the next attempt
     assert ex.head(200, a.json_heads[i]) is READ
-    reply = ex.body(a.json_bodies[i])
+    reply = ex.body(a.json_bodies[i % VARIANTS])
     assert isinstance(reply, Reply) and reply.status == 200 and reply.headers["x-keyrelay-attempts"] == "2"
 
 
@@ -230,10 +247,10 @@ def timed(fn: Callable[[KeyPool, Answers, int], None], pool: KeyPool, a: Answers
     while done < n:
         k = min(batch, n - done)
         restore(pool)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for i in range(done, done + k):
-            fn(pool, a, i % VARIANTS)
-        spent += time.perf_counter() - t0
+            fn(pool, a, i % HEADS)
+        spent += time.process_time() - t0
         done += k
     restore(pool)
     return spent / n * 1e6
