@@ -47,9 +47,25 @@ async def test_a_json_answer_comes_back_with_its_marks_and_its_usage_is_counted(
     body = seen.json()
     assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == COMPLETION_TOKENS
     assert (seen.attempts, seen.key) == (1, GOOD[0])
+    # the upstream's own headers an SDK exposes (its request id, the rate-limit headers) pass on
+    assert seen.headers["x-request-id"].startswith("req_")
+    assert seen.headers["x-ratelimit-remaining-requests"] == "4999"
     c = (await driver.counters())[GOOD[0]]
     assert (c.requests, c.successes) == (1, 1)
     assert (c.prompt_tokens, c.completion_tokens) == (10, COMPLETION_TOKENS)
+
+
+async def test_a_client_error_comes_back_as_is_and_is_not_retried(driver: Driver) -> None:
+    await driver.start({GOOD[0]: Behavior.OK, GOOD[1]: Behavior.OK})
+    too_long = {**CHAT, "messages": [{"role": "user", "content": "x" * 100_001}]}
+    seen = await driver.send("/chat/completions", too_long)
+    assert seen.status == 400 and seen.ctype == "application/json"
+    assert seen.json()["error"]["code"] == "context_length_exceeded"
+    assert seen.attempts == 1 and seen.key in GOOD[:2]
+    assert len(driver.up.keys_called()) == 1
+    assert [driver.state(k) for k in GOOD[:2]] == ["active", "active"]
+    c = await driver.counters()
+    assert sum(c[k].client_error for k in GOOD[:2]) == 1
 
 
 async def test_an_invalid_key_is_retired_and_the_request_fails_over(driver: Driver) -> None:
