@@ -5,7 +5,8 @@ transports — httpx2 sync, httpx sync (openai 1.x/2.x) and httpx2 async.
 Every driver talks to the same kind of upstream: a :class:`FakeUpstream` served by an event
 loop on its own thread (so a sync client can block on it), with two extra routes that echo the
 key they were sent (``/v1/echo-error``: a 500 with the key in its body and headers;
-``/v1/echo-ok``: a 200 with the key in a header). A driver hands back what a caller sees
+``/v1/echo-ok``: a 200 with the key in a header) and one that redirects to a *stranger*, a
+server on another port that records the credentials it is sent (``/v1/redirect-away``). A driver hands back what a caller sees
 (:class:`Seen`) and what happened to the keys (their state, their counters after a flush).
 """
 
@@ -77,6 +78,9 @@ class Seen:
 
 
 # -- the upstream --------------------------------------------------------------------------------
+_CREDENTIALS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
+
+
 def _key(request: web.Request) -> str:
     return request.headers.get("Authorization", "")[7:]
 
@@ -95,21 +99,45 @@ async def _echo_ok(request: web.Request) -> web.Response:
 
 
 class Upstream:
-    """A :class:`FakeUpstream` (with the echo routes) on its own thread's event loop."""
+    """A :class:`FakeUpstream` (with the echo routes) and the stranger, on their own thread's
+    event loop. ``stranger_saw``: the credential headers the stranger received."""
 
     def __init__(self, keys: Keys, **kwargs: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="flow-upstream", daemon=True)
         self.thread.start()
+        self.stranger_saw: list[str] = []
+        self._stranger = web.AppRunner(self._stranger_app(), handle_signals=False, access_log=None)
+        self.stranger_url: str = self._call(self._start_stranger())
         self.fake: FakeUpstream = self._call(self._make(keys, kwargs))
         self._call(self.fake.start())
         self.url = self.fake.url
 
-    @staticmethod
-    async def _make(keys: Keys, kwargs: dict[str, Any]) -> FakeUpstream:
+    def _stranger_app(self) -> web.Application:
+        async def anything(request: web.Request) -> web.Response:
+            self.stranger_saw += [v for k, v in request.headers.items() if k.lower() in _CREDENTIALS]
+            return web.json_response({"stranger": True})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", anything)
+        return app
+
+    async def _start_stranger(self) -> str:
+        await self._stranger.setup()
+        await web.TCPSite(self._stranger, "127.0.0.1", 0).start()
+        host, port = self._stranger.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    async def _make(self, keys: Keys, kwargs: dict[str, Any]) -> FakeUpstream:
         fake = FakeUpstream(dict(keys), **kwargs)
         fake.app.router.add_post("/v1/echo-error", _echo_error)
         fake.app.router.add_post("/v1/echo-ok", _echo_ok)
+        away = self.stranger_url + "/v1/chat/completions"
+
+        async def redirect_away(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(away)  # 307: the request is sent again as it was
+
+        fake.app.router.add_post("/v1/redirect-away", redirect_away)
         return fake
 
     def _call(self, coro: Any) -> Any:
@@ -122,6 +150,7 @@ class Upstream:
     def close(self) -> None:
         try:
             self._call(self.fake.close())
+            self._call(self._stranger.cleanup())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)

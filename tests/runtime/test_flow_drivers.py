@@ -34,10 +34,10 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
 
 
-def _no_secret_in(seen_text: str, secrets: list[str]) -> None:
+def _no_secret_in(seen_text: str, secrets: list[str], who: str = "the caller") -> None:
     for s in secrets:
-        assert s not in seen_text, f"key {s[:10]}… reached the caller"
-        assert s[-12:] not in seen_text, f"the tail of key {s[:10]}… reached the caller"
+        assert s not in seen_text, f"key {s[:10]}… reached {who}"
+        assert s[-12:] not in seen_text, f"the tail of key {s[:10]}… reached {who}"
 
 
 async def test_a_json_answer_comes_back_with_its_marks_and_its_usage_is_counted(driver: Driver) -> None:
@@ -193,6 +193,26 @@ async def test_a_key_echoed_in_a_header_of_a_good_answer_never_reaches_the_calle
     assert seen.status == 200 and seen.json() == {"ok": True}
     assert "x-echo-key" in seen.headers  # passed on, redacted
     _no_secret_in(repr(seen.headers), [GOOD[0]])
+
+
+@pytest.fixture
+def library_leaks_on_redirect(driver: Driver, request: pytest.FixtureRequest) -> None:
+    if driver.name != "gateway":  # found by this suite; see the test's docstring
+        request.applymarker(pytest.mark.xfail(strict=True, reason="library mode sends a pool key to a redirect's target"))
+
+
+@pytest.mark.usefixtures("library_leaks_on_redirect")
+async def test_a_redirect_to_another_host_never_carries_a_pool_key(driver: Driver) -> None:
+    """The gateway relays the upstream's 307 to its caller (``allow_redirects=False``): the
+    caller follows it with its own credentials. In library mode the SDK's client follows it
+    (``follow_redirects=True``, as the openai SDK sets it); httpx drops ``Authorization`` on a
+    cross-origin redirect, but the request goes through the key-rotating transport again, which
+    adds a pool key whatever the URL (``client/transport.py`` ``_exchange`` / ``relay``), so the
+    key reaches the other host."""
+    await driver.start({GOOD[0]: Behavior.OK})
+    seen = await driver.send("/redirect-away", CHAT)
+    assert seen.json() == {"stranger": True}  # the redirect was followed, by the caller or its SDK
+    _no_secret_in(" ".join(driver.up.stranger_saw), [GOOD[0]], "the redirect's target")
 
 
 async def test_an_unreachable_upstream_is_a_502_at_the_gateway_and_a_connect_error_in_library_mode(
