@@ -127,7 +127,6 @@ class Exchange:
     __slots__ = (
         "_base",
         "_buf",
-        "_last",
         "_target",
         "attempts",
         "body_bytes",
@@ -171,7 +170,6 @@ class Exchange:
         self.ctype = ""
         self.up_headers: Mapping[str, str] = {}
         self.secrets: tuple[str, ...] = ()  # every key tried: kept out of what the caller sees
-        self._last: Reply | None = None  # the answer so far, should no other key do better
         self._buf = b""  # a stream's bytes before its first event
 
     # -- attempts --------------------------------------------------------------------------
@@ -194,18 +192,17 @@ class Exchange:
         self.headers.update(self.dialect.auth_headers(lease.secret))  # the same names each attempt
         self.url = self._target if lease.base_url is None else rebase_url(self._target, self._base, lease.base_url)
 
-    def _after(self, verdict: Verdict, answer: Reply) -> Reply | None:
-        """An attempt failed with ``verdict``: the next attempt (``None``), or the final answer."""
-        self._last = answer
+    def _retry(self, verdict: Verdict) -> bool:
+        """An attempt failed with ``verdict``: is the next one under way? (When it is, the failed
+        attempt's answer is never built: only the last failure's can reach the caller.)"""
         lease = self.attempts.next() if self.attempts.should_retry(verdict) else None
-        if lease is not None:
-            self._use(lease)
-            return None
-        return self._final()
+        if lease is None:
+            return False
+        self._use(lease)
+        return True
 
-    def _final(self) -> Reply:
-        last = self._last
-        assert last is not None
+    def _final(self, last: Reply) -> Reply:
+        """The caller's answer after the last attempt failed with ``last``."""
         attempts = self.attempts
         body = answers.keys_rejected(self.pool, attempts.last)
         if body is not None:  # the guard holds: the keys are not to blame, nor the caller's token
@@ -234,10 +231,12 @@ class Exchange:
         before we had it whole: a network error, counted against the attempt."""
         verdict = Verdict(Outcome.NETWORK_ERROR, message=type(exc).__name__, reason="network error")
         self._record(verdict)
+        if self._retry(verdict):
+            return None
         what = "upstream answer broke off" if broke_off else "upstream unreachable"
         body = answers.local_error(502, f"{what} ({type(exc).__name__})", "upstream_error", "upstream_unreachable",
                                    self.dialect)
-        return self._after(verdict, Reply(502, {"content-type": _JSON}, body, exc))
+        return self._final(Reply(502, {"content-type": _JSON}, body, exc))
 
     def head(self, status: int, headers: Mapping[str, str]) -> Want:
         """The head of the attempt's answer arrived: :data:`READ` it whole (errors, and answers
@@ -267,10 +266,12 @@ class Exchange:
             self._record(verdict, usage_of_json(self.dialect, self.ctype, data))
             return Reply(status, self._marked(answer_headers(self.up_headers), lease.key_id), data)
         self._record(verdict)
+        if self._retry(verdict):
+            return None
         clean = redactor.current().data(self.dialect.error_body(status, data, (lease.secret,)))
         headers = answer_headers(self.up_headers)
         headers["content-type"] = _JSON
-        return self._after(verdict, Reply(status, headers, clean))
+        return self._final(Reply(status, headers, clean))
 
     def peek(self, chunk: bytes) -> Reply | Stream | Want | None:
         """A chunk of a stream's start (``b""``: it ended): :data:`MORE` (send the next), the
@@ -293,10 +294,12 @@ class Exchange:
         lease = self.lease
         assert lease is not None
         self._record(verdict)
+        if self._retry(verdict):
+            return None
         status, ctype, failure = self.dialect.stream_failure(first_data(buf) or b"", (lease.secret,))
         headers = answer_headers(self.up_headers)
         headers["content-type"] = ctype
-        return self._after(verdict, Reply(status, headers, redactor.current().data(failure)))
+        return self._final(Reply(status, headers, redactor.current().data(failure)))
 
     def passthrough(self) -> Stream:
         """An answer relayed as it comes (:data:`PASS`): counted as a success now."""
