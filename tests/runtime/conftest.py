@@ -173,10 +173,18 @@ class Driver:
     up: Upstream
     keypool: KeyPool
 
-    async def start(self, keys: Keys, *, base_url: str | None = None, **fake_kw: Any) -> None:
+    provider = "openai"
+    #: where the API's paths start for this driver (the gateway's pool route, or the upstream's base)
+    root = ""
+
+    async def start(self, keys: Keys, *, base_url: str | None = None, provider: str = "openai", **fake_kw: Any) -> None:
+        """``provider="gemini"``: the pool speaks Gemini's native API (the fake's ``/gemini``)."""
         self.up = Upstream(keys, **fake_kw)
         self.secrets = list(keys)
-        await self._open(base_url or self.up.url)
+        self.provider = provider
+        if base_url is None:
+            base_url = self.up.fake.root + "/gemini" if provider == "gemini" else self.up.url
+        await self._open(base_url)
 
     async def _open(self, base_url: str) -> None:
         raise NotImplementedError
@@ -232,7 +240,7 @@ class GatewayDriver(Driver):
         doc = {
             "server": {"sync_interval": 0.1, "flush_interval": 0.1},
             "store": {"url": "memory://"},
-            "pools": [{"name": "openai", "base_url": base_url, "strategy": "round_robin"}],
+            "pools": [{"name": "openai", "provider": self.provider, "base_url": base_url, "strategy": "round_robin"}],
             "tokens": [{"name": "test", "pools": ["openai"], "token": TOKEN}],
         }
         settings = parse_settings(doc, {})
@@ -245,6 +253,7 @@ class GatewayDriver(Driver):
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
         host, port = self.runner.addresses[0][:2]
         self.url = f"http://{host}:{port}/v1"
+        self.root = f"http://{host}:{port}/openai"
         self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
         self.keypool = self.runtime.pools["openai"]
 
@@ -254,7 +263,8 @@ class GatewayDriver(Driver):
 
     async def stream(self, path: str, body: Any, *, stop_after: int | None = None) -> Seen:
         got = b""
-        async with self.session.post(self.url + path, json=body) as r:
+        url = self.root + path if path.startswith("/v1beta") else self.url + path
+        async with self.session.post(url, json=body) as r:
             n = 0
             async for chunk in r.content.iter_any():
                 got += chunk
@@ -284,10 +294,12 @@ class LibraryDriver(Driver):
         self.name, self.factory, self.asynchronous = name, factory, asynchronous
 
     async def _open(self, base_url: str) -> None:
-        self.pool = await asyncio.to_thread(Pool.from_keys, self.secrets, base_url=base_url, strategy="round_robin")
+        self.pool = await asyncio.to_thread(
+            Pool.from_keys, self.secrets, base_url=base_url, strategy="round_robin", provider=self.provider
+        )
         self.keypool = self.pool.keypool
         self.client = self.factory(self.pool)
-        self.base = base_url
+        self.base = self.root = base_url
 
     async def send(self, path: str, body: Any) -> Seen:
         if self.asynchronous:

@@ -42,6 +42,7 @@ from keyrelay.core.pool import Lease
 from keyrelay.exceptions import NoKeyAvailable
 from keyrelay.providers import Usage
 from keyrelay.providers.base import rebase_url
+from keyrelay.providers.json_stream import JsonArrayScanner, first_verdict
 from keyrelay.providers.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.runtime import answers, redactor
@@ -125,8 +126,10 @@ class Exchange:
     """One client request over one pool: its attempts, and what each answer means."""
 
     __slots__ = (
+        "_array",
         "_base",
         "_buf",
+        "_scan",
         "_target",
         "attempts",
         "body_bytes",
@@ -171,6 +174,9 @@ class Exchange:
         self.up_headers: Mapping[str, str] = {}
         self.secrets: tuple[str, ...] = ()  # every key tried: kept out of what the caller sees
         self._buf = b""  # a stream's bytes before its first event
+        #: does this request ask for a streamed JSON array (Gemini's default stream)?
+        self._array = self.dialect.array_streams and self.dialect.json_array_stream(*_path_and_query(url))
+        self._scan: JsonArrayScanner | None = None  # that array's reader, once its head came
 
     # -- attempts --------------------------------------------------------------------------
     def start(self) -> Reply | None:
@@ -245,7 +251,10 @@ class Exchange:
         self.status, self.up_headers = status, headers
         ctype = self.ctype = headers.get("content-type", "")
         if status == 200 and ctype.startswith(_SSE):
-            self._buf = b""
+            self._buf, self._scan = b"", None
+            return PEEK
+        if status == 200 and self._array and "json" in ctype:
+            self._buf, self._scan = b"", JsonArrayScanner(self.dialect)
             return PEEK
         if status >= 400 or (200 <= status < 300 and (not ctype or "json" in ctype or ctype.startswith("text/"))):
             return READ
@@ -277,6 +286,8 @@ class Exchange:
         """A chunk of a stream's start (``b""``: it ended): :data:`MORE` (send the next), the
         :class:`Stream` to relay (its first event is fine), the caller's answer, or the next
         attempt (``None``: the first event was an error another key may not get)."""
+        if self._scan is not None:
+            return self._peek_array(chunk, self._scan)
         if chunk:
             buf = self._buf = self._buf + chunk if self._buf else chunk
             data = first_data(buf)
@@ -290,20 +301,49 @@ class Exchange:
             buf = self._buf
             verdict = _OK if buf else _EMPTY
         if verdict.outcome is Outcome.OK:
-            return Stream(self, buf, sse=True)
+            return Stream(self, buf, _SSE_KIND)
+        return self._stream_failed(verdict, first_data(buf) or b"")
+
+    def _peek_array(self, chunk: bytes, scan: JsonArrayScanner) -> Reply | Stream | Want | None:
+        """:meth:`peek` for a streamed JSON array: its first element decides."""
+        if chunk:
+            out = scan.feed(chunk)
+            if out:
+                self._buf += out
+            if scan.first is None and len(self._buf) + scan.held <= FIRST_EVENT_LIMIT:
+                return MORE
+        first = scan.first
+        if first is None:
+            verdict = _OK if self._buf or scan.held else _EMPTY
+        else:
+            verdict = first_verdict(self.dialect, first)
+        if verdict.outcome is Outcome.OK:
+            return Stream(self, self._buf, _ARRAY_KIND)
+        return self._stream_failed(verdict, first or b"")
+
+    def _stream_failed(self, verdict: Verdict, first: bytes) -> Reply | None:
+        """A stream whose first event said no: the next attempt, or the caller's error answer."""
         lease = self.lease
         assert lease is not None
         self._record(verdict)
         if self._retry(verdict):
             return None
-        status, ctype, failure = self.dialect.stream_failure(first_data(buf) or b"", (lease.secret,))
+        status, ctype, failure = self.dialect.stream_failure(first, (lease.secret,))
         headers = answer_headers(self.up_headers)
         headers["content-type"] = ctype
         return self._final(Reply(status, headers, redactor.current().data(failure)))
 
     def passthrough(self) -> Stream:
-        """An answer relayed as it comes (:data:`PASS`): counted as a success now."""
-        return Stream(self, b"", sse=False)
+        """An answer relayed as it comes (:data:`PASS`): counted as a success now. A redirect
+        elsewhere loses its ``Location`` (see :func:`_local_location`)."""
+        stream = Stream(self, b"", _PLAIN_KIND)
+        if 300 <= self.status < 400 and "location" in stream.headers:
+            where = _local_location(stream.headers["location"], self.url)
+            if where is None:
+                del stream.headers["location"]
+            else:
+                stream.headers["location"] = where
+        return stream
 
     def scrubbed(self, exc: BaseException) -> str | None:
         """The text of ``exc`` with no key in it, or ``None`` when it had none."""
@@ -312,63 +352,109 @@ class Exchange:
         return None if clean == text else clean
 
 
+_PLAIN_KIND, _SSE_KIND, _ARRAY_KIND = 0, 1, 2
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return scheme.lower() + "://" + rest.partition("/")[0].partition("?")[0].lower()
+
+
+def _local_location(location: str, url: str) -> str | None:
+    """Where an upstream's redirect may send the caller: a path on the same upstream, as a
+    relative reference; ``None`` for another host. A caller that followed it there would carry
+    credentials to a stranger — in library mode a pool key, since the SDK's follow-up request
+    comes back through the transport, which adds one (and a gateway caller, its keyrelay token)."""
+    if location.startswith("/") and not location.startswith("//"):
+        return location
+    if "://" in location and _origin(location) == _origin(url):
+        rest = location.partition("://")[2]
+        return "/" + rest.partition("/")[2] if "/" in rest else "/"
+    return None
+
+
+def _path_and_query(url: str) -> tuple[str, str]:
+    rest = url.partition("://")[2] or url
+    path, _, query = ("/" + rest.partition("/")[2]).partition("?")
+    return path, query
+
+
 class Stream:
     """An answer relayed as it arrives, after its first event was found fine (or a body passed
     through). The driver sends :attr:`status`, :attr:`headers` and :attr:`first`, then each
     upstream chunk through :meth:`chunk`, and at the end what :meth:`end` or :meth:`cut` return;
-    :meth:`gone` when the caller hung up. The outcome is recorded once, at the end."""
+    :meth:`gone` when the caller hung up. The outcome is recorded once, at the end.
 
-    __slots__ = ("_before", "_ex", "_guard", "_last", "_lease", "_scanner", "_sse", "first", "headers", "status")
+    Three kinds: an SSE stream (keys kept out of in-band error events, usage scanned, its end
+    event watched), a streamed JSON array (Gemini: whole elements only, the latest usage, closed
+    with an error element when cut) and a body passed through as it is."""
 
-    def __init__(self, ex: Exchange, first: bytes, *, sse: bool) -> None:
+    __slots__ = (
+        "_array", "_before", "_ex", "_guard", "_kind", "_last", "_lease", "_scanner", "first", "headers", "status",
+    )
+
+    def __init__(self, ex: Exchange, first: bytes, kind: int) -> None:
         lease = ex.lease
         assert lease is not None
         self._ex = ex
         self._lease: Lease | None = lease
+        self._kind = kind
         self.status = ex.status
         self.headers = ex._marked(answer_headers(ex.up_headers), lease.key_id)
-        self._sse = sse
         self._before, self._last = b"", first
+        self._guard = StreamGuard()  # keys out of in-band error events after the first byte
+        self._scanner: UsageScanner | None = None
+        self._array = ex._scan if kind == _ARRAY_KIND else None
         ex.attempts.first_byte = time.perf_counter()
-        if sse:
-            self._guard = StreamGuard()  # keys out of in-band error events after the first byte
-            self._scanner: UsageScanner | None = UsageScanner(ex.dialect)
+        if kind == _SSE_KIND:
+            self._scanner = UsageScanner(ex.dialect)
             self._scanner.feed(first)
             self.first = self._guard.pass_(first)
+        elif kind == _ARRAY_KIND:  # whole elements only (json_stream.py): a key is never split
+            self.first = redactor.current().data(first) if b"error" in first else first
         else:
-            self._scanner = None
             self.first = first
             ex._record(Verdict.ok(ex.status))
             self._lease = None
 
     def chunk(self, data: bytes) -> bytes:
         """What of an upstream chunk the caller gets now."""
-        if not self._sse:
+        if self._kind == _SSE_KIND:
+            self._before, self._last = self._last, data
+            scanner = self._scanner
+            if scanner is not None and scanner.wants(data):
+                scanner.feed(data)
+            guard = self._guard
+            if guard.held or not data.endswith(b"\n\n") or b"error" in data:
+                return guard.pass_(data)
             return data
-        self._before, self._last = self._last, data
-        scanner = self._scanner
-        if scanner is not None and scanner.wants(data):
-            scanner.feed(data)
-        guard = self._guard
-        if guard.held or not data.endswith(b"\n\n") or b"error" in data:
-            return guard.pass_(data)
+        if self._array is not None:
+            out = self._array.feed(data)
+            return redactor.current().data(out) if b"error" in out else out
         return data
 
     def end(self) -> bytes:
-        """The upstream ended the answer: what is left to send; a success recorded."""
+        """The upstream ended the answer: what is left to send; a success recorded (a JSON array
+        that never closed was cut: its error element goes out and the key's fault is recorded)."""
+        if self._array is not None and not self._array.ended():
+            return self.cut(EOFError("the array never closed"))
         self._finish(_OK)
-        return self._guard.rest() if self._sse else b""
+        return self._guard.rest() if self._kind == _SSE_KIND else b""
 
     def cut(self, exc: BaseException) -> bytes:
         """The upstream broke the answer off (or stalled): too late to fail over. What is left to
         send, ending with the dialect's error frame; the key's upstream fault recorded."""
         self._finish(Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut"))
-        if not self._sse:
-            return b""
-        return self._guard.rest() + self._ex.dialect.stream_cut_event()
+        if self._kind == _SSE_KIND:
+            return self._guard.rest() + self._ex.dialect.stream_cut_event()
+        if self._array is not None:
+            return self._array.cut_tail()
+        return b""
 
     def delivered(self) -> bool:
         """Did the caller get the stream's last event? (Then its hanging up costs nothing.)"""
+        if self._array is not None:
+            return self._array.ended()
         return stream_ended(self._before, self._last) or self._ex.dialect.stream_end in self._last
 
     def gone(self) -> bool:
@@ -386,5 +472,7 @@ class Stream:
     def _finish(self, verdict: Verdict) -> None:
         if self._lease is not None:
             self._lease = None
-            scanner = self._scanner
-            self._ex._record(verdict, scanner.usage if scanner is not None else None)
+            usage = self._scanner.usage if self._scanner is not None else None
+            if self._array is not None:
+                usage = self._array.usage
+            self._ex._record(verdict, usage)
