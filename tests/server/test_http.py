@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from keyrelay.server.http import USER_AGENT, forward_request_headers, join_upstream, response_headers
+from keyrelay.runtime.flow import answer_headers
+from keyrelay.server.http import USER_AGENT, forward_request_headers, join_upstream
 
 
 @pytest.mark.parametrize("name", ["Authorization", "authorization", "AUTHORIZATION", "api-key", "X-Api-Key", "Cookie"])
@@ -32,7 +33,7 @@ def test_our_user_agent_only_when_the_client_sent_none() -> None:
 def test_hop_by_hop_and_recomputed_answer_headers_are_dropped() -> None:
     up = CIMultiDict([("Content-Type", "application/json"), ("Content-Length", "9"), ("Connection", "keep-alive"),
                       ("Set-Cookie", "__cf_bm=x"), ("x-request-id", "req_1"), ("openai-processing-ms", "12")])
-    assert response_headers(up) == {"Content-Type": "application/json", "x-request-id": "req_1", "openai-processing-ms": "12"}
+    assert answer_headers(up) == {"content-type": "application/json", "x-request-id": "req_1", "openai-processing-ms": "12"}
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ import enum
 import time
 from collections.abc import Callable, Mapping
 
-from keyrelay.core.headers import is_debug
+from keyrelay.core.headers import VISIBLE, visible_name
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
@@ -71,39 +71,19 @@ _EMPTY = Verdict(Outcome.UPSTREAM_FAULT, 200, message="empty stream", reason="em
 _GONE = Verdict(Outcome.CLIENT_GONE)
 _JSON = "application/json"
 
-#: answer headers never passed back: hop-by-hop, recomputed by the driver (length, encoding:
-#: the body the caller gets is the one we read), or no business of the caller's
-_DROP_ANSWER = frozenset(
-    {
-        "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "set-cookie",
-        "server", "date", "proxy-authenticate", "upgrade", "alt-svc",
-    }
-)
-#: a header name as sent → its lower-case form when a caller may see it, "" when not
-_NAME_MEMO: dict[str, str] = {}
-
-
-def _learn(name: str) -> str:
-    if len(_NAME_MEMO) >= 4096:
-        _NAME_MEMO.clear()
-    lk = name.lower()
-    out = _NAME_MEMO[name] = "" if lk in _DROP_ANSWER or is_debug(lk) else lk
-    return out
-
-
 def answer_headers(upstream: Mapping[str, str]) -> dict[str, str]:
     """The upstream's answer headers a caller may see, by lower-case name: hop-by-hop,
     debugging-only and credential headers dropped (``core/headers.py``), every value kept
     redacted of the pools' keys (``WWW-Authenticate`` may name the key; a value seen clean
     before costs a dict lookup)."""
     out = {}
-    known = _NAME_MEMO.get
+    known = VISIBLE.get
     r = redactor.current()
     clean, seen = r.value, r.memo
     for k, v in upstream.items():
         name = known(k)
         if name is None:
-            name = _learn(k)
+            name = visible_name(k)
         if name:
             out[name] = v if v in seen else clean(v)
     return out

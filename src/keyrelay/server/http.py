@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-import orjson
 from aiohttp import web
 
 from keyrelay import __version__
-from keyrelay.core.headers import DEBUG_PREFIXES, DEBUG_RESPONSE
 from keyrelay.providers.base import Dialect, strip_query_param
-from keyrelay.runtime import redactor
+from keyrelay.runtime.answers import local_error
 
 __all__ = [
     "FORWARDED",
@@ -19,7 +17,6 @@ __all__ = [
     "forward_request_headers",
     "forwarder",
     "join_upstream",
-    "response_headers",
     "strip_query_param",
 ]
 
@@ -39,28 +36,6 @@ FORWARDED = frozenset(
         "anthropic-beta",
     }
 )
-
-#: Response headers never passed back (hop-by-hop, or recomputed by aiohttp).
-_DROP_RESPONSE = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "content-encoding",
-        "set-cookie",
-        "server",
-        "date",
-        "proxy-authenticate",
-        "upgrade",
-        "alt-svc",
-    }
-)
-# credentials echoed back and what only an upstream's debugging needs: shared with library mode
-_DROP_RESPONSE |= DEBUG_RESPONSE
-#: name prefixes of debugging-only response headers (dropped like ``_DROP_RESPONSE``)
-_DROP_PREFIXES = DEBUG_PREFIXES
-
 
 def join_upstream(base_url: str, rest: str, query: str) -> str:
     """``base_url`` + ``rest`` (+ ``?query``).
@@ -103,7 +78,6 @@ def _forward_test(lk: str) -> int:
 
 
 _FORWARD_MEMO, _forward_learn = _memo(_forward_test)
-_BACK_MEMO, _back_learn = _memo(lambda lk: _DROP if lk in _DROP_RESPONSE or lk.startswith(_DROP_PREFIXES) else _KEEP)
 
 
 def _forward_with(
@@ -154,23 +128,6 @@ def forwarder(dialect: Dialect) -> Callable[[Mapping[str, str]], dict[str, str]]
     return _forward_with(memo, learn)
 
 
-def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
-    """Upstream's answer headers minus hop-by-hop ones, those aiohttp computes again and
-    debugging-only ones; every value kept is redacted (``WWW-Authenticate`` may name the key;
-    values seen clean before cost a dict lookup: docs/design.md, "Secrets")."""
-    out = {}
-    known = _BACK_MEMO.get
-    r = redactor.current()
-    clean, seen = r.value, r.memo  # values seen clean before: one dict lookup, no call
-    for k, v in upstream.items():
-        keep = known(k)
-        if keep is None:
-            keep = _back_learn(k)
-        if keep:
-            out[k] = v if v in seen else clean(v)
-    return out
-
-
 def error_response(
     status: int,
     message: str,
@@ -182,10 +139,7 @@ def error_response(
 ) -> web.Response:
     """An error in the pool's dialect's shape; OpenAI's (``{"error": {"message", "type", "param",
     "code"}}``) when there is no pool."""
-    if dialect is None:
-        body = orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
-    else:
-        body = dialect.local_error(status, message, type_, code)
+    body = local_error(status, message, type_, code, dialect)
     h = dict(headers or {})
     if retry_after is not None:
         h["Retry-After"] = str(max(1, math.ceil(retry_after)))
