@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from keyrelay.config_paths import find_config, next_to, sqlite_path
 from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
-from keyrelay.exceptions import KeyrelayError
+from keyrelay.exceptions import ConfigError
 from keyrelay.providers import DIALECTS, default_base_url
 from keyrelay.providers.presets import PRESETS
 from keyrelay.stores.base import hash_token
@@ -59,15 +59,6 @@ __all__ = [
 
 DEFAULT_STORE_URL = "sqlite:///keyrelay.db"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-
-class ConfigError(KeyrelayError, ValueError):
-    """A configuration problem, naming the field at fault."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"{where}: {problem}")
-        self.where = where
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)

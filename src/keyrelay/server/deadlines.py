@@ -26,11 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Self
 
+from keyrelay.exceptions import ReadTimeout
+
 __all__ = ["Deadline", "ReadDeadlines", "ReadTimeout"]
-
-
-class ReadTimeout(asyncio.TimeoutError):
-    """The upstream sent nothing for the pool's ``read_timeout``."""
 
 
 class Deadline:

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keyrelay.exceptions import StoreError
+from keyrelay.exceptions import SecretMismatch, StoreError
 
 __all__ = [
     "MIN_SECRET_LENGTH",
@@ -55,10 +55,6 @@ log = logging.getLogger("keyrelay.store")
 
 MIN_SECRET_LENGTH = 32
 _SEALED = "v1."
-
-
-class SecretMismatch(StoreError):
-    """The store's keys were encrypted with another secret than the one given."""
 
 
 def new_secret() -> str:
