@@ -30,7 +30,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from keyrelay import __version__
 from keyrelay.config import MetricsSettings
 from keyrelay.core.model import KeyState
 from keyrelay.exceptions import StoreUnavailable
@@ -42,6 +41,7 @@ from keyrelay.server.auth import Tokens
 from keyrelay.server.http import error_response
 from keyrelay.server.metrics_share import SharedCounts
 from keyrelay.stores import hash_token
+from keyrelay.version import __version__
 
 __all__ = ["MetricsEndpoint", "merge", "token_role"]
 
