@@ -190,7 +190,7 @@ def console() -> Console:
     return c
 
 
-#: Above this many rows a table is aligned by hand: rich measures every cell (minutes for 100k keys).
+#: Above this many rows a table is aligned by hand: rich measures every cell, too slow for big pools.
 RICH_ROWS = 1000
 
 

@@ -197,8 +197,8 @@ class Checker:
         loop = asyncio.get_running_loop()
         spacing = 1.0 / policy.max_rate if pace and policy.max_rate > 0 else 0.0
         # Probes start in bursts of ``concurrency`` (the average rate stays ``max_rate``): probes
-        # that start together share the event loop's wake-ups, which costs ~3x less CPU per probe
-        # than starting them one by one.
+        # that start together share the event loop's wake-ups, which costs less CPU per probe
+        # than starting them one by one (docs/design.md, "The key checker").
         burst = spacing * policy.concurrency
         rows: list[CheckRow] = []
         it = iter(due)

@@ -136,7 +136,7 @@ class _Collector(Collector):
         eligible = GaugeMetricFamily("keyrelay_keys_eligible", "Keys that may take a request now, by pool.",
                                      labels=("pool",))
         for pool in self.runtime.pools.values():
-            counts = Counter(map(_STATE, pool.records()))  # C-level: ~10 ms for 100,000 keys
+            counts = Counter(map(_STATE, pool.records()))  # counted at C speed: big pools are scraped too
             for state in KeyState:
                 keys.add_metric([pool.name, state.value], counts.get(state, 0))
             eligible.add_metric([pool.name], pool.eligible_count())

@@ -13,8 +13,8 @@
   secret short of ~2^32 cipher instances. Stored as ``v1.<base64(nonce|ct|tag)>``.
 - **Lookups** use a keyed hash, BLAKE2b in its keyed (MAC) mode over ``pool NUL key``, 128
   bits: duplicates are found without decrypting anything, and the hash tells nothing to whoever
-  lacks the secret. (An HMAC would do the same job at three times the cost per key, which a
-  100,000-key import feels.)
+  lacks the secret. (An HMAC would do the same job at a higher cost per key, which a big
+  import feels: docs/design.md, "Secrets".)
 - Both keys are derived from the secret with HKDF-SHA256; a **fingerprint** (an HMAC of a
   constant) is stored with the data so a store opened with the wrong secret says so at once.
 - **Rotation** (``keyrelay keys rotate-secret``): a new key file is written next to the old one
