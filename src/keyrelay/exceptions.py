@@ -36,7 +36,8 @@ Outside this module, for reasons of layer:
   ``KeyrelayError`` s (exit codes 2 and 1); this module must not import click.
 - ``InvalidSecret`` (``core/masking.py``, a ``ValueError``): a key value that cannot be stored.
   ``core/`` sits below this module and imports nothing of keyrelay outside itself.
-- Private control-flow exceptions that never leave their module (``_Grew``, ``_Cut``) stay there.
+- Private control-flow exceptions, never raised to a caller (``_Grew`` in ``server/bodies.py``,
+  the fake upstream's ``_Cut``), stay where they are used.
 
 The old homes (``keyrelay.config.ConfigError``, ``keyrelay.migrate.MigrationMismatch``,
 ``keyrelay.stores.crypto.SecretMismatch``, ``keyrelay.server.bodies.*``,

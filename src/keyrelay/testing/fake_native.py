@@ -23,14 +23,14 @@ import orjson
 from aiohttp import web
 
 from keyrelay.testing.fake_openai import OpenAIEndpoints
-from keyrelay.testing.fake_server import _Ctx, _Cut
+from keyrelay.testing.fake_server import Ctx, _Cut
 from keyrelay.testing.key_specs import Behavior, Call
 
 __all__ = ["Answer", "NativeApi"]
 
 #: (status, JSON body, extra headers)
 Answer = tuple[int, bytes, dict[str, str]]
-Build = Callable[[_Ctx], Awaitable[web.StreamResponse]]
+Build = Callable[[Ctx], Awaitable[web.StreamResponse]]
 
 
 class NativeApi:
@@ -128,7 +128,7 @@ class NativeApi:
             return self.answer(self.overloaded() if fake._rng.random() < 0.5 else self.server_error())
         if b is Behavior.STREAM_CUT and not stream:
             raise _Cut
-        return await build(_Ctx(request, payload, stream, spec))
+        return await build(Ctx(request, payload, stream, spec))
 
     def json(self, body: Any, headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(body=orjson.dumps(body), headers=headers or {}, content_type="application/json")

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from keyrelay.testing.fake_server import FakeServer, Response, _Ctx
+from keyrelay.testing.fake_server import Ctx, FakeServer, Response
 from keyrelay.testing.openai_bodies import (
     _DONE,
     _EMBEDDING,
@@ -36,7 +36,7 @@ __all__ = ["OpenAIEndpoints"]
 class OpenAIEndpoints(FakeServer):
     """The answers of OpenAI's endpoints (the Azure fake serves them too)."""
 
-    def _usage(self, n_inputs: int, c: _Ctx | None = None) -> dict[str, int]:
+    def _usage(self, n_inputs: int, c: Ctx | None = None) -> dict[str, int]:
         """The usage of an answer; with ``c``, that answer carries it (``served`` counts it)."""
         p = 10 * n_inputs
         u = {"prompt_tokens": p, "completion_tokens": COMPLETION_TOKENS, "total_tokens": p + COMPLETION_TOKENS}
@@ -47,7 +47,7 @@ class OpenAIEndpoints(FakeServer):
     def _pieces(self) -> list[str]:
         return [_PIECES[i % len(_PIECES)] for i in range(self.stream_chunks)]
 
-    async def _chunked(self, c: _Ctx, base: dict[str, Any], choice: Callable[[int, str, bool], Any]) -> Response:
+    async def _chunked(self, c: Ctx, base: dict[str, Any], choice: Callable[[int, str, bool], Any]) -> Response:
         """Chat / legacy completion stream: one chunk per piece, the include_usage chunk, ``[DONE]``."""
         pieces, frames = self._pieces(), []
         with_usage = bool((c.payload.get("stream_options") or {}).get("include_usage"))
@@ -62,7 +62,7 @@ class OpenAIEndpoints(FakeServer):
         frames.append(_DONE)
         return await self._stream(c, frames, _sse(_STREAM_ERR) + _DONE)
 
-    async def _chat(self, c: _Ctx) -> Response:
+    async def _chat(self, c: Ctx) -> Response:
         model = c.payload.get("model", "gpt-4o-mini")
         base = {"id": f"chatcmpl-{next(self._ids)}", "created": int(time.time()), "model": model}
         if c.stream:
@@ -78,7 +78,7 @@ class OpenAIEndpoints(FakeServer):
         body = {**base, "object": "chat.completion", "choices": choices, "usage": usage}
         return self._json(200, orjson.dumps(body))
 
-    async def _completion(self, c: _Ctx) -> Response:
+    async def _completion(self, c: Ctx) -> Response:
         model = c.payload.get("model", "gpt-3.5-turbo-instruct")
         base = {"id": f"cmpl-{next(self._ids)}", "object": "text_completion", "created": int(time.time())}
         base["model"] = model
@@ -92,7 +92,7 @@ class OpenAIEndpoints(FakeServer):
         usage = self._usage(_count(c.payload.get("prompt")), c)
         return self._json(200, orjson.dumps({**base, "choices": choices, "usage": usage}))
 
-    async def _embeddings(self, c: _Ctx) -> Response:
+    async def _embeddings(self, c: Ctx) -> Response:
         n = _count(c.payload.get("input"))
         data = [{"object": "embedding", "index": i, "embedding": _EMBEDDING} for i in range(n)]
         body = {"object": "list", "data": data, "model": c.payload.get("model", "text-embedding-3-small")}
@@ -100,7 +100,7 @@ class OpenAIEndpoints(FakeServer):
         c.usage = {"prompt_tokens": 10 * n}
         return self._json(200, orjson.dumps(body))
 
-    async def _responses(self, c: _Ctx) -> Response:
+    async def _responses(self, c: Ctx) -> Response:
         u = self._usage(_count(c.payload.get("input")), c)
         rid, pieces = f"resp_{next(self._ids):016x}", self._pieces()
         part = {"type": "output_text", "text": "".join(pieces) if c.stream else _TEXT, "annotations": []}
@@ -121,24 +121,24 @@ class OpenAIEndpoints(FakeServer):
         error = {"type": "error", "code": "server_error", "message": message, "param": None, "sequence_number": 0}
         return await self._stream(c, frames, _sse(orjson.dumps(error), "error"))
 
-    async def _models(self, c: _Ctx) -> Response:
+    async def _models(self, c: Ctx) -> Response:
         return self._json(200, _MODELS)
 
-    async def _model(self, c: _Ctx) -> Response:
+    async def _model(self, c: Ctx) -> Response:
         body = {"id": c.request.match_info["model"], "object": "model", "created": 1715367049, "owned_by": "system"}
         return self._json(200, orjson.dumps(body))
 
-    async def _transcription(self, c: _Ctx) -> Response:
+    async def _transcription(self, c: Ctx) -> Response:
         data = c.payload.get("file")
         if not isinstance(data, bytes):
             return self._json(400, _NO_FILE)
         return self._json(200, orjson.dumps({"text": f"{len(data)} bytes received"}))
 
-    async def _speech(self, c: _Ctx) -> Response:
+    async def _speech(self, c: Ctx) -> Response:
         headers = {"x-request-id": f"req_{next(self._ids):024x}", **_OK_HEADERS}
         return web.Response(body=SPEECH_BYTES, headers=headers, content_type="audio/mpeg")
 
-    async def _file_upload(self, c: _Ctx) -> Response:
+    async def _file_upload(self, c: Ctx) -> Response:
         data = c.payload.get("file")
         if not isinstance(data, bytes):
             return self._json(400, _NO_FILE)
@@ -151,13 +151,13 @@ class OpenAIEndpoints(FakeServer):
     def _no_file(self, fid: str) -> web.Response:
         return self._json(404, _err(f"No such File object: {fid}", "invalid_request_error", None, "id"))
 
-    async def _file_delete(self, c: _Ctx) -> Response:
+    async def _file_delete(self, c: Ctx) -> Response:
         fid = c.request.match_info["file_id"]
         if self.files.pop(fid, None) is None:
             return self._no_file(fid)
         return self._json(200, orjson.dumps({"id": fid, "object": "file", "deleted": True}))
 
-    async def _file_content(self, c: _Ctx) -> Response:
+    async def _file_content(self, c: Ctx) -> Response:
         fid = c.request.match_info["file_id"]
         if fid not in self.files:
             return self._no_file(fid)

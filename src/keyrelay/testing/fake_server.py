@@ -41,7 +41,7 @@ from keyrelay.testing.openai_bodies import (
     read_multipart,
 )
 
-__all__ = ["FakeServer", "Response", "Served"]
+__all__ = ["Ctx", "FakeServer", "Response", "Served"]
 
 _NO_MODEL = "no-such-model"
 
@@ -62,7 +62,9 @@ class _Cut(Exception):
 
 
 @dataclass(slots=True)
-class _Ctx:
+class Ctx:
+    """One request on its way to an endpoint: its payload and the key's behaviour."""
+
     request: web.Request
     payload: dict[str, Any]
     stream: bool
@@ -86,7 +88,6 @@ class Served:
 class FakeServer:
     """What every fake API shares (see :class:`~keyrelay.testing.FakeUpstream` for the
     parameters); :meth:`install` adds the routes."""
-
 
     def __init__(
         self,
@@ -169,10 +170,10 @@ class FakeServer:
     # ------------------------------------------------------------------ the common path
 
     def _route(
-        self, build: Callable[[_Ctx], Awaitable[Response]], kind: str
+        self, build: Callable[[Ctx], Awaitable[Response]], kind: str
     ) -> Callable[[web.Request], Awaitable[Response]]:
         async def handler(request: web.Request) -> Response:
-            ctx: list[_Ctx] = []
+            ctx: list[Ctx] = []
             try:
                 resp = await self._serve(request, build, kind, ctx)
             except _Cut:
@@ -201,7 +202,7 @@ class FakeServer:
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
     async def _serve(
-        self, request: web.Request, build: Callable[[_Ctx], Awaitable[Response]], kind: str, ctx: list[_Ctx]
+        self, request: web.Request, build: Callable[[Ctx], Awaitable[Response]], kind: str, ctx: list[Ctx]
     ) -> Response:
         auth = request.headers.get("Authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
@@ -259,10 +260,10 @@ class FakeServer:
             return self._json(500, _SERVER)
         elif b is Behavior.STREAM_CUT and not stream:
             raise _Cut
-        ctx.append(_Ctx(request, payload, stream, spec))
+        ctx.append(Ctx(request, payload, stream, spec))
         return await build(ctx[0])
 
-    async def _stream(self, c: _Ctx, frames: list[bytes], error: bytes) -> Response:
+    async def _stream(self, c: Ctx, frames: list[bytes], error: bytes) -> Response:
         resp = web.StreamResponse(headers={"x-request-id": f"req_{next(self._ids):024x}"} | _OK_HEADERS | _SSE_HEADERS)
         await resp.prepare(c.request)
         if c.spec.behavior is Behavior.STREAM_ERROR:
