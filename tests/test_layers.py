@@ -49,8 +49,6 @@ KNOWN: dict[tuple[str, str], str] = {
     "import it from keyrelay.version (server/http.py is the lead's)",
 }
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"keyrelay.runtime.attempts", "keyrelay.runtime.pool"}): "pool.py imports attempts.py in a "
-    "function and under TYPE_CHECKING, attempts.py imports pool.py (the lead's relay-loop rewrite)",
     frozenset({"keyrelay.client.lease", "keyrelay.client.pool"}): "lease.py names pool.py's Pool under "
     "TYPE_CHECKING (client/ is the lead's)",
     frozenset({"keyrelay.server.health", "keyrelay.server.proxy"}): "health.py names proxy.py's types under "
