@@ -3,11 +3,14 @@ import cycle, and library mode (``client/``) imports nothing of the gateway (``s
 
 Layers, low → high (a module may import its own layer and those below)::
 
-    core · providers · exceptions, config_paths, coredump, version · stores · config, config_schema, config_ops, migrate
-    · runtime · logs · server, client · cli · the package root (__init__, __main__), testing
+    core · providers · exceptions, config_paths, coredump, version · stores
+    · config, config_schema, config_ops, migrate · runtime · logs · server, client · cli
+    · the package root (__init__, __main__), testing
 
-Module-level imports are the rule. Imports inside functions (deferred, often to keep start-up
-light) and under ``TYPE_CHECKING`` are held to the same layer order, but may close a cycle.
+Module-level imports are checked first. Imports inside functions (deferred, often to keep
+start-up light) and under ``TYPE_CHECKING`` are checked by tests of their own: they do not fail
+at import time, but they still tie two modules together. Known exceptions are listed below,
+each with its reason.
 """
 
 from __future__ import annotations
