@@ -22,8 +22,8 @@ REVOKED = ProbeResult(ProbeKind.INVALID, "models", "invalid api key", 401, "inva
 UNKNOWN = ProbeResult(ProbeKind.UNKNOWN, "billing", "endpoint not found", 404)
 
 
-def rec(state: KeyState, until: float = 0.0, reason: str = "earlier") -> KeyRecord:
-    return KeyRecord("k1", "main", "sk-test-0123456789abcdefghij", state, reason, SINCE, until, version=7)
+def rec(state: KeyState, until: float = 0.0, reason: str = "earlier", key_id: str = "k1") -> KeyRecord:
+    return KeyRecord(key_id, "main", "sk-test-0123456789abcdefghij", state, reason, SINCE, until, version=7)
 
 
 def moved(t: Transition | None) -> tuple[KeyState, KeyState, str] | None:

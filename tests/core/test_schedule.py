@@ -6,23 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from core.test_on_probe import NOW, OK_FUNDS, POLICY, SINCE, UNKNOWN, A, C, D, E, I, rec
 from keyrelay.core.machine import ProbeKind, ProbeResult
-from keyrelay.core.model import KeyRecord, KeyState
 from keyrelay.core.policy import CheckerPolicy, next_reset
 from keyrelay.core.schedule import Schedule
-
-NOW = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
-SINCE = NOW - 7 * 3600.0
-POLICY = CheckerPolicy()  # exhausted every 6 h, invalid every 24 h
-A, C, E, I, D = KeyState.ACTIVE, KeyState.COOLING, KeyState.EXHAUSTED, KeyState.INVALID, KeyState.DISABLED
-
-OK_FUNDS = ProbeResult(ProbeKind.OK, "balance", "balance left", 200, balance=4.0, currency="CNY", funds=True)
-UNKNOWN = ProbeResult(ProbeKind.UNKNOWN, "billing", "endpoint not found", 404)
-
-
-def rec(state: KeyState, until: float = 0.0, reason: str = "earlier", key_id: str = "k1") -> KeyRecord:
-    return KeyRecord(key_id, "main", "sk-test-0123456789abcdefghij", state, reason, SINCE, until, version=7)
-
 
 # -- the schedule ------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from keyrelay.testing.fake_openai import OpenAIEndpoints
 from keyrelay.testing.fake_server import Ctx, _Cut
-from keyrelay.testing.key_specs import Behavior, Call
+from keyrelay.testing.key_specs import Behavior
 
 __all__ = ["Answer", "NativeApi"]
 
@@ -99,11 +99,7 @@ class NativeApi:
                 bad = True
             bad = bad or not isinstance(payload, dict)
         stream = not bad and self.is_stream(request, payload)
-        if fake.record_calls:
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            fake.calls.append(Call(key, request.method, request.path_qs, headers, time.monotonic(), stream, raw))
-        if fake.latency:
-            await asyncio.sleep(fake.latency)
+        await fake._received(request, key, request.path_qs, stream, raw)
         spec = fake._keys.get(key, fake._default) if key else None
         if spec is None or spec.behavior in (Behavior.INVALID, Behavior.DEACTIVATED):
             return self.answer(self.invalid(key))

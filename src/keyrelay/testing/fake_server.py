@@ -197,6 +197,14 @@ class FakeServer:
             s.prompt_tokens += usage.get("prompt_tokens", 0)
             s.completion_tokens += usage.get("completion_tokens", 0)
 
+    async def _received(self, request: web.Request, key: str | None, path: str, stream: bool, raw: bytes) -> None:
+        """Every API's first step once a request is read: record the call, wait the latency."""
+        if self.record_calls:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            self.calls.append(Call(key, request.method, path, headers, time.monotonic(), stream, raw))
+        if self.latency:
+            await asyncio.sleep(self.latency)
+
     def _json(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> web.Response:
         headers = {"x-request-id": f"req_{next(self._ids):024x}", **(extra if extra is not None else _OK_HEADERS)}
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
@@ -218,11 +226,7 @@ class FakeServer:
             bad = not request.content_type.startswith("multipart/")
             payload = {} if bad else await read_multipart(request)
         stream = not bad and payload.get("stream") is True
-        if self.record_calls:
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            self.calls.append(Call(key, request.method, request.path, headers, time.monotonic(), stream, raw))
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        await self._received(request, key, request.path, stream, raw)
 
         spec = self._keys.get(key, self._default) if key else None
         if spec is None or spec.behavior is Behavior.INVALID:
