@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from keyrelay.core.model import KeyRecord, KeyState, Outcome, Verdict
+from keyrelay.version import __version__
 
 if TYPE_CHECKING:
     from keyrelay.client import (
@@ -37,7 +38,6 @@ __all__ = [
     "legacy_httpx_client",
 ]
 
-__version__ = "0.1.0"
 
 _LAZY = {
     "Pool": "keyrelay.client",

@@ -23,19 +23,32 @@ Environment overrides (all optional):
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from keyrelay.config_ops import parse_alerts
 from keyrelay.config_paths import find_config, next_to, sqlite_path
+from keyrelay.config_schema import (
+    ALERT_EVENTS,
+    DEFAULT_BASE_URL,
+    DEFAULT_STORE_URL,
+    AlertSettings,
+    MetricsSettings,
+    PoolSettings,
+    ServerSettings,
+    Settings,
+    TokenSettings,
+    check_url,
+    frozen,
+    table,
+)
 from keyrelay.core.policy import CheckerPolicy, CoolingPolicy, RetryPolicy
 from keyrelay.core.selection import STRATEGIES
-from keyrelay.exceptions import KeyrelayError
+from keyrelay.exceptions import ConfigError
 from keyrelay.providers import DIALECTS, default_base_url
 from keyrelay.providers.presets import PRESETS
 from keyrelay.stores.base import hash_token
@@ -43,6 +56,7 @@ from keyrelay.stores.crypto import MIN_SECRET_LENGTH, SecretSource
 
 __all__ = [
     "ALERT_EVENTS",
+    "DEFAULT_BASE_URL",
     "DEFAULT_STORE_URL",
     "AlertSettings",
     "ConfigError",
@@ -57,197 +71,6 @@ __all__ = [
     "sqlite_path",
 ]
 
-DEFAULT_STORE_URL = "sqlite:///keyrelay.db"
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-
-class ConfigError(KeyrelayError, ValueError):
-    """A configuration problem, naming the field at fault."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"{where}: {problem}")
-        self.where = where
-        self.problem = problem
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8787
-    log_level: str = "info"
-    #: refresh interval of the in-memory pool from the store (seconds)
-    sync_interval: float = 0.5
-    #: how often batched counters are written (seconds)
-    flush_interval: float = 1.0
-    #: upper bound on concurrent upstream connections (all pools)
-    max_connections: int = 1000
-    #: gateway processes sharing the port and the store (``keyrelay serve --workers``)
-    workers: int = 1
-    # -- limits on clients (server/connections.py, server/bodies.py) --
-    #: open client connections at most (each beyond gets 503); lowered to fit the fd limit
-    max_client_connections: int = 10000
-    #: seconds a connection has to send a whole request head (from its first byte, or its opening)
-    header_timeout: float = 10.0
-    #: seconds an idle keep-alive connection stays open
-    keepalive_timeout: float = 75.0
-    #: bytes of one request head (request line and headers) at most: 431 beyond
-    max_header_bytes: int = 32768
-    #: header lines of one request at most; bytes of the request line or of one header line at most
-    max_headers: int = 100
-    max_line_size: int = 8190
-    #: seconds a request body may stall; after that long, bytes a second it must average
-    body_timeout: float = 30.0
-    body_min_rate: float = 10240.0
-    #: bytes held by request bodies still arriving, all requests together: 503 beyond
-    max_body_memory: int = 268435456
-    #: unknown tokens a client address may send in a row; then 429 until it slows to
-    #: ``auth_failure_rate`` a second (0 turns throttling off)
-    auth_failure_burst: int = 20
-    auth_failure_rate: float = 1.0
-    #: ``/readyz`` (pools and eligible keys) answers without a token
-    readyz_public: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class PoolSettings:
-    name: str
-    provider: str = "openai"
-    base_url: str = DEFAULT_BASE_URL
-    strategy: str = "random"
-    default: bool = False
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    cooling: CoolingPolicy = field(default_factory=CoolingPolicy)
-    checker: CheckerPolicy = field(default_factory=CheckerPolicy)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenSettings:
-    """A client token declared in the config file (tokens can also live in the store)."""
-
-    name: str
-    pools: tuple[str, ...]
-    token_hash: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsSettings:
-    """``[metrics]``: the Prometheus endpoint ``GET /metrics`` (server/metrics.py)."""
-
-    enabled: bool = True
-    #: answer only a bearer admin token (401 without a token, 403 for a client token)
-    require_admin: bool = False
-
-
-#: what ``[[alerts]] on`` may name
-ALERT_EVENTS = ("key_retired", "pool_low", "guard_tripped")
-
-
-@dataclass(frozen=True, slots=True)
-class AlertSettings:
-    """One ``[[alerts]]`` webhook (alerts.py); parsed by config_ops.py."""
-
-    url: str = field(repr=False)  # a Slack webhook URL is a secret: never logged whole
-    kind: str = "json"  # json | slack
-    on: tuple[str, ...] = ALERT_EVENTS
-    pools: tuple[str, ...] = ()  # empty: every pool
-    threshold: int = 1  # pool_low: fewer eligible keys than this
-    timeout: float = 5.0  # seconds per delivery attempt
-    retries: int = 4  # further attempts after a failed one (backoff 1, 2, 4, 8 s …)
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    server: ServerSettings = field(default_factory=ServerSettings)
-    store_url: str = DEFAULT_STORE_URL
-    pools: tuple[PoolSettings, ...] = (PoolSettings("openai", default=True),)
-    tokens: tuple[TokenSettings, ...] = ()
-    source: str = ""
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    alerts: tuple[AlertSettings, ...] = ()
-    #: where the secret that encrypts the store's keys comes from
-    secret: SecretSource = field(default_factory=SecretSource)
-
-    @property
-    def default_pool(self) -> PoolSettings:
-        for p in self.pools:
-            if p.default:
-                return p
-        return self.pools[0]
-
-    def pool(self, name: str) -> PoolSettings:
-        for p in self.pools:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
-
-# -- parsing helpers -----------------------------------------------------------------------
-
-
-def _table(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    v = doc.get(key, {})
-    if not isinstance(v, dict):
-        raise ConfigError(where, "must be a table")
-    return v
-
-
-def _frozen(cls: type, raw: Mapping[str, Any], where: str, **extra: Any) -> Any:
-    """Build a frozen dataclass from a table, checking names and types of every field."""
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = dict(extra)
-    for k, v in raw.items():
-        if k not in known or k in extra:
-            raise ConfigError(f"{where}.{k}", f"unknown field (known: {', '.join(sorted(set(known) - set(extra)))})")
-        f = known[k]
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        kwargs[k] = _coerce(v, default, f"{where}.{k}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(where, str(exc)) from None
-
-
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ConfigError(where, f"expected true or false, got {value!r}")
-    if isinstance(default, int):
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(where, f"expected an integer, got {value!r}")  # never truncate 8080.5
-        try:
-            n = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(where, f"expected an integer, got {value!r}") from None
-        if n < 0:
-            raise ConfigError(where, f"must not be negative, got {n}")
-        return n
-    if isinstance(default, float):
-        if isinstance(value, bool):
-            raise ConfigError(where, f"expected a number, got {value!r}")
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(where, f"expected a number, got {value!r}") from None
-        if x < 0 or math.isnan(x):
-            raise ConfigError(where, f"must be a non-negative number, got {value!r}")
-        return x
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(where, f"expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _check_url(url: str, where: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(where, f"expected an http(s) URL, got {url!r}")
-    return url.rstrip("/")
-
-
 def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
     where = f"pools[{i}]"
     if not isinstance(raw, dict):
@@ -258,15 +81,15 @@ def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
         raise ConfigError(f"{where}.name", "required: letters, digits, '-' or '_'")
     if name in ("v1", "healthz", "readyz", "admin", "metrics"):
         raise ConfigError(f"{where}.name", f"{name!r} is reserved")
-    retry = _frozen(RetryPolicy, raw.pop("retry", {}), f"{where}.retry")
-    cooling = _frozen(CoolingPolicy, raw.pop("cooling", {}), f"{where}.cooling")
+    retry = frozen(RetryPolicy, raw.pop("retry", {}), f"{where}.retry")
+    cooling = frozen(CoolingPolicy, raw.pop("cooling", {}), f"{where}.cooling")
     preset = PRESETS.get(raw.get("provider", "openai")) if isinstance(raw.get("provider", ""), str) else None
     checker_raw = raw.pop("checker", {})
     if preset is not None and preset.balance_api and isinstance(checker_raw, dict):
         checker_raw = {"balance_api": preset.balance_api, **checker_raw}  # its balance endpoint (presets.py)
-    checker = _frozen(CheckerPolicy, checker_raw, f"{where}.checker")
+    checker = frozen(CheckerPolicy, checker_raw, f"{where}.checker")
     if checker.balance_base_url:
-        _check_url(checker.balance_base_url, f"{where}.checker.balance_base_url")
+        check_url(checker.balance_base_url, f"{where}.checker.balance_base_url")
     env_url = environ.get(f"KEYRELAY_POOL_{name.upper().replace('-', '_')}_BASE_URL")
     if env_url:
         raw["base_url"] = env_url
@@ -277,12 +100,12 @@ def _pool(raw: Any, i: int, environ: Mapping[str, str]) -> PoolSettings:
         raw["base_url"] = default_base_url(provider)
         if not raw["base_url"]:
             raise ConfigError(f"{where}.base_url", f"required for provider {provider!r} (e.g. https://<resource>.openai.azure.com)")
-    pool: PoolSettings = _frozen(PoolSettings, raw, where, name=name, retry=retry, cooling=cooling, checker=checker)
+    pool: PoolSettings = frozen(PoolSettings, raw, where, name=name, retry=retry, cooling=cooling, checker=checker)
     if pool.strategy not in STRATEGIES:
         raise ConfigError(
             f"{where}.strategy", f"unknown strategy {pool.strategy!r} (choose from {', '.join(STRATEGIES)})"
         )
-    _check_url(pool.base_url, f"{where}.base_url")
+    check_url(pool.base_url, f"{where}.base_url")
     return replace(pool, base_url=pool.base_url.rstrip("/"))
 
 
@@ -325,11 +148,11 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     for k in doc:
         if k not in known:
             raise ConfigError(k, f"unknown section (known: {', '.join(sorted(known))})")
-    server_raw = dict(_table(doc, "server", "server"))
+    server_raw = dict(table(doc, "server", "server"))
     for env, key in (("KEYRELAY_HOST", "host"), ("KEYRELAY_PORT", "port"), ("KEYRELAY_LOG_LEVEL", "log_level")):
         if environ.get(env):
             server_raw[key] = environ[env]
-    server: ServerSettings = _frozen(ServerSettings, server_raw, "server")
+    server: ServerSettings = frozen(ServerSettings, server_raw, "server")
     if not 0 < server.port < 65536:
         raise ConfigError("server.port", f"must be between 1 and 65535, got {server.port}")
     if server.workers < 1:
@@ -340,7 +163,7 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
             raise ConfigError(f"server.{name}", f"must be greater than 0, got {getattr(server, name)}")
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level", f"expected debug, info, warning or error, got {server.log_level!r}")
-    store = dict(_table(doc, "store", "store"))
+    store = dict(table(doc, "store", "store"))
     unknown = set(store) - {"url", "secret_file"}
     if unknown:
         raise ConfigError(f"store.{min(unknown)}", "unknown field (known: secret_file, url)")
@@ -366,9 +189,7 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
     if not isinstance(raw_tokens, list):
         raise ConfigError("tokens", "must be an array of tables ([[tokens]])")
     tokens = tuple(_token(t, i, set(names), environ) for i, t in enumerate(raw_tokens))
-    from keyrelay.config_ops import parse_alerts
-
-    metrics: MetricsSettings = _frozen(MetricsSettings, _table(doc, "metrics", "metrics"), "metrics")
+    metrics: MetricsSettings = frozen(MetricsSettings, table(doc, "metrics", "metrics"), "metrics")
     alerts = parse_alerts(doc.get("alerts", []), set(names), environ)
     secret = _secret(store.get("secret_file"), store_url, environ, source)
     return Settings(server, store_url, pools, tokens, source, metrics, alerts, secret)

@@ -1,7 +1,7 @@
 """Parsing of the operations sections of the config: ``[[alerts]]`` webhooks.
 
 Kept out of config.py so that file stays about the gateway itself. Every error is a
-:class:`~keyrelay.config.ConfigError` naming the field (``alerts[0].on: unknown event
+:class:`~keyrelay.exceptions.ConfigError` naming the field (``alerts[0].on: unknown event
 'key_died' (known: key_retired, pool_low, guard_tripped)``): the CLI prints it as one line and
 exits with code 2.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from keyrelay.config import ALERT_EVENTS, AlertSettings, ConfigError, _check_url, _coerce
+from keyrelay.config_schema import ALERT_EVENTS, AlertSettings, check_url, coerce
+from keyrelay.exceptions import ConfigError
 
 __all__ = ["parse_alerts"]
 
@@ -64,13 +65,13 @@ def _alert(raw: Any, i: int, pool_names: set[str], environ: Mapping[str, str]) -
         if p not in pool_names:
             raise ConfigError(f"{where}.pools", f"no pool named {p!r}")
     defaults = AlertSettings("")
-    threshold = _coerce(raw.get("threshold", defaults.threshold), defaults.threshold, f"{where}.threshold")
+    threshold = coerce(raw.get("threshold", defaults.threshold), defaults.threshold, f"{where}.threshold")
     if threshold < 1:
         raise ConfigError(f"{where}.threshold", "must be at least 1 (alert when fewer eligible keys remain)")
-    timeout = _coerce(raw.get("timeout", defaults.timeout), defaults.timeout, f"{where}.timeout")
+    timeout = coerce(raw.get("timeout", defaults.timeout), defaults.timeout, f"{where}.timeout")
     if timeout <= 0:
         raise ConfigError(f"{where}.timeout", "must be above 0 seconds")
-    retries = _coerce(raw.get("retries", defaults.retries), defaults.retries, f"{where}.retries")
+    retries = coerce(raw.get("retries", defaults.retries), defaults.retries, f"{where}.retries")
     if retries > 20:
         raise ConfigError(f"{where}.retries", f"at most 20, got {retries}")
     return AlertSettings(url, kind, tuple(dict.fromkeys(on)), tuple(pools), threshold, timeout, retries)
@@ -78,7 +79,7 @@ def _alert(raw: Any, i: int, pool_names: set[str], environ: Mapping[str, str]) -
 
 def _check_url_quietly(url: str, where: str) -> None:
     try:
-        _check_url(url, where)
+        check_url(url, where)
     except ConfigError:
         raise ConfigError(where, f"expected an http(s) URL, got {safe_url(url)!r}") from None
 

@@ -16,14 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from keyrelay.core.model import KeyRecord
-from keyrelay.exceptions import StoreError
+from keyrelay.exceptions import MigrationMismatch
 from keyrelay.stores.base import Store
 
 __all__ = ["MigrateReport", "MigrationMismatch", "migrate"]
-
-
-class MigrationMismatch(StoreError):
-    """The destination does not hold what was copied into it."""
 
 
 @dataclass(frozen=True, slots=True)

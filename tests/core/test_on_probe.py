@@ -22,8 +22,8 @@ REVOKED = ProbeResult(ProbeKind.INVALID, "models", "invalid api key", 401, "inva
 UNKNOWN = ProbeResult(ProbeKind.UNKNOWN, "billing", "endpoint not found", 404)
 
 
-def rec(state: KeyState, until: float = 0.0, reason: str = "earlier") -> KeyRecord:
-    return KeyRecord("k1", "main", "sk-test-0123456789abcdefghij", state, reason, SINCE, until, version=7)
+def rec(state: KeyState, until: float = 0.0, reason: str = "earlier", key_id: str = "k1") -> KeyRecord:
+    return KeyRecord(key_id, "main", "sk-test-0123456789abcdefghij", state, reason, SINCE, until, version=7)
 
 
 def moved(t: Transition | None) -> tuple[KeyState, KeyState, str] | None:
@@ -236,46 +236,3 @@ def test_a_checker_policy_that_cannot_work_is_refused(kwargs: dict[str, object])
 
 def test_probes_given_as_a_list_are_kept_as_a_tuple_without_repeats() -> None:
     assert CheckerPolicy(probes=["billing", "models", "billing"]).probes == ("billing", "models")  # type: ignore[arg-type]
-
-
-# -- the schedule ------------------------------------------------------------------------------------
-
-
-def test_disabled_and_cooling_keys_are_never_due() -> None:
-    assert POLICY.due_at(rec(D), None, NOW) is None
-    assert POLICY.due_at(rec(C, until=NOW + 5), None, NOW) is None
-
-
-def test_an_active_key_is_due_now_until_probed_then_an_interval_later() -> None:
-    assert POLICY.due_at(rec(A), None, NOW) == NOW
-    assert POLICY.due_at(rec(A), (NOW + 60, 3), NOW) == NOW + 60  # any version: active keys keep their slot
-    assert POLICY.due_at(rec(C, until=NOW - 1), None, NOW) == NOW  # cooling over counts as active
-    assert CheckerPolicy(active_interval=0).due_at(rec(A), None, NOW) is None
-
-
-def test_an_exhausted_or_invalid_key_is_due_at_its_recheck_time() -> None:
-    assert POLICY.due_at(rec(E, until=NOW + 99), None, NOW) == NOW + 99
-    assert POLICY.due_at(rec(I, until=NOW + 77), None, NOW) == NOW + 77
-    assert POLICY.due_at(rec(E), None, NOW) == SINCE + 6 * 3600  # no recheck time stored
-    assert CheckerPolicy(invalid_interval=0).due_at(rec(I), None, NOW) is None
-
-
-def test_the_checkers_own_note_wins_while_nobody_changed_the_key() -> None:
-    assert POLICY.due_at(rec(E, until=NOW - 5), (NOW + 3600, 7), NOW) == NOW + 3600
-    assert POLICY.due_at(rec(E, until=NOW - 5), (NOW + 3600, 6), NOW) == NOW - 5  # changed since: the store's
-
-
-def test_a_configured_reset_brings_an_exhausted_key_due_sooner() -> None:
-    policy = CheckerPolicy(reset="daily")
-    r = rec(E, until=SINCE + 30 * 86400)
-
-    assert policy.due_at(r, None, NOW) == next_reset("daily", SINCE)
-
-
-def test_the_next_probe_follows_the_state_the_key_is_left_in() -> None:
-    assert POLICY.next_probe(rec(A), False, 0.0, NOW, 1.0) == NOW + 60
-    assert POLICY.next_probe(rec(A), False, 0.0, NOW, 1.1) == pytest.approx(NOW + 66)
-    assert POLICY.next_probe(rec(E, until=NOW + 500), True, 0.0, NOW, 1.0) == NOW + 500
-    assert POLICY.next_probe(rec(E, until=NOW - 1), False, NOW + 900, NOW, 1.0) == NOW + 900
-    assert POLICY.next_probe(rec(I, until=NOW - 1), False, 0.0, NOW, 1.0) == NOW + 86400
-    assert CheckerPolicy(active_interval=0).next_probe(rec(A), False, 0.0, NOW, 1.0) == float("inf")

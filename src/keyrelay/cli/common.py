@@ -25,7 +25,7 @@ from keyrelay.config import ConfigError, Settings, load_settings, sqlite_path
 from keyrelay.core.machine import effective_state
 from keyrelay.core.masking import InvalidSecret, mask, redact, validate_secret
 from keyrelay.core.model import Counters, Event, KeyRecord, KeyState
-from keyrelay.exceptions import StoreError
+from keyrelay.exceptions import KeyrelayError, StoreError
 from keyrelay.stores import SecretSource, Store, open_store
 
 __all__ = [
@@ -44,7 +44,7 @@ _TRAILING_COMMENT = re.compile(r"\s+#.*$")
 _KEY_ID = re.compile(r"k[0-9a-f]{11}")
 
 
-class CliError(click.ClickException):
+class CliError(KeyrelayError, click.ClickException):
     """An expected failure (bad input, unknown pool or id, no store): one ``keyrelay: …``
     line on stderr, no traceback, exit code 2."""
 
@@ -190,7 +190,7 @@ def console() -> Console:
     return c
 
 
-#: Above this many rows a table is aligned by hand: rich measures every cell (minutes for 100k keys).
+#: Above this many rows a table is aligned by hand: rich measures every cell, too slow for big pools.
 RICH_ROWS = 1000
 
 

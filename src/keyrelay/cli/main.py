@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from keyrelay import __version__
 from keyrelay.cli.check import check
 from keyrelay.cli.common import CliError, CliFailure, config_option, load, with_store
 from keyrelay.cli.demo import demo
@@ -27,6 +26,7 @@ from keyrelay.cli.store import store
 from keyrelay.cli.tokens import tokens
 from keyrelay.config import ConfigError, Settings
 from keyrelay.coredump import disable_core_dumps
+from keyrelay.version import __version__
 
 __all__ = ["cli", "main"]
 

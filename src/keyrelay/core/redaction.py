@@ -10,8 +10,8 @@ class finds the runs; most of a JSON error body or a log line is not in one). Sp
 by matching windows are merged and replaced: by the key's mask when the span is exactly one
 key (so ``sk-…AbCd`` still says which key), else by ``…``.
 
-Cost (docs/design.md, "Secrets"): building is ~12 µs per key (lazily, once per change of the
-key set); redacting costs ~70 ns per character in a run, nothing for text outside runs. It is
+Cost (figures: docs/design.md, "Secrets"): building is paid per key, lazily, once per change
+of the key set; redacting is paid per character in a run, nothing for text outside runs. It is
 meant for error bodies, headers, SSE error events, log lines and events, not 200 bodies.
 
 Pure: no I/O; the caller decides when the key set changed.

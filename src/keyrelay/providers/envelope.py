@@ -9,7 +9,7 @@ from typing import Any
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.providers.base import Rule
-from keyrelay.providers.openai import LONG_WAIT, match
+from keyrelay.providers.openai_rules import LONG_WAIT, match
 
 __all__ = ["error_or_text", "rule_verdict"]
 

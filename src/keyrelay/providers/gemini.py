@@ -29,7 +29,7 @@ from keyrelay.core.model import Verdict
 from keyrelay.providers.base import OneToken, Rule, Usage, chat_one_token
 from keyrelay.providers.envelope import error_or_text, rule_verdict
 from keyrelay.providers.google_status import google_code, google_retry_delay
-from keyrelay.providers.openai import _wait_in_message
+from keyrelay.providers.openai_rules import wait_in_message
 
 __all__ = ["RULES", "GeminiDialect"]
 
@@ -217,7 +217,7 @@ class GeminiDialect:
             if w is None and err:
                 w = google_retry_delay(err)
             if w is None and err:
-                w = _wait_in_message(_s(err.get("message")))  # "Please retry in 58.8s."
+                w = wait_in_message(_s(err.get("message")))  # "Please retry in 58.8s."
             return w
 
         return rule_verdict(status, eff, err, _code(err) if err else "", RULES, wait)

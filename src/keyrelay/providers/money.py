@@ -22,12 +22,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from keyrelay.core.machine import ProbeKind, ProbeResult
-from keyrelay.core.model import Outcome
 from keyrelay.core.policy import CheckerPolicy
 from keyrelay.providers.balance import BalanceProbe, balance_base_url
 from keyrelay.providers.base import Dialect
-from keyrelay.providers.probe_base import Probe, ProbeResponse
+from keyrelay.providers.probe_base import Probe, quota_answer
+from keyrelay.providers.probes import BillingProbe, CompletionProbe
 
 __all__ = ["BALANCE_HOSTS", "CHEAP_MODELS", "DEFAULT_CHEAP_MODEL", "money_probe", "quota_answer"]
 
@@ -67,8 +66,6 @@ def money_probe(
 ) -> Probe | None:
     """The probe to add for exhausted keys (see the module docstring), or ``None`` when the
     configured probes can already see money, or the pool opted out."""
-    from keyrelay.providers.probes import BillingProbe, CompletionProbe
-
     choice = policy.exhausted_probe
     if choice == "off" or any(p.name in ("balance", "billing", "completion") for p in configured):
         return None
@@ -83,13 +80,3 @@ def money_probe(
         return CompletionProbe(base_url, dialect, model)
     return None
 
-
-def quota_answer(probe: str, dialect: Dialect, resp: ProbeResponse, now: float) -> ProbeResult | None:
-    """An answer that says "no money" (429 ``insufficient_quota``, a spent credit balance) read
-    as *exhausted* — not as an "unexpected answer"; ``None`` for anything else."""
-    if resp.status < 400:
-        return None
-    v = dialect.classify(resp.status, resp.headers, resp.body, now)
-    if v.outcome is not Outcome.QUOTA_EXHAUSTED:
-        return None
-    return ProbeResult(ProbeKind.EXHAUSTED, probe, v.reason or "quota exhausted", resp.status, v.code, funds=True)

@@ -33,6 +33,7 @@ __all__ = [
     "json_doc",
     "listed",
     "number",
+    "quota_answer",
     "unknown",
 ]
 
@@ -137,3 +138,14 @@ def auth_failure(probe: str, dialect: Dialect, resp: ProbeResponse, now: float) 
     if v.reason == UNVERIFIED:
         return ProbeResult(INVALID, probe, "refused by the upstream (http 401)", resp.status, v.code)
     return None
+
+
+def quota_answer(probe: str, dialect: Dialect, resp: ProbeResponse, now: float) -> ProbeResult | None:
+    """An answer that says "no money" (429 ``insufficient_quota``, a spent credit balance) read
+    as *exhausted* — not as an "unexpected answer"; ``None`` for anything else."""
+    if resp.status < 400:
+        return None
+    v = dialect.classify(resp.status, resp.headers, resp.body, now)
+    if v.outcome is not Outcome.QUOTA_EXHAUSTED:
+        return None
+    return ProbeResult(ProbeKind.EXHAUSTED, probe, v.reason or "quota exhausted", resp.status, v.code, funds=True)

@@ -45,7 +45,6 @@ from keyrelay.core.model import Outcome
 from keyrelay.core.policy import CheckerPolicy
 from keyrelay.providers.balance import BALANCE_PATHS, BalanceProbe, balance_base_url
 from keyrelay.providers.base import Dialect
-from keyrelay.providers.money import quota_answer
 from keyrelay.providers.probe_base import (
     Probe,
     ProbeFlow,
@@ -57,6 +56,7 @@ from keyrelay.providers.probe_base import (
     json_doc,
     listed,
     number,
+    quota_answer,
     unknown,
 )
 

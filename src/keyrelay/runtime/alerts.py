@@ -33,12 +33,12 @@ from datetime import UTC, datetime
 import aiohttp
 import orjson
 
-from keyrelay import __version__
 from keyrelay.config import AlertSettings, Settings
 from keyrelay.config_ops import safe_url
 from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.telemetry import AlertEvent, Telemetry
 from keyrelay.stores.base import Store
+from keyrelay.version import __version__
 
 __all__ = ["Alerts", "body_of"]
 

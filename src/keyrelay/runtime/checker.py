@@ -1,7 +1,7 @@
 """The key checker: the seed's background job, grown up. It probes keys and moves them between
 states through the same path live traffic uses (state machine → transition → ``store.apply``
 with its version check → event). This module runs the sweeps (store locks, concurrency, rate
-cap, probes over HTTP, writing results); which keys are due, and when, is decided by each
+cap, writing results; one probe over HTTP: :mod:`keyrelay.runtime.probing`); which keys are due, and when, is decided by each
 pool's :class:`~keyrelay.core.schedule.Schedule` (``[pools.checker]``,
 :class:`~keyrelay.core.policy.CheckerPolicy`).
 
@@ -31,7 +31,6 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
 
 import aiohttp
 
@@ -39,93 +38,17 @@ from keyrelay.core.machine import ProbeKind, ProbeResult, combine_probes, effect
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Event, KeyRecord, KeyState, Transition
 from keyrelay.core.schedule import Schedule
-from keyrelay.providers.base import rebase_url
 from keyrelay.providers.money import money_probe
-from keyrelay.providers.probes import Probe, ProbeRequest, ProbeResponse, build_probes
+from keyrelay.providers.probes import Probe, build_probes
 from keyrelay.runtime.pool import KeyPool
+from keyrelay.runtime.probing import CheckRow, SweepReport, run_probe
 from keyrelay.stores.base import Store
-from keyrelay.stores.evidence import scrub_result
 
 __all__ = ["CheckRow", "Checker", "SweepReport", "run_probe"]
 
 log = logging.getLogger("keyrelay.runtime.checker")
 
-_NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-_MAX_BODY = 1 << 20
 _DECISIVE = (ProbeKind.INVALID, ProbeKind.EXHAUSTED)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckRow:
-    """What one sweep did to one key."""
-
-    key_id: str
-    pool: str
-    masked: str
-    before: KeyState
-    after: KeyState
-    result: ProbeResult
-    transition: Transition | None = None  # decided (written unless a dry run)
-    correlated: bool = False  # a take-out the correlated-failure guard refused
-
-    @property
-    def changed(self) -> bool:
-        return self.before is not self.after
-
-
-@dataclass(slots=True)
-class SweepReport:
-    pool: str
-    started: float
-    finished: float = 0.0
-    rows: list[CheckRow] = field(default_factory=list)
-    locked_out: bool = False  # another gateway holds the pool's sweep lock
-    dry_run: bool = False
-
-    @property
-    def changed(self) -> list[CheckRow]:
-        """Rows whose key changed state (or would have, in a dry run)."""
-        return [r for r in self.rows if r.changed]
-
-    @property
-    def unknown(self) -> int:
-        return sum(r.result.kind is ProbeKind.UNKNOWN for r in self.rows)
-
-
-async def run_probe(
-    session: aiohttp.ClientSession,
-    probe: Probe,
-    secret: str,
-    now: float,
-    timeout: float,
-    rebase: tuple[str, str | None] = ("", None),
-) -> ProbeResult:
-    """Drive one probe's flow over HTTP. Network errors and timeouts are *unknown*. ``rebase``:
-    (the pool's base URL, the key's own) when the key has one: its probes go there."""
-    flow = probe.flow(secret, now)
-    try:
-        req = next(flow)
-        while True:
-            try:
-                if rebase[1]:
-                    req = replace(req, url=rebase_url(req.url, rebase[0], rebase[1]))
-                resp = await _send(session, req, timeout)
-            except _NETWORK_ERRORS as exc:
-                flow.close()
-                return ProbeResult(ProbeKind.UNKNOWN, probe.name, "network error", message=type(exc).__name__)
-            req = flow.send(resp)
-    except StopIteration as stop:
-        result: ProbeResult = stop.value
-        return scrub_result(result, [secret])  # an upstream may echo the key: events, logs and `check` never show it
-
-
-async def _send(session: aiohttp.ClientSession, req: ProbeRequest, timeout: float) -> ProbeResponse:
-    async with session.request(
-        req.method, req.url, headers=dict(req.headers), data=req.body, timeout=aiohttp.ClientTimeout(total=timeout),
-        allow_redirects=False,
-    ) as resp:
-        body = await resp.content.read(_MAX_BODY)
-        return ProbeResponse(resp.status, body, {k.lower(): v for k, v in resp.headers.items()})
 
 
 class Checker:
@@ -274,8 +197,8 @@ class Checker:
         loop = asyncio.get_running_loop()
         spacing = 1.0 / policy.max_rate if pace and policy.max_rate > 0 else 0.0
         # Probes start in bursts of ``concurrency`` (the average rate stays ``max_rate``): probes
-        # that start together share the event loop's wake-ups, which costs ~3x less CPU per probe
-        # than starting them one by one.
+        # that start together share the event loop's wake-ups, which costs less CPU per probe
+        # than starting them one by one (docs/design.md, "The key checker").
         burst = spacing * policy.concurrency
         rows: list[CheckRow] = []
         it = iter(due)

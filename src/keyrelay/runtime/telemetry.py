@@ -101,7 +101,7 @@ class Telemetry:
             self.requests.clear()
             if not reqs:
                 return
-            # C-level counting (Counter over itemgetter/bisect maps): ~4x a Python loop per request
+            # C-level counting (Counter over itemgetter/bisect maps), not a Python loop per request
             for (pool, outcome, status), n in Counter(map(_REQUEST_KEY, reqs)).items():
                 key = (pool, outcome, str(status))
                 if key not in self.request_counts and len(self.request_counts) >= MAX_SERIES:

@@ -2,9 +2,8 @@
 
 The gateway answers every path itself (``/healthz``, else a pool's route), so it runs on
 aiohttp's low-level server (:class:`aiohttp.web.Server`) rather than on a
-:class:`~aiohttp.web.Application`: no router, no match info, no middleware chain per request.
-That layer cost about 4 % of a bare pass-through proxy's instructions per request
-(``bench/bench_instructions.py``), more than keyrelay's key choice itself.
+:class:`~aiohttp.web.Application`: no router, no match info, no middleware chain per request,
+a layer that was pure cost here (figures: docs/design.md, "Hot path").
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ __all__ = ["GatewayRunner", "run_server", "serve"]
 log = logging.getLogger("keyrelay.server")
 
 #: The collector's first generation is scanned every 700 new container objects by default,
-#: i.e. every few requests here; each request leaves no cycles behind (measured:
-#: bench/bench_instructions.py), so scan every 20,000 (a few MB at most) and keep the rest.
+#: i.e. every few requests here; a request leaves no cycles behind, so scan every 20,000
+#: (a few MB at most) and keep the rest.
 GC_THRESHOLDS = (20_000, 20, 20)
 
 

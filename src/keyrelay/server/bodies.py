@@ -22,32 +22,13 @@ import asyncio
 
 from aiohttp import web
 
+from keyrelay.exceptions import BodyTooLarge, BodyTooSlow, Busy, Closing, MalformedBody
 from keyrelay.providers.base import Dialect
 from keyrelay.server.http import error_response
 
 __all__ = ["REFUSALS", "BodyBudget", "BodyTooLarge", "BodyTooSlow", "Busy", "Closing", "MalformedBody", "read_body", "refusal"]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class Closing(Exception):
-    """The server is shutting down before the request body arrived whole."""
-
-
-class BodyTooLarge(Exception):
-    """Over the pool's ``max_body_bytes`` (or over the whole memory cap): 413."""
-
-
-class BodyTooSlow(Exception):
-    """Stalled, or slower than ``body_min_rate``: 408."""
-
-
-class Busy(Exception):
-    """The memory cap for bodies in flight is reached: 503."""
-
-
-class MalformedBody(Exception):
-    """Bad chunked framing, a body cut short…: 400."""
 
 
 class BodyBudget:

@@ -1,7 +1,7 @@
 """Upstream read timeouts, checked by one coarse ticker instead of a timer per read.
 
 aiohttp's ``sock_read`` timeout cancels and re-arms a loop timer on every chunk an upstream
-sends; on the gateway's hot path that cost about 2 % of its throughput (bench/bench_proxy.py).
+sends, a cost on the gateway's hot path (figures: docs/design.md, "Hot path").
 Here each attempt holds a :class:`Deadline` that the proxy pushes forward as bytes arrive
 (an attribute write), and one task looks every ``tick`` seconds for attempts whose upstream
 has been silent too long and cancels them. A read timeout so fires between ``timeout`` and
@@ -26,11 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Self
 
+from keyrelay.exceptions import ReadTimeout
+
 __all__ = ["Deadline", "ReadDeadlines", "ReadTimeout"]
-
-
-class ReadTimeout(asyncio.TimeoutError):
-    """The upstream sent nothing for the pool's ``read_timeout``."""
 
 
 class Deadline:

@@ -30,7 +30,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from keyrelay import __version__
 from keyrelay.config import MetricsSettings
 from keyrelay.core.model import KeyState
 from keyrelay.exceptions import StoreUnavailable
@@ -42,6 +41,7 @@ from keyrelay.server.auth import Tokens
 from keyrelay.server.http import error_response
 from keyrelay.server.metrics_share import SharedCounts
 from keyrelay.stores import hash_token
+from keyrelay.version import __version__
 
 __all__ = ["MetricsEndpoint", "merge", "token_role"]
 
@@ -136,7 +136,7 @@ class _Collector(Collector):
         eligible = GaugeMetricFamily("keyrelay_keys_eligible", "Keys that may take a request now, by pool.",
                                      labels=("pool",))
         for pool in self.runtime.pools.values():
-            counts = Counter(map(_STATE, pool.records()))  # C-level: ~10 ms for 100,000 keys
+            counts = Counter(map(_STATE, pool.records()))  # counted at C speed: big pools are scraped too
             for state in KeyState:
                 keys.add_metric([pool.name, state.value], counts.get(state, 0))
             eligible.add_metric([pool.name], pool.eligible_count())

@@ -8,11 +8,10 @@ upstream connections, all sharing the one store.
 - **Sockets.** By default every child listens on its own ``SO_REUSEPORT`` socket and the kernel
   spreads new connections over them (by a hash of the client's address and port). With
   ``reuse_port=False`` the parent listens on one socket that the children inherit and accept
-  from in turn. ``bench/bench_redis.py`` measures both: the same throughput within the noise
-  (keep-alive and a connection per request alike), but SO_REUSEPORT split the requests 50/50
-  every time (the shared socket 50-56 %) and varied less from run to run; and no new
-  connection wakes every worker. What the shared socket does better: a worker that dies takes
-  no queued, not yet accepted connection with it.
+  from in turn. ``bench/bench_redis.py`` compares them (figures: docs/design.md, "Several
+  gateways"): SO_REUSEPORT spreads the requests more evenly and no new connection wakes every
+  worker; what the shared socket does better: a worker that dies takes no queued, not yet
+  accepted connection with it.
 - **Signals.** SIGTERM or SIGINT to the parent is passed on to the children as SIGTERM: each
   finishes its in-flight requests and writes its counters, then the parent exits 0. A second
   signal, or children still running after ``grace`` seconds, get SIGKILL.

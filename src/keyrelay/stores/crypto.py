@@ -13,8 +13,8 @@
   secret short of ~2^32 cipher instances. Stored as ``v1.<base64(nonce|ct|tag)>``.
 - **Lookups** use a keyed hash, BLAKE2b in its keyed (MAC) mode over ``pool NUL key``, 128
   bits: duplicates are found without decrypting anything, and the hash tells nothing to whoever
-  lacks the secret. (An HMAC would do the same job at three times the cost per key, which a
-  100,000-key import feels.)
+  lacks the secret. (An HMAC would do the same job at a higher cost per key, which a big
+  import feels: docs/design.md, "Secrets".)
 - Both keys are derived from the secret with HKDF-SHA256; a **fingerprint** (an HMAC of a
   constant) is stored with the data so a store opened with the wrong secret says so at once.
 - **Rotation** (``keyrelay keys rotate-secret``): a new key file is written next to the old one
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keyrelay.exceptions import StoreError
+from keyrelay.exceptions import SecretMismatch, StoreError
 
 __all__ = [
     "MIN_SECRET_LENGTH",
@@ -55,10 +55,6 @@ log = logging.getLogger("keyrelay.store")
 
 MIN_SECRET_LENGTH = 32
 _SEALED = "v1."
-
-
-class SecretMismatch(StoreError):
-    """The store's keys were encrypted with another secret than the one given."""
 
 
 def new_secret() -> str:

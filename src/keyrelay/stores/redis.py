@@ -5,7 +5,8 @@ URL: anything redis-py's ``from_url`` reads, plus ``?prefix=NAME`` (default ``ke
 Redis key of the store starts with ``NAME:``, so several stores can share one database. The
 layout is in :mod:`keyrelay.stores.redis_keys`, the Lua scripts in
 :mod:`keyrelay.stores.redis_scripts`, error mapping and outage tracking in
-:mod:`keyrelay.stores.redis_health`. Plain hashes, sets, sorted sets, lists and EVALSHA only:
+:mod:`keyrelay.stores.redis_health`; client tokens and migration imports in
+:mod:`keyrelay.stores.redis_tokens`, event queries and usage in :mod:`keyrelay.stores.redis_usage`. Plain hashes, sets, sorted sets, lists and EVALSHA only:
 Redis ≥ 6 or Valkey, no modules; not Redis Cluster.
 
 - **Atomic transitions.** Every add, transition and removal is one Lua script: the version
@@ -36,8 +37,8 @@ import functools
 import json
 import logging
 import secrets as _secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -47,9 +48,10 @@ from redis.exceptions import RedisError
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.exceptions import StoreError, StoreLost
-from keyrelay.stores.base import COALESCE_WINDOW, AddResult, Changes, TokenRecord, key_id_for, refuse_import
+from keyrelay.stores.base import COALESCE_WINDOW, AddResult, Changes, key_id_for
 from keyrelay.stores.crypto import KeyCipher, SecretSource, key_ring
 from keyrelay.stores.evidence import scrub_event, scrub_transition
+from keyrelay.stores.redis_base import BATCH, READ_CHUNK, chunks, flat
 from keyrelay.stores.redis_health import Health, edge, watch
 from keyrelay.stores.redis_keys import (
     FIELDS,
@@ -58,7 +60,6 @@ from keyrelay.stores.redis_keys import (
     Names,
     event_json,
     event_of,
-    hash_of,
     num,
     pairs_of,
     record_of_hash,
@@ -67,6 +68,7 @@ from keyrelay.stores.redis_keys import (
 )
 from keyrelay.stores.redis_schema import open_schema, rotate
 from keyrelay.stores.redis_scripts import GUARDED, LOST, LUA
+from keyrelay.stores.redis_tokens import TokenMixin
 from keyrelay.stores.redis_usage import UsageMixin
 
 __all__ = ["RedisStore", "default_key_file"]
@@ -86,26 +88,7 @@ def default_key_file() -> str:
     return str(home / "redis.key")
 
 
-_R = TypeVar("_R")
-_BATCH = 1_000  # keys per Lua call (add, import, counters)
-_READ_CHUNK = 10_000  # keys (or events) per pipeline round trip
-
-
-def _chunks(seq: Sequence[_R], size: int) -> Iterator[Sequence[_R]]:
-    for i in range(0, len(seq), size):
-        yield seq[i:i + size]
-
-
-def _admin_of(row: Sequence[Any]) -> bool:
-    """A token's admin flag (layout 3; tokens written before it are client tokens)."""
-    return bool(row[6]) if len(row) > 6 else False
-
-
-def _flat(rows: Iterable[Iterable[object]]) -> list[object]:
-    return [x for row in rows for x in row]
-
-
-class RedisStore(UsageMixin):
+class RedisStore(UsageMixin, TokenMixin):
     """The Store protocol on Redis; also :meth:`watch` for instant change notifications."""
 
     max_events = MAX_EVENTS
@@ -180,9 +163,9 @@ class RedisStore(UsageMixin):
 
     async def _records(self, ids: Sequence[str]) -> list[KeyRecord]:
         out: list[KeyRecord] = []
-        for chunk in _chunks(ids, _READ_CHUNK):
+        for chunk in chunks(ids, READ_CHUNK):
             async with self._r.pipeline(transaction=False) as pipe:
-                for batch in _chunks(chunk, _BATCH):
+                for batch in chunks(chunk, BATCH):
                     await self._run("fetch", [self.names.key(k) for k in batch], FIELDS, client=pipe)
                 replies = await pipe.execute()
             # a key removed meanwhile comes back empty and is skipped
@@ -245,14 +228,14 @@ class RedisStore(UsageMixin):
         event_tail = json.dumps([pool, float(now), actor, "", "active", "added", ""])[1:]  # the script adds the id
         head_args = [pool, num(now), num(weight), label, MAX_EVENTS, MAX_KEY_EVENTS, n.channel, self.origin, event_tail]
         flags: list[bool] = []
-        for start in range(0, len(ids), _READ_CHUNK):  # a few MB per round trip: no socket write timeout
+        for start in range(0, len(ids), READ_CHUNK):  # a few MB per round trip: no socket write timeout
             async with self._r.pipeline(transaction=False) as pipe:
-                for lo in range(start, min(start + _READ_CHUNK, len(ids)), _BATCH):
+                for lo in range(start, min(start + READ_CHUNK, len(ids)), BATCH):
                     batch = [
                         (k, cipher.seal(k, s), cipher.lookup(pool, s))
-                        for k, s in zip(ids[lo:lo + _BATCH], secrets[lo:lo + _BATCH])
+                        for k, s in zip(ids[lo:lo + BATCH], secrets[lo:lo + BATCH])
                     ]
-                    keys = head_keys + _flat((n.key(k), n.key_events(k)) for k, _, _ in batch)
+                    keys = head_keys + flat((n.key(k), n.key_events(k)) for k, _, _ in batch)
                     await self._run("add", keys, [*head_args, json.dumps(batch), base_url or ""], client=pipe)
                 flags += [x == "1" for batch_flags in self._guard(await pipe.execute()) for x in batch_flags]
         new = functools.partial(
@@ -314,9 +297,9 @@ class RedisStore(UsageMixin):
         if not rows:
             return
         async with self._r.pipeline(transaction=False) as pipe:
-            for batch in _chunks(rows, _BATCH):
+            for batch in chunks(rows, BATCH):
                 keys = [self.names.key(kid) for kid, _ in batch]
-                args = _flat([len(pairs), *_flat(pairs)] for _, pairs in batch)
+                args = flat([len(pairs), *flat(pairs)] for _, pairs in batch)
                 await self._run("counters", keys, args, client=pipe)
             self._guard(await pipe.execute())
 
@@ -360,100 +343,6 @@ class RedisStore(UsageMixin):
     @edge
     async def unlock(self, name: str, owner: str) -> None:
         await self._run("unlock", [self.names.lock(name)], [owner])
-
-    # -- client tokens ---------------------------------------------------------------------
-    def _token_keys(self) -> list[str]:
-        n = self.names
-        return [n.tokens, n.token_names, n.token_revoked, n.token_seq]
-
-    async def _put_token(self, t: TokenRecord, client: Any = None) -> Any:
-        body = json.dumps([t.id, t.name, list(t.pools), t.token_hash, float(t.created_at), t.admin])
-        revoked = num(t.revoked_at) if t.revoked else ""
-        return await self._run("token", self._token_keys(), [t.id, t.name, body, revoked], client=client)
-
-    @edge
-    async def create_token(
-        self, name: str, pools: Sequence[str], token_hash: str, now: float, *, admin: bool = False
-    ) -> TokenRecord:
-        rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now, admin=admin)
-        if int(await self._put_token(rec)) == 0:
-            raise ValueError(f"a live token named {name!r} already exists")
-        return rec
-
-    @edge
-    async def list_tokens(self) -> list[TokenRecord]:
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.names.tokens)
-            pipe.hgetall(self.names.token_revoked)
-            bodies, revoked = await pipe.execute()
-        rows = sorted(json.loads(b) for b in bodies.values())
-        rows.sort(key=lambda r: r[5])  # by created_at, then creation order (sort is stable)
-        return [
-            TokenRecord(r[1], r[2], tuple(r[3]), r[4], float(r[5]), float(revoked.get(r[1], 0)), _admin_of(r))
-            for r in rows
-        ]
-
-    @edge
-    async def revoke_token(self, name_or_id: str, now: float) -> bool:
-        n = self.names
-        return int(await self._run("revoke", [n.tokens, n.token_names, n.token_revoked], [name_or_id, num(now)])) == 1
-
-    @edge
-    async def find_token(self, token_hash: str) -> TokenRecord | None:
-        tid = "t" + token_hash[:10]
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hget(self.names.tokens, tid)
-            pipe.hexists(self.names.token_revoked, tid)
-            body, revoked = await pipe.execute()
-        if body is None or revoked:
-            return None
-        r = json.loads(body)
-        return TokenRecord(r[1], r[2], tuple(r[3]), r[4], float(r[5]), admin=_admin_of(r)) if r[4] == token_hash else None
-
-    # -- migration -------------------------------------------------------------------------
-    @edge
-    async def import_records(
-        self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
-    ) -> None:
-        """Insert whole records, events (renumbered, order kept) and tokens, for migration only.
-        Refuses, writing nothing, when any key or token id is already here (checked first; a
-        key added meanwhile by someone else stops the import at its batch of 1,000)."""
-        n = self.names
-        async with self._r.pipeline(transaction=False) as pipe:
-            for r in records:
-                pipe.exists(n.key(r.id))
-            for t in tokens:
-                pipe.hexists(n.tokens, t.id)
-                pipe.hexists(n.token_names, t.name)
-            found = await pipe.execute()
-        taken = [r.id for r, hit in zip(records, found) if hit]
-        hits = iter(found[len(records):])
-        for t, id_hit, name_hit in zip(tokens, hits, hits):
-            if id_hit:
-                taken.append(t.id)
-            if name_hit and not t.revoked:
-                taken.append(f"live token {t.name!r}")
-        refuse_import(records, tokens, taken)
-        for batch in _chunks(records, _BATCH):
-            keys = [n.seq, n.changes, n.removed, n.keys, n.lookups,
-                    *_flat((n.key(r.id), n.pool(r.pool)) for r in batch)]
-            fields = [hash_of(r, self.cipher) for r in batch]
-            args = [n.channel, self.origin, *_flat([r.id, len(f) // 2, *f] for r, f in zip(batch, fields))]
-            clash = await self._run("import", keys, args)
-            if clash:  # written meanwhile by someone else: nothing of this batch was written
-                refuse_import((), (), list(clash))
-        self._plain.update((r.id, r.secret) for r in records)
-        for chunk in _chunks(events, _READ_CHUNK):
-            async with self._r.pipeline(transaction=False) as pipe:
-                for e in chunk:
-                    e = scrub_event(e, [self._plain[e.key_id]] if e.key_id in self._plain else [])
-                    ev = event_json(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)
-                    await self._run("event", [n.events, n.event_seq, n.key_events(e.key_id)],
-                                    [ev, MAX_EVENTS, MAX_KEY_EVENTS], client=pipe)
-                self._guard(await pipe.execute())
-        for t in sorted(tokens, key=lambda t: t.created_at):
-            await self._put_token(t)
-
 
     # -- keys at rest ----------------------------------------------------------------------
     @edge

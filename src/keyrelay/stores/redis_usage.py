@@ -4,39 +4,21 @@ that module short). Layout: :mod:`keyrelay.stores.redis_keys`; the ``usage`` scr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
-
-import redis.asyncio as aioredis
+from collections.abc import Mapping
+from typing import cast
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event
-from keyrelay.stores.redis_health import Health, edge
-from keyrelay.stores.redis_keys import Names, event_of
+from keyrelay.stores.redis_base import BATCH, RedisParts, chunks, flat
+from keyrelay.stores.redis_health import edge
+from keyrelay.stores.redis_keys import event_of
 from keyrelay.stores.usage import RETENTION, STEPS, EventQuery, bucket_start, matches
 
 __all__ = ["UsageMixin"]
 
 _EVENT_CHUNK = 2_000  # events per LRANGE when querying
-_BATCH = 1_000  # buckets per Lua call
 
 
-def _flat(rows: Iterable[Sequence[object]]) -> list[object]:
-    return [x for row in rows for x in row]
-
-
-class UsageMixin:
-    names: Names
-    where: str
-    _health: Health
-    _redis: aioredis.Redis | None
-
-    @property
-    def _r(self) -> aioredis.Redis:
-        raise NotImplementedError
-
-    async def _run(self, script: str, keys: Sequence[object], args: Sequence[object], client: Any = None) -> Any:
-        raise NotImplementedError
-
+class UsageMixin(RedisParts):
     # -- events by query, usage over time ---------------------------------------------------
     @edge
     async def query_events(self, query: EventQuery) -> list[Event]:
@@ -71,9 +53,9 @@ class UsageMixin:
             for step in STEPS:
                 t = bucket_start(at, step)
                 expire = int(t + step + RETENTION[step])
-                for batch in (items[i:i + _BATCH] for i in range(0, len(items), _BATCH)):
+                for batch in chunks(items, BATCH):
                     keys = [n.usage(scope, step, t) for scope, _ in batch]
-                    args = _flat([expire, len(pairs), *_flat(pairs)] for _, pairs in batch)
+                    args = flat([expire, len(pairs), *flat(pairs)] for _, pairs in batch)
                     await self._run("usage", keys, args, client=pipe)
             await pipe.execute()
 

@@ -21,7 +21,6 @@ its transaction runs still completes (or rolls back) on the worker: never half-w
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -30,57 +29,30 @@ from functools import partial
 from typing import TypeVar
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, Transition
-from keyrelay.stores.base import AddResult, Changes, TokenRecord, coalesces, key_id_for, refuse_import
+from keyrelay.stores.base import AddResult, Changes, coalesces, key_id_for
 from keyrelay.stores.crypto import KeyCipher, KeyRing, SecretSource, key_ring, new_secret
 from keyrelay.stores.evidence import scrub_event, scrub_transition
+from keyrelay.stores.sqlite_base import CHUNK, bump, in_tx, insert_events
 from keyrelay.stores.sqlite_files import path_of, private, scrub
 from keyrelay.stores.sqlite_schema import (
     EVENT_COLUMNS,
     KEY_COLUMNS,
     SCHEMA_VERSION,
-    TOKEN_COLUMNS,
     ZERO,
     create_schema,
     record_of,
     reencrypt,
-    row_of,
-    token_of,
 )
+from keyrelay.stores.sqlite_tokens import SQLiteTokens
 from keyrelay.stores.sqlite_usage import events_sql, write_usage
 from keyrelay.stores.usage import EventQuery
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-_CHUNK = 500  # ids per ``IN (...)`` query, under SQLite's bound-parameter limit
-_N = len(COUNTER_FIELDS)
-
 _T = TypeVar("_T")
 
 
-def _bump(conn: sqlite3.Connection, n: int = 1) -> int:
-    """Advance the change cursor by ``n`` (inside the caller's write); the first new value."""
-    (cursor,) = conn.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
-    conn.execute("UPDATE meta SET value = ? WHERE name = 'cursor'", (cursor + n,))
-    return int(cursor) + 1
-
-
-def _insert_events(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    conn.executemany(f"INSERT INTO events({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-
-
-def _in_tx(begin: str, fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
-    conn.execute(begin)
-    try:
-        result = fn(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
-
-
-class SQLiteStore:
+class SQLiteStore(SQLiteTokens):
     def __init__(self, url: str, secret: SecretSource | None = None) -> None:
         self.url = url
         self.path = path_of(url)
@@ -100,10 +72,10 @@ class SQLiteStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._run(partial(_in_tx, "BEGIN IMMEDIATE", fn))
+        return await self._run(partial(in_tx, "BEGIN IMMEDIATE", fn))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:  # SELECTs seeing one snapshot
-        return await self._run(partial(_in_tx, "BEGIN", fn))
+        return await self._run(partial(in_tx, "BEGIN", fn))
 
     def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
@@ -129,7 +101,7 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             self.created_key_file = ring.file if ring.created else None
             self.key_file = ring.file
-            found, self._cipher = _in_tx("BEGIN IMMEDIATE", partial(create_schema, self.path, ring), conn)
+            found, self._cipher = in_tx("BEGIN IMMEDIATE", partial(create_schema, self.path, ring), conn)
             if 0 < found < 2:  # the file held plaintext keys: no page of it may stay behind
                 scrub(conn)
         except BaseException:
@@ -178,8 +150,8 @@ class SQLiteStore:
         def write(conn: sqlite3.Connection) -> AddResult:
             present: set[str] = set()  # keyed hashes of the keys already in the pool
             unique = list(dict.fromkeys(lookups))
-            for i in range(0, len(unique), _CHUNK):
-                chunk = unique[i:i + _CHUNK]
+            for i in range(0, len(unique), CHUNK):
+                chunk = unique[i:i + CHUNK]
                 sql = f"SELECT lookup FROM keys WHERE lookup IN ({', '.join('?' * len(chunk))})"
                 present.update(r[0] for r in conn.execute(sql, chunk))
             new = partial(
@@ -195,7 +167,7 @@ class SQLiteStore:
                 present.add(lookup)
                 added.append((new(id=kid, secret=secret), lookup))
             if added:
-                first = _bump(conn, len(added))
+                first = bump(conn, len(added))
                 conn.executemany(
                     "INSERT INTO keys(id, pool, secret, lookup, state, since, weight, label, added_at, base_url, seq) "
                     "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
@@ -205,7 +177,7 @@ class SQLiteStore:
                     ),
                 )
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
-                _insert_events(conn, [(r.id, pool, now, actor, "", "active", "added", "") for r, _ in added])
+                insert_events(conn, [(r.id, pool, now, actor, "", "active", "added", "") for r, _ in added])
             return AddResult(tuple(r for r, _ in added), tuple(dups))
 
         return await self._write(write)
@@ -245,7 +217,7 @@ class SQLiteStore:
             new = t.applied_to(old)
             conn.execute(
                 "UPDATE keys SET state = ?, reason = ?, since = ?, until = ?, version = ?, seq = ? WHERE id = ?",
-                (new.state.value, new.reason, new.since, new.until, new.version, _bump(conn), t.key_id),
+                (new.state.value, new.reason, new.since, new.until, new.version, bump(conn), t.key_id),
             )
             last = conn.execute(
                 "SELECT seq, at, from_state, to_state FROM events WHERE key_id = ? ORDER BY seq DESC LIMIT 1", (t.key_id,)
@@ -254,7 +226,7 @@ class SQLiteStore:
                 conn.execute("UPDATE events SET at = ?, actor = ?, reason = ?, detail = ? WHERE seq = ?",
                              (t.at, t.actor, t.reason, t.detail, last[0]))
             else:
-                _insert_events(
+                insert_events(
                     conn, [(t.key_id, t.pool, t.at, t.actor, t.from_state.value, t.to_state.value, t.reason, t.detail)]
                 )
             return new
@@ -267,9 +239,9 @@ class SQLiteStore:
             if row is None:
                 return False
             conn.execute("DELETE FROM keys WHERE id = ?", (key_id,))
-            seq = _bump(conn)
+            seq = bump(conn)
             conn.execute("INSERT OR REPLACE INTO removed(key_id, pool, seq) VALUES (?, ?, ?)", (key_id, row[0], seq))
-            _insert_events(conn, [(key_id, row[0], now, actor, row[1], "removed", "removed by a person", "")])
+            insert_events(conn, [(key_id, row[0], now, actor, row[1], "removed", "removed by a person", "")])
             return True
 
         return await self._write(write)
@@ -291,7 +263,7 @@ class SQLiteStore:
         def write(conn: sqlite3.Connection) -> None:
             found = conn.execute("SELECT secret FROM keys WHERE id = ?", (event.key_id,)).fetchone()
             e = scrub_event(event, [cipher.open(event.key_id, found[0])] if found else [])
-            _insert_events(conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)])
+            insert_events(conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail)])
 
         await self._write(write)
 
@@ -344,92 +316,6 @@ class SQLiteStore:
     async def unlock(self, name: str, owner: str) -> None:
         sql = "DELETE FROM locks WHERE name = ? AND owner = ?"
         await self._write(lambda conn: conn.execute(sql, (name, owner)))
-
-    # -- client tokens ---------------------------------------------------------------------
-    async def create_token(
-        self, name: str, pools: Sequence[str], token_hash: str, now: float, *, admin: bool = False
-    ) -> TokenRecord:
-        rec = TokenRecord("t" + token_hash[:10], name, tuple(pools), token_hash, now, admin=admin)
-
-        def write(conn: sqlite3.Connection) -> TokenRecord:
-            if conn.execute("SELECT 1 FROM tokens WHERE name = ? AND revoked_at <= 0", (name,)).fetchone():
-                raise ValueError(f"a live token named {name!r} already exists")
-            # REPLACE, like MemoryStore: a token with the same id (hash prefix) is overwritten.
-            conn.execute(
-                f"INSERT OR REPLACE INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, ?)",
-                (rec.id, name, json.dumps(list(rec.pools)), token_hash, now, int(admin)),
-            )
-            return rec
-
-        return await self._write(write)
-
-    async def list_tokens(self) -> list[TokenRecord]:
-        def read(conn: sqlite3.Connection) -> list[TokenRecord]:
-            return [token_of(r) for r in conn.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, rowid")]
-
-        return await self._run(read)
-
-    async def revoke_token(self, name_or_id: str, now: float) -> bool:
-        sql = (
-            "UPDATE tokens SET revoked_at = ? WHERE id = (SELECT id FROM tokens "
-            "WHERE (id = ? OR name = ?) AND revoked_at <= 0 ORDER BY rowid LIMIT 1)"
-        )
-
-        def write(conn: sqlite3.Connection) -> bool:
-            return conn.execute(sql, (now, name_or_id, name_or_id)).rowcount > 0
-
-        return await self._write(write)
-
-    async def find_token(self, token_hash: str) -> TokenRecord | None:
-        sql = f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ? AND token_hash = ? AND revoked_at <= 0"
-
-        def read(conn: sqlite3.Connection) -> TokenRecord | None:
-            row = conn.execute(sql, ("t" + token_hash[:10], token_hash)).fetchone()
-            return None if row is None else token_of(row)
-
-        return await self._run(read)
-
-    # -- migration -------------------------------------------------------------------------
-    async def import_records(
-        self, records: Sequence[KeyRecord], events: Sequence[Event], tokens: Sequence[TokenRecord]
-    ) -> None:
-        cipher = self.cipher
-
-        def write(conn: sqlite3.Connection) -> None:
-            ids = [r.id for r in records]
-            taken = [
-                row[0]
-                for i in range(0, len(ids), _CHUNK)
-                for row in conn.execute(
-                    f"SELECT id FROM keys WHERE id IN ({', '.join('?' * len(ids[i:i + _CHUNK]))})", ids[i:i + _CHUNK]
-                )
-            ]
-            held = {r[0]: r[1] for r in conn.execute("SELECT id, revoked_at FROM tokens")}
-            live = {r[0] for r in conn.execute("SELECT name FROM tokens WHERE revoked_at <= 0")}
-            taken += [t.id for t in tokens if t.id in held]
-            taken += [f"live token {t.name!r}" for t in tokens if not t.revoked and t.name in live]
-            refuse_import(records, tokens, taken)
-            if records:
-                first = _bump(conn, len(records))
-                conn.executemany(
-                    f"INSERT INTO keys({KEY_COLUMNS}, lookup, seq) VALUES ({', '.join('?' * (16 + _N))})",
-                    (row_of(r, cipher) + (first + i,) for i, r in enumerate(records)),
-                )
-                conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
-            secrets = {r.id: r.secret for r in records}
-            scrubbed = (scrub_event(e, [secrets[e.key_id]] if e.key_id in secrets else []) for e in events)
-            _insert_events(
-                conn, [(e.key_id, e.pool, e.at, e.actor, e.from_state, e.to_state, e.reason, e.detail) for e in scrubbed]
-            )
-            conn.executemany(
-                f"INSERT INTO tokens({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (t.id, t.name, json.dumps(list(t.pools)), t.token_hash, t.created_at, t.revoked_at, int(t.admin))
-                    for t in sorted(tokens, key=lambda t: t.created_at)
-                ),
-            )
-
-        await self._write(write)
 
     # -- keys at rest ----------------------------------------------------------------------
     async def rotate_secret(self, new: KeyCipher) -> int:

@@ -193,7 +193,7 @@ def reencrypt(old: KeyCipher, new: KeyCipher, conn: sqlite3.Connection) -> int:
 
 # -- rows <-> records -------------------------------------------------------------------------
 
-ZERO = Counters()  # frozen: one shared instance spares 100k allocations on a big load
+ZERO = Counters()  # frozen: one shared instance, not an allocation per key on a big load
 _N = len(COUNTER_FIELDS)
 
 

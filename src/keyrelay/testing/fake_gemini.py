@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from keyrelay.testing.fake_native import Answer, NativeApi
+from keyrelay.testing.fake_server import Ctx, _Cut
 from keyrelay.testing.key_specs import Behavior
 from keyrelay.testing.openai_bodies import _EMBEDDING, _PIECES, COMPLETION_TOKENS, _count, gemini_rate_limit
 
@@ -122,13 +123,11 @@ class FakeGemini(NativeApi):
         return {"candidates": [candidate], "usageMetadata": self._usage(prompt, done), "modelVersion": model,
                 "responseId": f"resp-{next(self.fake._ids)}"}
 
-    async def _json_array(self, c: Any, items: list[dict[str, Any]]) -> web.StreamResponse:
+    async def _json_array(self, c: Ctx, items: list[dict[str, Any]]) -> web.StreamResponse:
         """``streamGenerateContent`` without ``alt=sse``: one JSON array over chunked transfer, one
         pretty-printed element per write (``chunk_delay`` apart), parted by ``\\r\\n,`` as Google
         writes them. ``STREAM_ERROR``: the array holds one 503 error element; ``STREAM_CUT``: the
         connection drops halfway through the third element."""
-        from keyrelay.testing.fake_upstream import _Cut
-
         behavior = c.spec.behavior
         if behavior is Behavior.STREAM_ERROR:
             items = [orjson.loads(_OVERLOADED)]

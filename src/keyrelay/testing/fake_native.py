@@ -17,21 +17,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from keyrelay.testing.key_specs import Behavior, Call
-
-if TYPE_CHECKING:
-    from keyrelay.testing.fake_upstream import FakeUpstream, _Ctx
+from keyrelay.testing.fake_openai import OpenAIEndpoints
+from keyrelay.testing.fake_server import Ctx, _Cut
+from keyrelay.testing.key_specs import Behavior
 
 __all__ = ["Answer", "NativeApi"]
 
 #: (status, JSON body, extra headers)
 Answer = tuple[int, bytes, dict[str, str]]
-Build = Callable[["_Ctx"], Awaitable[web.StreamResponse]]
+Build = Callable[[Ctx], Awaitable[web.StreamResponse]]
 
 
 class NativeApi:
@@ -39,7 +38,7 @@ class NativeApi:
 
     prefix = ""
 
-    def __init__(self, fake: FakeUpstream) -> None:
+    def __init__(self, fake: OpenAIEndpoints) -> None:
         self.fake = fake
 
     # -- what a subclass says ----------------------------------------------------------------
@@ -74,8 +73,6 @@ class NativeApi:
     # -- the common path -----------------------------------------------------------------------
     def add(self, method: str, path: str, build: Build) -> None:
         async def handler(request: web.Request) -> web.StreamResponse:
-            from keyrelay.testing.fake_upstream import _Cut
-
             try:
                 return await self._serve(request, build)
             except _Cut:
@@ -90,8 +87,6 @@ class NativeApi:
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
     async def _serve(self, request: web.Request, build: Build) -> web.StreamResponse:
-        from keyrelay.testing.fake_upstream import _Ctx, _Cut
-
         fake = self.fake
         key = self.key_of(request)
         raw = await request.read() if request.can_read_body else b""
@@ -104,11 +99,7 @@ class NativeApi:
                 bad = True
             bad = bad or not isinstance(payload, dict)
         stream = not bad and self.is_stream(request, payload)
-        if fake.record_calls:
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            fake.calls.append(Call(key, request.method, request.path_qs, headers, time.monotonic(), stream, raw))
-        if fake.latency:
-            await asyncio.sleep(fake.latency)
+        await fake._received(request, key, request.path_qs, stream, raw)
         spec = fake._keys.get(key, fake._default) if key else None
         if spec is None or spec.behavior in (Behavior.INVALID, Behavior.DEACTIVATED):
             return self.answer(self.invalid(key))
@@ -133,7 +124,7 @@ class NativeApi:
             return self.answer(self.overloaded() if fake._rng.random() < 0.5 else self.server_error())
         if b is Behavior.STREAM_CUT and not stream:
             raise _Cut
-        return await build(_Ctx(request, payload, stream, spec))
+        return await build(Ctx(request, payload, stream, spec))
 
     def json(self, body: Any, headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(body=orjson.dumps(body), headers=headers or {}, content_type="application/json")

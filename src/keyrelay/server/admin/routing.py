@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from keyrelay.exceptions import ApiError
 from keyrelay.server.admin.models import Error, ErrorReply
 
 __all__ = ["ApiError", "Call", "Reply", "Route", "error_reply", "json_reply", "match"]
@@ -21,14 +22,6 @@ _TYPES = {
     405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error", 422: "invalid_request_error",
     503: "server_error",
 }
-
-
-class ApiError(Exception):
-    """An answer in the error shape, raised anywhere in a handler."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass(slots=True)
