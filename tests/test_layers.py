@@ -47,16 +47,8 @@ ALLOWED: dict[tuple[str, str], str] = {
 
 # Known violations in the lead's files, being rewritten (issue 11), each xfailed strictly: once
 # fixed, its test fails until the entry goes.
-KNOWN: dict[tuple[str, str], str] = {
-    ("keyrelay.server.http", "keyrelay"): "`from keyrelay import __version__` reaches the package root: "
-    "import it from keyrelay.version (server/http.py is the lead's)",
-}
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"keyrelay.client.lease", "keyrelay.client.pool"}): "lease.py names pool.py's Pool under "
-    "TYPE_CHECKING (client/ is the lead's)",
-    frozenset({"keyrelay.server.health", "keyrelay.server.proxy"}): "health.py names proxy.py's types under "
-    "TYPE_CHECKING (both the lead's)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@
     │                          pool's ``read_timeout``: the attempt's outcome is a timeout
     ├── ApiError               the admin API's error answer (status, code, message), raised anywhere
     │                          in a handler and turned into the error shape once
+    ├── ClientGone             the caller hung up mid-stream, before its last event: it costs the key
+    │                          nothing (``response``: what the gateway had started to send)
     └── NoKeyAvailable         no key of the pool may take a request now (``retry_after``: when
                                the soonest cooling key frees up); the gateway answers 503
 
@@ -55,6 +57,7 @@ __all__ = [
     "BodyTooLarge",
     "BodyTooSlow",
     "Busy",
+    "ClientGone",
     "Closing",
     "ConfigError",
     "KeyrelayError",
@@ -171,3 +174,12 @@ class NoKeyAvailable(KeyrelayError):
         self.pool = pool
         self.retry_after = retry_after
         self.empty = empty
+
+
+class ClientGone(KeyrelayError):
+    """The caller hung up mid-stream, before its last event: it costs the key nothing.
+    ``response``: the answer the gateway had started to send (a driver's response object)."""
+
+    def __init__(self, response: object) -> None:
+        super().__init__("the client went away mid-stream")
+        self.response = response

@@ -13,21 +13,29 @@ says nothing about the key (a bug in your code, ``KeyboardInterrupt``) releases 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from keyrelay.core.masking import mask
 from keyrelay.core.model import Outcome, Verdict
+from keyrelay.core.pool import Lease
 from keyrelay.providers import Dialect, Usage
 from keyrelay.runtime.attempts import Attempts
 from keyrelay.runtime.failures import network_verdict
+from keyrelay.runtime.pool import KeyPool
 
-if TYPE_CHECKING:
-    from keyrelay.client.pool import Pool
-    from keyrelay.core.pool import Lease
+__all__ = ["KeyLease", "Lender", "verdict_of"]
 
-__all__ = ["KeyLease", "verdict_of"]
+
+class Lender(Protocol):
+    """What a lease needs of its pool (``client/pool.py``'s :class:`~keyrelay.Pool`)."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+    @property
+    def keypool(self) -> KeyPool: ...
+    async def asettle(self) -> None: ...
 
 
 def _is_response(obj: object) -> bool:
@@ -71,7 +79,7 @@ class KeyLease:
 
     __slots__ = ("_attempts", "_lease", "_pool", "_verdict", "key", "key_id", "masked")
 
-    def __init__(self, pool: Pool, attempts: Attempts, lease: Lease) -> None:
+    def __init__(self, pool: Lender, attempts: Attempts, lease: Lease) -> None:
         self._pool = pool
         self._attempts = attempts
         self._lease = lease

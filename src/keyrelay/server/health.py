@@ -9,17 +9,29 @@ touches the upstream. Unknown tokens count towards the address's guessing thrott
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
 from keyrelay.exceptions import StoreUnavailable
-from keyrelay.server.auth import Caller, bearer_token
+from keyrelay.runtime.process import Runtime
+from keyrelay.server.auth import Caller, Tokens, bearer_token
 from keyrelay.server.http import error_response
+from keyrelay.server.throttle import AuthThrottle
 from keyrelay.stores import hash_token
 
-if TYPE_CHECKING:
-    from keyrelay.server.proxy import Proxy
+
+class Gate(Protocol):
+    """What ``/readyz`` asks of the gateway's proxy (``server/proxy.py``): its pools, its client
+    tokens and its guessing throttle."""
+
+    runtime: Runtime
+    tokens: Tokens
+    throttle: AuthThrottle
+
+    async def authenticate(
+        self, request: web.BaseRequest, pool: str, token: str, started: float
+    ) -> Caller | None | web.Response: ...
 
 __all__ = ["healthz", "readyz"]
 
@@ -37,7 +49,7 @@ def healthz(request: web.BaseRequest) -> web.Response:
     return _method(request, "/healthz") or web.Response(body=_OK, content_type="application/json")
 
 
-async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.Response:
+async def readyz(proxy: Gate, request: web.BaseRequest, started: float) -> web.Response:
     """Pools and their usable keys, for a client token (or anyone, if configured)."""
     refused = _method(request, "/readyz")
     if refused is not None:
@@ -50,7 +62,7 @@ async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.
         if client is None and await _is_admin(proxy, request, token):
             client = _ALL
         if client is None:
-            found = await proxy._authenticate(request, "-", token, started)
+            found = await proxy.authenticate(request, "-", token, started)
             if isinstance(found, web.Response):
                 return found
             client = found
@@ -67,7 +79,7 @@ async def readyz(proxy: Proxy, request: web.BaseRequest, started: float) -> web.
 _ALL = Caller("admin", ("*",))  # what an admin token may see: every pool
 
 
-async def _is_admin(proxy: Proxy, request: web.BaseRequest, token: str) -> bool:
+async def _is_admin(proxy: Gate, request: web.BaseRequest, token: str) -> bool:
     """Is ``token`` an admin token (``keyrelay tokens create --admin``)? Not asked of the store
     for a throttled address, nor for bytes no token has."""
     if not token or not (token.isascii() and token.isprintable()):

@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from keyrelay import __version__
 from keyrelay.providers.base import Dialect, strip_query_param
 from keyrelay.runtime.answers import local_error
+from keyrelay.version import __version__
 
 __all__ = [
     "FORWARDED",

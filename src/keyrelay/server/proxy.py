@@ -105,7 +105,7 @@ class Proxy:
         token = dialect.client_token(request.headers, request.query_string)
         client = self.tokens.recognise(token)
         if client is None:
-            found = await self._authenticate(request, pool.name, token, started, dialect)
+            found = await self.authenticate(request, pool.name, token, started, dialect)
             if isinstance(found, web.Response):
                 return found
             client = found
@@ -159,6 +159,7 @@ class Proxy:
             return answer
         except ClientGone as gone:
             status, outcome = 499, "client_gone"
+            assert isinstance(gone.response, web.StreamResponse)
             return gone.response
         except asyncio.CancelledError:
             if attempts.lease is None and attempts.last is not None and attempts.last.outcome is Outcome.OK:
@@ -190,7 +191,7 @@ class Proxy:
             self.count((pool, outcome, resp.status, -1.0, -1.0))
         return resp
 
-    async def _authenticate(
+    async def authenticate(
         self, request: web.BaseRequest, pool: str, token: str, started: float, dialect: Dialect | None = None
     ) -> Caller | None | web.Response:
         """A token not recognised at once: checked (hash, store), unless its source is throttled

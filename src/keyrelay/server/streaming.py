@@ -9,6 +9,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
+from keyrelay.exceptions import ClientGone
 from keyrelay.runtime.flow import MORE, PEEK, READ, Exchange, Reply, Stream
 from keyrelay.server.deadlines import Deadline, ReadDeadlines
 
@@ -17,13 +18,6 @@ __all__ = ["NETWORK_ERRORS", "ClientGone", "relay", "reply_response"]
 #: what aiohttp raises when the upstream cannot be reached or breaks off (our read deadline too)
 NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _UPSTREAM_BROKE = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError)
-
-
-class ClientGone(Exception):
-    """The client hung up before the stream's last event: it costs the key nothing."""
-
-    def __init__(self, response: web.StreamResponse) -> None:
-        self.response = response
 
 
 def reply_response(reply: Reply) -> web.Response:
