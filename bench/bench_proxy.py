@@ -296,9 +296,10 @@ def big_pool(upstream: str, tmp: Path, args: argparse.Namespace) -> None:
     for j, kind in ((0, "non-streaming"), (1, "streaming")):
         ratios = [r[b][j].rps / r[a][j].rps for r in rounds]
         p99s = [r[b][j].p99_ms / r[a][j].p99_ms for r in rounds]
+        cpus = [r[b][j].cpu_us / r[a][j].cpu_us for r in rounds]
         print(f"{kind:>14} {big:,}/{small:,} keys: throughput {median(ratios):.3f}x "
               f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}), p99 {median(p99s):.2f}x "
-              f"(rounds {', '.join(f'{x:.2f}' for x in p99s)})")
+              f"(rounds {', '.join(f'{x:.2f}' for x in p99s)}), CPU per request {median(cpus):.3f}x")
 
 
 BASE = "bare aiohttp proxy"
