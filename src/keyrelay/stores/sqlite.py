@@ -37,7 +37,6 @@ from keyrelay.stores.sqlite_files import path_of, private, scrub
 from keyrelay.stores.sqlite_schema import (
     ADD_COUNTERS,
     EVENT_COLUMNS,
-    INSERT_COLUMNS,
     KEY_COLUMNS,
     KEYS,
     SCHEMA_VERSION,
