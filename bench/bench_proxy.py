@@ -11,6 +11,10 @@ each proxy's CPU time per request (from /proc) and how busy its core was: near 1
 proxy, not the load generator or the upstream, set the pace.
 
     python bench/bench_proxy.py [--seconds 8] [--connections 64] [--rounds 3] [--log-level info]
+
+With ``--big-pool`` (or ``--big-pool 100,100000``), instead: keyrelay with 100 keys and with
+100,000 keys, streaming and not, in the same run (the order alternates per round), and the
+ratios 100,000/100 with each size's p99 (docs/design.md, "100,000 keys").
 """
 
 from __future__ import annotations
@@ -210,7 +214,7 @@ def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str) -> tuple
     conf = write_keyrelay_config(upstream, tmp, keys, log_level, port)
     with open(tmp / f"keyrelay-{keys}.log", "wb") as log:
         proc = subprocess.Popen(pinned(0, [sys.executable, "-m", "keyrelay.cli.main", "serve", "--config", str(conf)]), stderr=log)
-    wait_port(port)
+    wait_port(port, 20.0 + keys / 2000)  # loading 100,000 keys takes seconds
     return proc, port
 
 
@@ -256,6 +260,48 @@ def one_round(upstream: str, tmp: Path, args: argparse.Namespace) -> dict[str, t
     return out
 
 
+def big_pool(upstream: str, tmp: Path, args: argparse.Namespace) -> None:
+    """``--big-pool``: keyrelay with a small and a big pool, streaming and not, paired per round."""
+    small, big = (int(n) for n in args.big_pool.split(","))
+    names = {small: f"keyrelay, {small:,} keys", big: f"keyrelay, {big:,} keys"}
+    for n in (small, big):  # seeded once (bulk import), outside the measured rounds
+        t0 = time.perf_counter()
+        write_keyrelay_config(upstream, tmp, n, args.log_level, 0)
+        print(f"seeded {n:,} keys in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})", flush=True)
+    rounds: list[dict[str, tuple[Result, Result]]] = []
+    for i in range(args.rounds):
+        out: dict[str, tuple[Result, Result]] = {}
+        for n in (small, big) if i % 2 == 0 else (big, small):  # neither size always runs first
+            p, port = start_keyrelay(upstream, tmp, n, args.log_level)
+            try:
+                out[names[n]] = measure(port, p.pid, args)
+            finally:
+                stop(p)
+        rounds.append(out)
+        per = "   ".join(f"{k}: {v[0].rps:.0f}/{v[1].rps:.0f} req/s, p99 {v[0].p99_ms:.1f}/{v[1].p99_ms:.1f} ms"
+                         for k, v in out.items())
+        print(f"round {i + 1} (non-streaming/streaming): {per}", flush=True)
+    print(f"\nmedians over {len(rounds)} round(s); load average after: {os.getloadavg()[0]:.2f}")
+    print(f"{'':26} {'non-streaming':>34}   {'streaming':>34}")
+    print(f"{'':26} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs':>8}   {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs':>8}")
+    for name in names.values():
+        cells = []
+        for j in (0, 1):
+            rs = [r[name][j] for r in rounds]
+            cells.append(f"{median([x.rps for x in rs]):9.0f} {median([x.p50_ms for x in rs]):7.2f} "
+                         f"{median([x.p99_ms for x in rs]):7.2f} {median([x.cpu_us for x in rs]):8.1f}")
+        print(f"{name:26} {cells[0]}   {cells[1]}")
+    a, b = names[small], names[big]
+    for j, kind in ((0, "non-streaming"), (1, "streaming")):
+        ratios = [r[b][j].rps / r[a][j].rps for r in rounds]
+        p99s = [r[b][j].p99_ms / r[a][j].p99_ms for r in rounds]
+        cpus = [r[b][j].cpu_us / r[a][j].cpu_us for r in rounds]
+        print(f"{kind:>14} {big:,}/{small:,} keys: throughput {median(ratios):.3f}x "
+              f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}), p99 {median(p99s):.2f}x "
+              f"(rounds {', '.join(f'{x:.2f}' for x in p99s)}), CPU per request {median(cpus):.3f}x")
+
+
 BASE = "bare aiohttp proxy"
 
 
@@ -265,7 +311,17 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of all three; ratios are paired per round")
     ap.add_argument("--log-level", default="info", help="keyrelay's log level (access lines are info)")
+    ap.add_argument("--big-pool", nargs="?", const="100,100000", metavar="SMALL,BIG",
+                    help="compare keyrelay with SMALL and BIG keys (default 100,100000) instead")
     args = ap.parse_args()
+    if args.big_pool:
+        with tempfile.TemporaryDirectory() as d:
+            up, upstream, _ = start_upstream(Path(d))
+            try:
+                big_pool(upstream, Path(d), args)
+            finally:
+                stop(up)
+        return
     rounds: list[dict[str, tuple[Result, Result]]] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

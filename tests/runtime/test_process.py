@@ -1,15 +1,18 @@
-"""The runtime's background pacing: counter writes stay cheap however many keys are busy."""
+"""The runtime's counter flushes: paced and sliced, so they stay cheap however many keys are busy, and exact."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping
 
 import pytest
 
 from keyrelay.config import parse_settings
-from keyrelay.core.model import Verdict
+from keyrelay.core.model import Counters, Verdict
 from keyrelay.core.pool import Lease
-from keyrelay.runtime.process import COUNTER_ROWS_PER_SECOND, MAX_COUNTER_LAG, Runtime
+from keyrelay.exceptions import StoreUnavailable
+from keyrelay.runtime.process import COUNTER_ROWS_PER_SECOND, FLUSH_SLICE, MAX_COUNTER_LAG, Runtime
 
 pytestmark = pytest.mark.asyncio
 
@@ -41,3 +44,84 @@ async def test_many_busy_keys_space_the_flushes_out(n: int) -> None:
     assert wait > rt.settings.server.flush_interval
     # nothing was lost by waiting: every key's request is in the store
     assert sum(r.counters.requests for r in await rt.store.load("openai")) == n
+
+
+# -- a big flush: in slices, the loop free between them, nothing lost or counted twice -----------
+
+
+async def test_a_big_flush_leaves_the_event_loop_free_between_slices() -> None:
+    n = 3 * FLUSH_SLICE + 7
+    rt = await _runtime_with_busy_keys(n)
+    ticks = 0
+
+    async def ticker() -> None:  # stands for the requests the gateway serves meanwhile
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    writes: list[int] = []
+    add = rt.store.add_counters
+
+    async def add_counters(deltas: Mapping[str, Counters]) -> None:
+        writes.append(len(deltas))
+        await add(deltas)
+
+    rt.store.add_counters = add_counters  # type: ignore[method-assign]
+    beat = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    try:
+        assert await rt.flush() == n
+    finally:
+        beat.cancel()
+    assert max(writes) <= FLUSH_SLICE and sum(writes) == n
+    assert ticks >= 2 * (len(writes) - 1)  # the loop ran between the slices summed and between those written
+    assert {r.counters.requests for r in await rt.store.load("openai")} == {1}
+
+
+async def test_a_store_lost_in_the_middle_of_a_flush_loses_and_doubles_nothing() -> None:
+    n = 2 * FLUSH_SLICE + 3
+    rt = await _runtime_with_busy_keys(n)
+    add = rt.store.add_counters
+    calls = 0
+
+    async def add_counters(deltas: Mapping[str, Counters]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreUnavailable("lost")
+        await add(deltas)
+
+    rt.store.add_counters = add_counters  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await rt.flush()
+    assert sum(r.counters.requests for r in await rt.store.load("openai")) == FLUSH_SLICE
+
+    assert await rt.flush() == n - FLUSH_SLICE  # the store is back: the rest, once
+    assert {r.counters.requests for r in await rt.store.load("openai")} == {1}
+
+
+async def test_a_flush_cancelled_in_the_middle_loses_nothing_at_shutdown() -> None:
+    n = 3 * FLUSH_SLICE
+    rt = await _runtime_with_busy_keys(n)
+    add = rt.store.add_counters
+    started = asyncio.Event()
+    gate = asyncio.Event()
+    written: list[int] = []
+
+    async def add_counters(deltas: Mapping[str, Counters]) -> None:
+        if written:  # the second slice waits, as a slow store would
+            started.set()
+            await gate.wait()
+        await add(deltas)
+        written.append(sum(c.requests for c in deltas.values()))
+
+    rt.store.add_counters = add_counters  # type: ignore[method-assign]
+    flush = asyncio.create_task(rt.flush())
+    await started.wait()
+    flush.cancel()  # shutting down while the second slice is being written
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    gate.set()
+    await rt.stop()  # waits for the slice under way, then flushes what was not written
+    assert sum(written) == n

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from keyrelay.core.model import Counters, KeyState, Transition
 from keyrelay.stores.base import Store, hash_token
-from keyrelay.stores.sqlite import SQLiteStore
+from keyrelay.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from keyrelay.stores.usage import HOUR, MINUTE, RETENTION, EventQuery, key_scope, pool_scope, usage_rows
 
 NOW = 1_800_000_000.0  # a whole hour: bucket arithmetic stays readable
@@ -106,7 +106,7 @@ async def test_old_usage_buckets_are_pruned(store: Store) -> None:
     assert sum(c.requests for _, c in hours) == 2  # hour buckets are kept longer
 
 
-# -- the upgrade to layout 3 --------------------------------------------------------------------
+# -- the upgrade from layout 1 ------------------------------------------------------------------
 
 
 async def test_a_version_1_sqlite_file_is_upgraded_in_place(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ async def test_a_version_1_sqlite_file_is_upgraded_in_place(tmp_path: Path) -> N
     finally:
         await store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == 3
+    assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 

@@ -307,6 +307,18 @@ async def test_counters_add_up_and_do_not_count_as_changes(store: Store) -> None
     assert await store.changes(cursor) == Changes(cursor)
 
 
+async def test_a_key_removed_and_added_again_starts_counting_from_zero(store: Store) -> None:
+    rec = await add_one(store, "sk-again-0123456789")
+    await store.add_counters({rec.id: Counters(requests=3, successes=3)})
+    assert await store.remove(rec.id, NOW)
+    await store.add_counters({rec.id: Counters(requests=1)})  # a flush that raced the removal: dropped
+
+    again = await add_one(store, "sk-again-0123456789")
+
+    assert again.id == rec.id
+    assert [r.counters for r in await store.load()] == [Counters()]
+
+
 async def test_counters_survive_a_transition(store: Store) -> None:
     rec = await add_one(store)
     await store.add_counters({rec.id: Counters(requests=4, invalid_key=1)})

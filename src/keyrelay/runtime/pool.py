@@ -252,9 +252,22 @@ class KeyPool:
 
     def take_counters(self) -> dict[str, Counters]:
         """The counters gathered since the last call (for a batched store write)."""
+        tally, rows = self.take_tally()
+        self.sum_tally(tally, rows)
+        return {kid: Counters(*row) for kid, row in rows.items()}
+
+    def take_tally(self) -> tuple[list[tuple[str, int, int, int]], dict[str, list[int]]]:
+        """The outcomes gathered since the last call, and the per-key sums given back after a
+        failed write: :meth:`sum_tally` adds the first to the second, in as many slices as the
+        caller likes (with many keys, one flush may sum tens of thousands)."""
         with self.lock:
             tally, self._tally = self._tally, []
             rows, self._carry = self._carry, {}
+        return tally, rows
+
+    def sum_tally(self, tally: list[tuple[str, int, int, int]], rows: dict[str, list[int]]) -> None:
+        """Add outcomes (from :meth:`take_tally`) to per-key sums (counter values in
+        :data:`~keyrelay.core.model.COUNTER_FIELDS` order), and count them for /metrics."""
         if self.telemetry is not None and tally:
             self.telemetry.add_tally(self.name, tally)
         width = len(COUNTER_FIELDS)
@@ -266,7 +279,6 @@ class KeyPool:
             row[index] += 1
             row[_PROMPT] += prompt
             row[_COMPLETION] += completion
-        return {kid: Counters(*row) for kid, row in rows.items()}
 
     def give_back_counters(self, deltas: dict[str, Counters]) -> None:
         """Counters that could not be written go back into the batch (the store was down)."""

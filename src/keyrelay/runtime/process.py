@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 
 from keyrelay.config import Settings
-from keyrelay.core.model import KeyRecord
+from keyrelay.core.model import Counters, KeyRecord
 from keyrelay.exceptions import StoreUnavailable
+from keyrelay.runtime import redactor
 from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.telemetry import Telemetry
 from keyrelay.stores import Store, open_store
@@ -30,6 +31,8 @@ log = logging.getLogger("keyrelay.runtime.process")
 #: The pace of counter writes with many busy keys (rows per second, on average); see ``_paced_flush``.
 COUNTER_ROWS_PER_SECOND = 1000.0
 MAX_COUNTER_LAG = 10.0
+#: keys summed, then written, per turn of the event loop in a counter flush (``_flush_counters``)
+FLUSH_SLICE = 2000
 
 
 class Runtime:
@@ -47,6 +50,7 @@ class Runtime:
         #: called after every sync with the store (e.g. the gateway's tokens forget what the
         #: store said: server/auth.py)
         self.on_sync: list[Callable[[], None]] = []
+        self._writing: set[asyncio.Future[None]] = set()
         self._wake = asyncio.Event()  # set by the store's change notices: sync now
         #: counts for /metrics and events for [[alerts]] (telemetry.py); None when neither is on
         self.telemetry: Telemetry | None = None
@@ -59,6 +63,7 @@ class Runtime:
     async def start(self, background: bool = True) -> None:
         await self.store.open()
         await self.sync()
+        redactor.current()  # built now, not by the first request (~1 s at 100,000 keys), and frozen with the start-up objects
         if background:
             self._tasks = [
                 asyncio.create_task(
@@ -93,6 +98,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
+        if self._writing:  # counter writes of a flush cancelled above
+            await asyncio.gather(*self._writing, return_exceptions=True)
         try:
             await self.flush()
         except StoreUnavailable:  # shutting down during an outage: say what is lost, once
@@ -170,21 +177,49 @@ class Runtime:
                 await pool.drain_backlog()
         rows = 0
         for pool in self.pools.values():
-            deltas = pool.take_counters()
-            if not deltas:
-                continue
-            try:
-                await self.store.add_counters(deltas)
-            except StoreUnavailable:
-                if len(deltas) < 100_000:
-                    pool.give_back_counters(deltas)
-                raise
-            rows += len(deltas)
-            try:  # usage over time (the admin API's charts), shared by every worker and gateway
-                await self.store.add_usage(self.clock(), usage_rows(pool.name, deltas))
-            except StoreUnavailable:
-                pass  # the counters are written; only this minute's chart misses them
+            rows += await self._flush_counters(pool)
         return rows
+
+    async def _flush_counters(self, pool: KeyPool) -> int:
+        """Write one pool's counters in slices of :data:`FLUSH_SLICE` keys, the event loop free
+        between slices: with 100,000 keys a flush may sum and write tens of thousands of rows,
+        which in one piece stalled every stream for tens of milliseconds (docs/design.md,
+        "100,000 keys"). Rows go in key order (the store's index is walked, not jumped about).
+        What is not written (the store is down, the flush is cancelled) goes back into the batch."""
+        tally, sums = pool.take_tally()
+        summed = done = 0  # entries of ``tally`` summed, keys of ``order`` written
+        order: list[str] = []
+        try:
+            while summed < len(tally):
+                if summed:
+                    await asyncio.sleep(0)
+                pool.sum_tally(tally[summed : summed + FLUSH_SLICE], sums)
+                summed += FLUSH_SLICE
+            order = sorted(sums)
+            for i in range(0, len(order), FLUSH_SLICE):
+                if i:
+                    await asyncio.sleep(0)
+                deltas = {kid: Counters(*sums[kid]) for kid in order[i : i + FLUSH_SLICE]}
+                write = asyncio.ensure_future(self.store.add_counters(deltas))
+                self._writing.add(write)  # a flush cancelled (shutting down) still writes this slice: stop() waits
+                write.add_done_callback(self._writing.discard)
+                try:
+                    await asyncio.shield(write)
+                finally:
+                    failed = write.done() and (write.cancelled() or write.exception() is not None)
+                    if not failed:  # written, or being written
+                        done = i + len(deltas)
+                try:  # usage over time (the admin API's charts), shared by every worker and gateway
+                    await self.store.add_usage(self.clock(), usage_rows(pool.name, deltas))
+                except StoreUnavailable:
+                    pass  # the counters are written; only this minute's chart misses them
+        except BaseException:
+            pool.sum_tally(tally[summed:], sums)
+            rest = order[done:] if order else list(sums)
+            if len(rest) < 100_000:  # bounded: a long outage loses counters rather than memory
+                pool.give_back_counters({kid: Counters(*sums[kid]) for kid in rest})
+            raise
+        return done
 
     def records(self) -> list[KeyRecord]:
         return [r for p in self.pools.values() for r in p.records()]

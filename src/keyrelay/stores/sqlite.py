@@ -35,8 +35,10 @@ from keyrelay.stores.evidence import scrub_event, scrub_transition
 from keyrelay.stores.sqlite_base import CHUNK, bump, in_tx, insert_events
 from keyrelay.stores.sqlite_files import path_of, private, scrub
 from keyrelay.stores.sqlite_schema import (
+    ADD_COUNTERS,
     EVENT_COLUMNS,
     KEY_COLUMNS,
+    KEYS,
     SCHEMA_VERSION,
     ZERO,
     create_schema,
@@ -187,9 +189,9 @@ class SQLiteStore(SQLiteTokens):
 
         def read(conn: sqlite3.Connection) -> list[KeyRecord]:
             if pool is None:
-                rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY rowid")
+                rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEYS} ORDER BY keys.rowid")
             else:
-                rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE pool = ? ORDER BY rowid", (pool,))
+                rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEYS} WHERE pool = ? ORDER BY keys.rowid", (pool,))
             return [record_of(r, cipher) for r in rows]
 
         return await self._run(read)
@@ -198,7 +200,7 @@ class SQLiteStore(SQLiteTokens):
         cipher = self.cipher
 
         def read(conn: sqlite3.Connection) -> KeyRecord | None:
-            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEYS} WHERE id = ?", (key_id,)).fetchone()
             return None if row is None else record_of(row, cipher)
 
         return await self._run(read)
@@ -207,7 +209,7 @@ class SQLiteStore(SQLiteTokens):
         cipher = self.cipher
 
         def write(conn: sqlite3.Connection) -> KeyRecord | None:
-            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (transition.key_id,)).fetchone()
+            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEYS} WHERE id = ?", (transition.key_id,)).fetchone()
             if row is None:
                 return None
             old = record_of(row, cipher)
@@ -239,6 +241,7 @@ class SQLiteStore(SQLiteTokens):
             if row is None:
                 return False
             conn.execute("DELETE FROM keys WHERE id = ?", (key_id,))
+            conn.execute("DELETE FROM counters WHERE id = ?", (key_id,))
             seq = bump(conn)
             conn.execute("INSERT OR REPLACE INTO removed(key_id, pool, seq) VALUES (?, ?, ?)", (key_id, row[0], seq))
             insert_events(conn, [(key_id, row[0], now, actor, row[1], "removed", "removed by a person", "")])
@@ -249,9 +252,8 @@ class SQLiteStore(SQLiteTokens):
     async def add_counters(self, deltas: Mapping[str, Counters]) -> None:
         if not deltas:
             return
-        sets = ", ".join(f"{c} = {c} + ?" for c in COUNTER_FIELDS)
-        rows = [(*d.values(), kid) for kid, d in deltas.items()]
-        await self._write(lambda conn: conn.executemany(f"UPDATE keys SET {sets} WHERE id = ?", rows))
+        rows = [(kid, *d.values()) for kid, d in deltas.items()]
+        await self._write(lambda conn: conn.executemany(ADD_COUNTERS, rows))
 
     async def set_balance(self, key_id: str, balance: float | None, currency: str) -> None:
         sql = "UPDATE keys SET balance = ?, currency = ? WHERE id = ?"
@@ -295,7 +297,7 @@ class SQLiteStore(SQLiteTokens):
 
         def read(conn: sqlite3.Connection) -> Changes:
             (cursor,) = conn.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
-            recs = conn.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE seq > ? ORDER BY seq", (since,))
+            recs = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEYS} WHERE seq > ? ORDER BY seq", (since,))
             records = tuple(record_of(r, cipher) for r in recs)
             gone = tuple(r[0] for r in conn.execute("SELECT key_id FROM removed WHERE seq > ? ORDER BY seq", (since,)))
             return Changes(int(cursor), records, gone)

@@ -8,14 +8,12 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from keyrelay.core.model import COUNTER_FIELDS
 from keyrelay.stores.crypto import KeyCipher
 from keyrelay.stores.sqlite_schema import EVENT_COLUMNS
 
-__all__ = ["CHUNK", "N_COUNTERS", "SQLiteParts", "bump", "in_tx", "insert_events"]
+__all__ = ["CHUNK", "SQLiteParts", "bump", "in_tx", "insert_events"]
 
 CHUNK = 500  # ids per ``IN (...)`` query, under SQLite's bound-parameter limit
-N_COUNTERS = len(COUNTER_FIELDS)
 
 _T = TypeVar("_T")
 

@@ -4,13 +4,14 @@ version, how the schema is created or checked on open, and how rows map to recor
 Tables::
 
     meta      name → value: ``schema_version``, and ``cursor`` (the ``changes()`` cursor)
-    keys      one row per key: the record's fields, one column per counter, and ``seq``, the
+    keys      one row per key: the record's fields (counters apart), and ``seq``, the
               cursor value of its last add, import or transition
     events    every event, numbered by ``seq`` (AUTOINCREMENT)
     removed   removed key id → pool, and ``seq`` of its removal
     tokens    client tokens; ``pools`` is a JSON list, ``revoked_at`` 0 while live, ``admin`` 1
               for an admin token
     usage     (scope, step, t) → counters: usage over time in minute and hour buckets
+    counters  key id → its counters (version 4; a key without a row has counted nothing yet)
     locks     name → owner, expires_at (the writer's clock)
     cipher    one row: the fingerprint of the secret the keys are encrypted with (version 2)
 
@@ -26,7 +27,10 @@ new file starts at version 1 and takes the same steps, so there is one path to e
 Versions: 1 the first layout; 2 adds ``keys.base_url`` (a key's own upstream URL) and encrypts
 the keys (``keys.lookup``, table ``cipher``; events are redacted with their key's secret);
 3 adds ``tokens.admin`` (admin tokens), the ``usage`` table (scope, step, bucket start →
-counters; see :mod:`keyrelay.stores.usage`) and an index of events by pool.
+counters; see :mod:`keyrelay.stores.usage`) and an index of events by pool; 4 moves the counters
+out of ``keys`` into the narrow table ``counters``, read with ``keys`` through :data:`KEYS`: a
+flush adding to 20,000 of 100,000 keys rewrote nearly every page of the wide ``keys`` rows
+(docs/design.md, "100,000 keys").
 To add version N: write ``_to_N(conn, upgrade)`` and add ``N: _to_N`` to :data:`UPGRADES`.
 """
 
@@ -44,7 +48,10 @@ from keyrelay.stores.base import TokenRecord
 from keyrelay.stores.crypto import KeyCipher, KeyRing
 
 __all__ = [
+    "ADD_COUNTERS",
     "EVENT_COLUMNS",
+    "INSERT_COLUMNS",
+    "KEYS",
     "KEY_COLUMNS",
     "SCHEMA_VERSION",
     "TOKEN_COLUMNS",
@@ -58,10 +65,20 @@ __all__ = [
     "token_of",
 ]
 
-KEY_COLUMNS = (
-    "id, pool, secret, state, reason, since, until, version, weight, label, added_at, "
-    + ", ".join(COUNTER_FIELDS)
-    + ", balance, currency, base_url"
+_RECORD_COLUMNS = "id, pool, secret, state, reason, since, until, version, weight, label, added_at"
+_TAIL_COLUMNS = "balance, currency, base_url"
+_COUNTER_COLUMNS = ", ".join(COUNTER_FIELDS)
+#: a record's columns, read from :data:`KEYS`
+KEY_COLUMNS = f"{_RECORD_COLUMNS}, {', '.join(f'ifnull(counters.{c}, 0)' for c in COUNTER_FIELDS)}, {_TAIL_COLUMNS}"
+#: the keys with their counters (version 4)
+KEYS = "keys LEFT JOIN counters USING (id)"
+#: the columns :func:`row_of` gives values for (the counters go to ``counters``)
+INSERT_COLUMNS = f"{_RECORD_COLUMNS}, {_TAIL_COLUMNS}, lookup"
+#: adds to a key's counters (its id, then the values in ``COUNTER_FIELDS`` order) if the key exists
+ADD_COUNTERS = (
+    f"INSERT INTO counters(id, {_COUNTER_COLUMNS}) SELECT ?1, {', '.join(f'?{i + 2}' for i in range(len(COUNTER_FIELDS)))} "
+    "WHERE EXISTS (SELECT 1 FROM keys WHERE id = ?1) "
+    f"ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in COUNTER_FIELDS)}"
 )
 EVENT_COLUMNS = "key_id, pool, at, actor, from_state, to_state, reason, detail"
 TOKEN_COLUMNS = "id, name, pools, token_hash, created_at, revoked_at, admin"
@@ -140,10 +157,25 @@ def _to_3(conn: sqlite3.Connection, upgrade: Upgrade) -> None:
     conn.execute("CREATE INDEX events_pool_seq ON events(pool, seq)")
 
 
+def _to_4(conn: sqlite3.Connection, upgrade: Upgrade) -> None:
+    """Version 4: counters in a narrow table of their own (a flush rewrites those rows only)."""
+    conn.execute(
+        f"CREATE TABLE counters (id TEXT PRIMARY KEY, {', '.join(f'{c} INTEGER NOT NULL DEFAULT 0' for c in COUNTER_FIELDS)})"
+        " WITHOUT ROWID"
+    )
+    conn.execute(
+        f"INSERT INTO counters(id, {_COUNTER_COLUMNS}) SELECT id, {_COUNTER_COLUMNS} FROM keys "
+        f"WHERE {' OR '.join(f'{c} != 0' for c in COUNTER_FIELDS)}"
+    )
+    for c in COUNTER_FIELDS:
+        conn.execute(f"ALTER TABLE keys DROP COLUMN {c}")
+
+
 #: target version → the step that brings a file from the version before it; run in order.
 UPGRADES: dict[int, Callable[[sqlite3.Connection, Upgrade], None]] = {
     2: _to_2,
     3: _to_3,
+    4: _to_4,
 }
 SCHEMA_VERSION = max(UPGRADES)
 
@@ -211,8 +243,8 @@ def token_of(row: Sequence[Any]) -> TokenRecord:
 
 
 def row_of(r: KeyRecord, cipher: KeyCipher) -> tuple[object, ...]:
-    """A record as the values of ``KEY_COLUMNS`` and ``lookup``, the inverse of :func:`record_of`."""
+    """A record as the values of :data:`INSERT_COLUMNS` (its counters apart), the inverse of :func:`record_of`."""
     return (
         r.id, r.pool, cipher.seal(r.id, r.secret), r.state.value, r.reason, r.since, r.until, r.version, r.weight, r.label,
-        r.added_at, *r.counters.values(), r.balance, r.currency, r.base_url, cipher.lookup(r.pool, r.secret),
+        r.added_at, r.balance, r.currency, r.base_url, cipher.lookup(r.pool, r.secret),
     )

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from keyrelay.core.model import Event, KeyRecord
 from keyrelay.stores.base import TokenRecord, refuse_import
 from keyrelay.stores.evidence import scrub_event
-from keyrelay.stores.sqlite_base import CHUNK, N_COUNTERS, SQLiteParts, bump, insert_events
-from keyrelay.stores.sqlite_schema import KEY_COLUMNS, TOKEN_COLUMNS, row_of, token_of
+from keyrelay.stores.sqlite_base import CHUNK, SQLiteParts, bump, insert_events
+from keyrelay.stores.sqlite_schema import ADD_COUNTERS, INSERT_COLUMNS, TOKEN_COLUMNS, row_of, token_of
 
 __all__ = ["SQLiteTokens"]
 
@@ -84,9 +84,10 @@ class SQLiteTokens(SQLiteParts):
             if records:
                 first = bump(conn, len(records))
                 conn.executemany(
-                    f"INSERT INTO keys({KEY_COLUMNS}, lookup, seq) VALUES ({', '.join('?' * (16 + N_COUNTERS))})",
+                    f"INSERT INTO keys({INSERT_COLUMNS}, seq) VALUES ({', '.join('?' * 16)})",
                     (row_of(r, cipher) + (first + i,) for i, r in enumerate(records)),
                 )
+                conn.executemany(ADD_COUNTERS, ((r.id, *r.counters.values()) for r in records if any(r.counters.values())))
                 conn.execute("DELETE FROM removed WHERE EXISTS (SELECT 1 FROM keys WHERE keys.id = removed.key_id)")
             secrets = {r.id: r.secret for r in records}
             scrubbed = (scrub_event(e, [secrets[e.key_id]] if e.key_id in secrets else []) for e in events)

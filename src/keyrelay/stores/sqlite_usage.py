@@ -23,7 +23,8 @@ def write_usage(at: float, rows: Mapping[str, Counters], conn: sqlite3.Connectio
     for step in STEPS:
         t = bucket_start(at, step)
         conn.executemany(_UPSERT, ((scope, step, t, *c.values()) for scope, c in rows.items()))
-        conn.execute("DELETE FROM usage WHERE step = ? AND t + ? <= ?", (step, step, at - RETENTION[step]))
+        # ``t`` bare, so that the index on (step, t) finds the old buckets (``t + step <= …`` scanned them all)
+        conn.execute("DELETE FROM usage WHERE step = ? AND t <= ?", (step, at - RETENTION[step] - step))
 
 
 def events_sql(q: EventQuery) -> tuple[str, list[object]]:
