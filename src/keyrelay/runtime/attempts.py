@@ -31,7 +31,6 @@ __all__ = ["Attempts", "NoKeyAvailable"]
 _GONE = Verdict(Outcome.CLIENT_GONE)
 #: the top-level ``"model": "…"`` of a JSON request body (escaped quotes inside strings never match)
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,256})"')
-_UNREAD = object()
 #: once this many keys refused a model, it is most likely not there at all (a typo, a retired
 #: model): requests for it stop failing over and get the upstream's answer from one key
 MODEL_REFUSALS_BEFORE_GIVING_UP = 3
@@ -41,7 +40,7 @@ class Attempts:
     """The attempts of one request over one pool."""
 
     __slots__ = (
-        "_body", "_model", "clock", "count", "deadline_at", "first_byte", "last", "last_lease", "lease", "origin",
+        "_body", "_model", "_model_read", "clock", "count", "deadline_at", "first_byte", "last", "last_lease", "lease", "origin",
         "policy", "pool", "tried",
     )
 
@@ -62,15 +61,17 @@ class Attempts:
         #: held key is verified; ``None`` in the gateway, which sends to the pool's base URL
         self.origin: str | None = None
         self._body = body  # the request body, or how to get it (read only when a model matters)
-        self._model: object = _UNREAD
+        self._model: str | None = None
+        self._model_read = False
 
     def model(self) -> str | None:
         """The requested model, read from the body the first time it is needed."""
-        if self._model is _UNREAD:
+        if not self._model_read:
+            self._model_read = True
             body = self._body() if callable(self._body) else self._body
             m = _MODEL.search(body[:65536]) if body else None
             self._model = m[1].decode("utf-8", "replace") if m else None
-        return self._model  # type: ignore[return-value]
+        return self._model
 
     def next(self) -> Lease | None:
         """The key for the next attempt, or ``None`` when the loop must stop and answer with the

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from keyrelay.config import Settings
 from keyrelay.core.model import Counters, KeyRecord
@@ -107,7 +107,9 @@ class Runtime:
             log.error("store unreachable at shutdown: %d queued state changes and the last counters not written", queued)
         await self.store.close()
 
-    async def _every(self, interval: float, job: Callable[[], object], wake: asyncio.Event | None = None) -> None:
+    async def _every(
+        self, interval: float, job: Callable[[], Awaitable[object]], wake: asyncio.Event | None = None
+    ) -> None:
         """Run ``job`` every ``interval`` seconds (or when ``wake`` is set). A job that returns a
         number asks for that many seconds before its next run instead (never fewer than ``interval``)."""
         failing = False
@@ -120,7 +122,7 @@ class Runtime:
                     await asyncio.wait_for(wake.wait(), interval)
                 wake.clear()
             try:
-                asked = await job()  # type: ignore[misc]
+                asked = await job()
                 delay = max(interval, asked) if isinstance(asked, float) else interval
             except asyncio.CancelledError:
                 raise
