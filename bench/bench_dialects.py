@@ -1,6 +1,9 @@
 """What a native-dialect request costs next to an OpenAI-dialect one (issue 13: "within 5 %"):
 one keyrelay with an ``openai`` pool and an ``anthropic`` pool (``provider = "anthropic"``) over
-the same upstream (nginx when installed, else the fake upstream), non-streaming.
+the same upstream (nginx when installed, else the fake upstream), non-streaming — or, with
+``--stream``, streaming: OpenAI's chat completion chunks (7 events, usage last) against
+Anthropic's Messages stream (11 events, usage in message_start and message_delta), both answered
+by nginx (the ``anthropic-sse`` pool's base URL leads to the stream).
 
 - OpenAI: ``POST /v1/chat/completions`` with ``Authorization: Bearer <token>`` (what ``openai``
   sends), answered with a chat completion;
@@ -44,9 +47,14 @@ from bench_proxy import (
 
 ANTHROPIC_BODY = '{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
 #: per dialect: the path under the gateway, the body, the headers its SDK sends the token in
+_ANT_HEADERS = {"x-api-key": TOKEN, "anthropic-version": "2023-06-01"}
 DIALECTS: dict[str, tuple[str, str, dict[str, str]]] = {
     "openai": ("/v1/chat/completions", BODY, {"Authorization": f"Bearer {TOKEN}"}),
-    "anthropic": ("/anthropic/v1/messages", ANTHROPIC_BODY, {"x-api-key": TOKEN, "anthropic-version": "2023-06-01"}),
+    "anthropic": ("/anthropic/v1/messages", ANTHROPIC_BODY, _ANT_HEADERS),
+}
+STREAMING: dict[str, tuple[str, str, dict[str, str]]] = {
+    "openai": ("/v1/sse", BODY[:-1] + ',"stream":true}', {"Authorization": f"Bearer {TOKEN}"}),
+    "anthropic": ("/anthropic-sse/v1/messages", ANTHROPIC_BODY[:-1] + ',"stream":true}', _ANT_HEADERS),
 }
 
 
@@ -60,6 +68,7 @@ def write_config(upstream: str, tmp: Path, keys: int, log_level: str) -> Path:
         f'[store]\nurl = "sqlite:///{db}"\n'
         f'[[pools]]\nname = "openai"\nbase_url = "{upstream}"\n'
         f'[[pools]]\nname = "anthropic"\nprovider = "anthropic"\nbase_url = "{root}"\n'
+        f'[[pools]]\nname = "anthropic-sse"\nprovider = "anthropic"\nbase_url = "{root}/sse"\n'
         f'[[tokens]]\nname = "bench"\npools = ["*"]\ntoken = "{TOKEN}"\n'
     )
     asyncio.run(_seed(f"sqlite:///{db}", keys))
@@ -72,7 +81,8 @@ async def _seed(url: str, n: int) -> None:
     store = open_store(url)
     await store.open()
     await store.add_keys("openai", [f"sk-bench-{i:08d}-abcdefghijklmnopqrstuvwxyz" for i in range(n)], time.time())
-    await store.add_keys("anthropic", [f"sk-ant-api03-bench{i:08d}-" + "a" * 80 for i in range(n)], time.time())
+    for pool in ("anthropic", "anthropic-sse"):
+        await store.add_keys(pool, [f"sk-ant-api03-bench{i:08d}-" + "a" * 80 for i in range(n)], time.time())
     await store.close()
 
 
@@ -120,23 +130,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keys", type=int, default=1)
     ap.add_argument("--log-level", default="warning", help="keyrelay's log level (info adds access lines)")
+    ap.add_argument("--stream", action="store_true", help="streaming answers instead (SSE, both dialects)")
     args = ap.parse_args()
+    dialects = STREAMING if args.stream else DIALECTS
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         up, upstream, kind = start_upstream(tmp)
         try:
             conf = write_config(upstream, tmp, args.keys, args.log_level)
             print(f"upstream: {kind}; {args.keys:,} key(s) per pool; {args.connections} connections, "
-                  f"{args.seconds:g}s per run, {args.rounds} round(s), the order alternating; non-streaming")
-            rows: dict[str, list[Result]] = {name: [] for name in DIALECTS}
+                  f"{args.seconds:g}s per run, {args.rounds} round(s), the order alternating; "
+                  f"{'streaming' if args.stream else 'non-streaming'}")
+            rows: dict[str, list[Result]] = {name: [] for name in dialects}
             for i in range(args.rounds):
                 proc, port = start(conf, tmp)
                 try:
-                    for path, body, headers in DIALECTS.values():  # warm-up, both
+                    for path, body, headers in dialects.values():  # warm-up, both
                         load(f"http://127.0.0.1:{port}{path}", body, headers, 1, args.connections, proc.pid)
-                    order = list(DIALECTS) if i % 2 == 0 else list(reversed(DIALECTS))
+                    order = list(dialects) if i % 2 == 0 else list(reversed(dialects))
                     for name in order:
-                        path, body, headers = DIALECTS[name]
+                        path, body, headers = dialects[name]
                         url = f"http://127.0.0.1:{port}{path}"
                         rows[name].append(load(url, body, headers, args.seconds, args.connections, proc.pid))
                 finally:

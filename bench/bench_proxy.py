@@ -58,6 +58,25 @@ MESSAGES_JSON = (
     '"stop_sequence":null,"usage":{"input_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,'
     '"output_tokens":9}}'
 )
+#: Anthropic's Messages stream (docs.anthropic.com/en/api/messages-streaming, "Basic streaming
+#: request"): message_start (input tokens), a text block of five deltas, message_delta (output
+#: tokens), message_stop; for ``bench_dialects.py --stream``
+_ANT_DELTA = (
+    'event: content_block_delta\\ndata: {"type":"content_block_delta","index":0,'
+    '"delta":{"type":"text_delta","text":"Hello"}}\\n\\n'
+)
+MESSAGES_SSE = (
+    'event: message_start\\ndata: {"type":"message_start","message":{"id":"msg_bench","type":"message",'
+    '"role":"assistant","content":[],"model":"claude-haiku-4-5","stop_reason":null,"stop_sequence":null,'
+    '"usage":{"input_tokens":9,"output_tokens":1}}}\\n\\n'
+    'event: content_block_start\\ndata: {"type":"content_block_start","index":0,'
+    '"content_block":{"type":"text","text":""}}\\n\\n'
+    + _ANT_DELTA * 5
+    + 'event: content_block_stop\\ndata: {"type":"content_block_stop","index":0}\\n\\n'
+    'event: message_delta\\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+    '"stop_sequence":null},"usage":{"output_tokens":5}}\\n\\n'
+    'event: message_stop\\ndata: {"type":"message_stop"}\\n\\n'
+)
 BODY = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'
 
 
@@ -123,6 +142,7 @@ http {{
     location = /v1/chat/completions {{ default_type application/json; return 200 '{CHAT_JSON}'; }}
     location = /v1/sse {{ default_type text/event-stream; return 200 '{SSE}'; }}
     location = /v1/messages {{ default_type application/json; return 200 '{MESSAGES_JSON}'; }}
+    location = /sse/v1/messages {{ default_type text/event-stream; return 200 '{MESSAGES_SSE}'; }}
   }}
 }}
 """
