@@ -125,3 +125,29 @@ async def test_a_flush_cancelled_in_the_middle_loses_nothing_at_shutdown() -> No
     gate.set()
     await rt.stop()  # waits for the slice under way, then flushes what was not written
     assert sum(written) == n
+
+
+async def test_keys_arriving_in_a_big_pool_are_redacted_without_a_rebuild_on_the_loop(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A big pool's redaction is rebuilt in a worker thread before new keys serve (at 100,000
+    keys a rebuild is about a second of CPU, which on the loop would stall every request)."""
+    from keyrelay.runtime import process, redactor
+
+    monkeypatch.setattr(process, "BIG_REDACTION", 1)
+    rt = await _runtime_with_busy_keys(10)
+    redactor.current()
+    built: list[str] = []
+    real = redactor.prepare
+
+    def prepare(extra):  # type: ignore[no-untyped-def]
+        import threading
+
+        built.append(threading.current_thread().name)
+        return real(extra)
+
+    monkeypatch.setattr(redactor, "prepare", prepare)
+    fresh = "sk-arrives-later-abcdefghijklmnopqrstuv"
+    await rt.store.add_keys("openai", [fresh], time.time())
+    await rt.sync()
+    assert built and built[0] != "MainThread"  # built off the loop
+    assert redactor._cached[0] == redactor._generation  # nothing left to rebuild on the next use
+    assert fresh not in redactor.current().text(f"upstream said: bad key {fresh}")

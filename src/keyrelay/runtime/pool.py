@@ -354,6 +354,12 @@ class KeyPool:
             if self.state.secrets_version != before:
                 redactor.changed()
 
+    def holds(self, key_id: str, secret: str) -> bool:
+        """Does the pool hold this key, with this secret, already?"""
+        with self.lock:
+            rec = self.state.get(key_id)
+        return rec is not None and rec.secret == secret
+
     def secrets(self) -> list[str]:
         """Every key of the pool (for the redaction only)."""
         with self.lock:

@@ -28,6 +28,10 @@ __all__ = ["Runtime"]
 log = logging.getLogger("keyrelay.runtime.process")
 
 
+#: a redaction over this many keys is rebuilt in a worker thread when keys arrive (about a
+#: second of CPU at 100,000 keys, which on the loop would stall every request)
+BIG_REDACTION = 20_000
+
 #: The pace of counter writes with many busy keys (rows per second, on average); see ``_paced_flush``.
 COUNTER_ROWS_PER_SECOND = 1000.0
 MAX_COUNTER_LAG = 10.0
@@ -149,10 +153,16 @@ class Runtime:
             for stale in self.pools.values():
                 stale.backlog.clear()
         self._epoch = epoch
+        arriving = [r.secret for r in ch.records if r.pool in self.pools and not self.pools[r.pool].holds(r.id, r.secret)]
+        ready = None
+        if (arriving or ch.removed) and redactor.current().size >= BIG_REDACTION:  # rebuilt off the loop first
+            ready = await asyncio.to_thread(redactor.prepare, arriving)
         for rec in ch.records:
             pool = self.pools.get(rec.pool)
             if pool is not None:
                 pool.upsert(rec)
+        if ready is not None:
+            redactor.install(ready)  # no await since the upserts: no request saw the keys without it
         for kid in ch.removed:
             for pool in self.pools.values():
                 pool.remove(kid)

@@ -1,5 +1,6 @@
 """The process's one redaction: a :class:`~keyrelay.core.redaction.Redactor` over the keys of
-every live pool, rebuilt (lazily, at the next use) when a pool's key set changes.
+every live pool, rebuilt (lazily, at the next use) when a pool's key set changes — or, for a
+big pool, built beforehand off the event loop and installed with the keys (``runtime/process.py``).
 
 Pools register themselves (:class:`~keyrelay.runtime.pool.KeyPool`) and call :func:`changed` when
 a key arrives or leaves. Log lines, error bodies, response headers, SSE error events and
@@ -12,11 +13,12 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable
+from itertools import chain
 from typing import Protocol
 
 from keyrelay.core.redaction import EMPTY, Redactor
 
-__all__ = ["changed", "current", "register", "scrub"]
+__all__ = ["changed", "current", "install", "prepare", "register", "scrub"]
 
 
 class _HasSecrets(Protocol):
@@ -56,6 +58,23 @@ def current() -> Redactor:
         r = Redactor(s for p in pools for s in p.secrets())
         _cached = (gen, r)
         return r
+
+
+def prepare(extra: Iterable[str] = ()) -> Redactor:
+    """A redactor over every registered pool's keys and ``extra`` (keys about to arrive), built
+    but not yet in use: safe to call from a worker thread, so a big pool's rebuild (about a
+    second at 100,000 keys) need not hold the event loop. See :func:`install`."""
+    with _lock:
+        pools = list(_pools)
+    return Redactor(chain((s for p in pools for s in p.secrets()), extra))
+
+
+def install(r: Redactor) -> None:
+    """Use ``r`` from now on. It must know every key registered now: build it with
+    :func:`prepare`, given the keys that arrived since."""
+    global _cached
+    with _lock:
+        _cached = (_generation, r)
 
 
 def scrub(text: str) -> str:
