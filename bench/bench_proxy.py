@@ -1,4 +1,5 @@
-"""Gateway hot-path benchmark: keyrelay vs a bare aiohttp pass-through proxy, in one run.
+"""Gateway hot-path benchmark: keyrelay vs a bare aiohttp pass-through proxy and vs the lean
+reference pass-through (``lean_passthrough.py``: asyncio protocols + httptools), in one run.
 
 Layout on a 2-core machine: the proxy under test is pinned to core 0; the upstream (nginx when
 installed, else keyrelay's fake upstream) and the load generator (wrk when installed, else an
@@ -6,7 +7,8 @@ aiohttp client) share core 1. Each proxy gets the same load: non-streaming chat 
 streaming ones (SSE), then keyrelay again with 10,000 keys in its pool.
 
 Prints requests/s and p50/p99 latency for each, and keyrelay's ratio to the baseline: the
-median over several rounds of the ratio within a round, as the machine's speed drifts. Also
+median over several rounds of the ratio within a round, as the machine's speed drifts; then
+keyrelay's ratios to the lean reference (req/s, and CPU time per request). Also
 each proxy's CPU time per request (from /proc) and how busy its core was: near 1.0 when the
 proxy, not the load generator or the upstream, set the pace.
 
@@ -205,10 +207,11 @@ def _wrk_ms(out: str, pct: str) -> float:
 # -- proxies -------------------------------------------------------------------------------
 
 
-def start_baseline(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_baseline(upstream: str, script: str = "baseline_proxy.py") -> tuple[subprocess.Popen[bytes], int]:
+    """A reference proxy (``baseline_proxy.py`` or ``lean_passthrough.py``) on core 0."""
     port = free_port()
     proc = subprocess.Popen(  # its stderr: tracebacks when wrk drops connections at the end of a run
-        pinned(0, [sys.executable, str(HERE / "baseline_proxy.py"), str(port), upstream]), stderr=subprocess.DEVNULL
+        pinned(0, [sys.executable, str(HERE / script), str(port), upstream]), stderr=subprocess.DEVNULL
     )
     wait_port(port)
     return proc, port
@@ -264,13 +267,14 @@ def measure(port: int, pid: int, args: argparse.Namespace) -> tuple[Result, Resu
 
 
 def one_round(upstream: str, tmp: Path, args: argparse.Namespace) -> dict[str, tuple[Result, Result]]:
-    """Baseline, keyrelay with 1 key and with 10,000 keys, one after the other."""
+    """Baseline, lean reference, keyrelay with 1 key and with 10,000 keys, one after the other."""
     out: dict[str, tuple[Result, Result]] = {}
-    p, port = start_baseline(upstream)
-    try:
-        out[BASE] = measure(port, p.pid, args)
-    finally:
-        stop(p)
+    for name, script in ((BASE, "baseline_proxy.py"), (LEAN, "lean_passthrough.py")):
+        p, port = start_baseline(upstream, script)
+        try:
+            out[name] = measure(port, p.pid, args)
+        finally:
+            stop(p)
     for n in (1, 10_000):
         p, port = start_keyrelay(upstream, tmp, n, args.log_level)
         try:
@@ -323,6 +327,7 @@ def big_pool(upstream: str, tmp: Path, args: argparse.Namespace) -> None:
 
 
 BASE = "bare aiohttp proxy"
+LEAN = "lean reference"
 
 
 def main() -> None:
@@ -379,7 +384,13 @@ def main() -> None:
             busy = median([r[name][i].cpu_us * r[name][i].rps / 1e6 for r in rounds])
             cells.append(f"{cpu:6.1f} µs, core {busy:4.2f} busy")
         print(f"  {name:22} non-streaming {cells[0]}   streaming {cells[1]}")
-    one, many = names[1], names[2]
+    print("\nkeyrelay against the lean reference (median of paired rounds; req/s ratio, then CPU per request ratio):")
+    for name in names[2:]:
+        rps = [median([r[name][i].rps / r[LEAN][i].rps for r in rounds]) for i in (0, 1)]
+        cpu = [median([r[name][i].cpu_us / r[LEAN][i].cpu_us for r in rounds]) for i in (0, 1)]
+        print(f"  {name:22} non-streaming {rps[0]:.2f}x req/s, {cpu[0]:.2f}x CPU   "
+              f"streaming {rps[1]:.2f}x req/s, {cpu[1]:.2f}x CPU")
+    one, many = names[2], names[3]
     sel = [median([r[many][i].rps / r[one][i].rps for r in rounds]) for i in (0, 1)]
     print(f"\nselection from 10,000 keys vs 1 key (median of paired rounds): non-streaming {sel[0]:.3f}x, "
           f"streaming {sel[1]:.3f}x")

@@ -1,0 +1,217 @@
+"""An upstream answer as it arrives: its head, then its body, read whole or chunk by chunk."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from keyrelay.http1.errors import ReadTimeout
+from keyrelay.http1.headers import Headers, RawHeaders
+
+if TYPE_CHECKING:
+    from keyrelay.http1.upstream import _Conn
+
+__all__ = ["UpstreamResponse"]
+
+#: body bytes held unread before the upstream connection stops being read (the caller is slow)
+HIGH_WATER = 262144
+
+
+class UpstreamResponse:
+    """``status``, ``reason``, ``headers`` (case-insensitive, decoded when first looked at),
+    ``await read()`` (the whole body), ``await next_chunk()`` (what arrived since; ``b""`` at the
+    end), and :meth:`release` (the connection back to the pool if the body came whole and the
+    upstream keeps it alive, else closed). ``async with`` releases on exit."""
+
+    __slots__ = (
+        "_chunks", "_conn", "_error", "_headers", "_keep", "_last", "_loop", "_paused", "_timeout", "_timer",
+        "_waiter", "buffered", "done", "head_done", "interim", "no_body", "raw_headers", "reason_bytes", "received",
+        "status",
+    )
+
+    def __init__(self, conn: _Conn, no_body: bool, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+        self._conn: _Conn | None = conn
+        self._loop = loop
+        self.no_body = no_body
+        self.status = 0
+        self.reason_bytes = b""
+        self.raw_headers: RawHeaders = []
+        self._headers: Headers | None = None
+        self._chunks: list[bytes] = []
+        self.buffered = 0
+        self.received = 0
+        self.head_done = False
+        self.done = False
+        self.interim = False
+        self._keep = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._timeout = timeout
+        self._last = loop.time()
+        self._timer: asyncio.TimerHandle | None = loop.call_at(self._last + timeout, self._check) if timeout > 0 else None
+
+    @property
+    def reason(self) -> str:
+        return self.reason_bytes.decode("latin-1")
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self.raw_headers)
+        return self._headers
+
+    @property
+    def until_close(self) -> bool:
+        """Is the body delimited by the connection's end (no Content-Length, not chunked)?"""
+        for name, value in self.raw_headers:
+            low = name.lower()
+            if low == b"content-length":
+                return False
+            if low == b"transfer-encoding" and value.lower().rstrip().endswith(b"chunked"):
+                return False
+        return True
+
+    # -- the caller's side --
+
+    async def wait_head(self) -> None:
+        while not self.head_done:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        if self._error is not None and not self._chunks and not self.done:
+            raise self._error
+
+    async def read(self) -> bytes:
+        """The whole body (what :meth:`next_chunk` has not taken yet)."""
+        while not self.done:
+            self._resume()
+            await self._wait()
+        if self._error is not None:
+            raise self._error
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self.buffered = 0
+        return data
+
+    async def next_chunk(self) -> bytes:
+        """The body bytes that arrived since the last call (waiting for some); ``b""`` at the end."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self.done:
+                return b""
+            await self._wait()
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        self._resume()
+        return data
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """From now on the upstream may be silent ``seconds`` at most (0: no limit)."""
+        self._timeout = seconds
+        self._last = self._loop.time()
+        if self._timer is None and seconds > 0 and not self.done:
+            self._timer = self._loop.call_at(self._last + seconds, self._check)
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if conn is not None:
+            keep = self.done and self._keep and self._error is None
+            if not keep:
+                conn.resp = None
+            conn.client.release(conn, keep)
+
+    close = release
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse {self.status} {self.reason}>"
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._last = self._loop.time()
+            if self._conn is not None:
+                self._conn.resume_reading()
+
+    # -- the connection's side --
+
+    def seen(self, n: int) -> None:
+        self.received += n
+        self._last = self._loop.time()
+
+    def head(self, status: int) -> None:
+        self.status = status
+        self.head_done = True
+        self._wake()
+
+    def body(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > HIGH_WATER and not self._paused and self._conn is not None:
+            self._paused = True
+            self._conn.pause_reading()
+        self._wake()
+
+    def finish(self, keep: bool) -> None:
+        self.head_done = self.done = True
+        self._keep = keep and not self.no_body
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.done:
+            return
+        self._error = exc
+        self.done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake()
+
+    def _check(self) -> None:
+        """The read timer: fires at most once per ``timeout`` while the answer is awaited."""
+        self._timer = None
+        if self.done or self._timeout <= 0:
+            return
+        now = self._loop.time()
+        if self._paused:  # the caller is slow, not the upstream
+            self._last = now
+        due = self._last + self._timeout
+        if now < due:
+            self._timer = self._loop.call_at(due, self._check)
+            return
+        self.fail(ReadTimeout(f"the upstream sent nothing for {self._timeout:g} s"))
+        conn = self._conn
+        if conn is not None:
+            conn.resp = None
+            conn.close()
+

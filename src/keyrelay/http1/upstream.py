@@ -1,0 +1,398 @@
+"""A lean HTTP/1.1 client for upstream APIs: keep-alive pools per origin over asyncio protocols,
+answers parsed by ``httptools`` (llhttp) in the protocol's own callbacks.
+
+- Framing: Content-Length, chunked, or read until the upstream closes; 1xx answers are
+  skipped; ``Connection: close`` (or HTTP/1.0) closes the connection after the answer.
+  Keep-alive is decided inside the parser's ``on_message_complete`` (``should_keep_alive()``
+  read after ``feed_data()`` is always false).
+- A body cut short (the upstream closes before Content-Length bytes or the last chunk) raises
+  :class:`~keyrelay.http1.errors.UpstreamClosed`; bytes that are not HTTP raise
+  :class:`~keyrelay.http1.errors.UpstreamProtocolError`. Both are ``OSError``\\ s.
+- A connect timeout (TCP, proxy tunnel, TLS handshake) and a read timeout: the upstream may be
+  silent that long at most while an answer is awaited and read; one timer per request, pushed
+  forward by arriving bytes, not re-armed per chunk; no timeout while reading is paused
+  because the caller is slow to take what arrived.
+- TLS for ``https`` origins (the default SSL context unless one is given); ``HTTPS_PROXY`` /
+  ``HTTP_PROXY`` / ``NO_PROXY`` from the environment: https through a CONNECT tunnel, http in
+  absolute form (``http://`` proxies only).
+- A request reuses an idle connection of its origin (the last one released first); one that
+  the upstream closed while idle, unseen, is retried once on a fresh connection if not a byte
+  of an answer came. ``limit`` bounds open connections, all origins together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+import httptools
+
+from keyrelay.http1.errors import ConnectTimeout, ProxyError, UpstreamClosed, UpstreamError, UpstreamProtocolError
+from keyrelay.http1.response import UpstreamResponse
+
+__all__ = ["UpstreamClient", "UpstreamResponse"]
+
+HeaderInput = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
+_OURS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"))
+_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+
+
+class _Origin:
+    """Where requests for one ``scheme://host:port`` go, and how."""
+
+    __slots__ = ("absolute", "host", "host_header", "key", "port", "proxy", "proxy_auth", "tls")
+
+    def __init__(self, scheme: str, netloc: str, proxies: dict[str, str]) -> None:
+        self.tls = scheme == "https"
+        host, _, port = netloc.rpartition(":") if netloc.rfind(":") > netloc.rfind("]") else (netloc, "", "")
+        self.host = host.strip("[]")
+        self.port = int(port) if port else (443 if self.tls else 80)
+        self.host_header = netloc.encode("idna")
+        self.proxy: tuple[str, int] | None = None
+        self.proxy_auth = b""
+        proxy = proxies.get(scheme)
+        if proxy and not _bypass(self.host, proxies.get("no", "")):
+            p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+            if p.scheme != "http":
+                raise ValueError(f"unsupported proxy scheme {p.scheme!r} (http:// proxies only)")
+            self.proxy = (p.hostname or "", p.port or 80)
+            if p.username is not None:
+                cred = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
+                self.proxy_auth = b"Proxy-Authorization: Basic " + base64.b64encode(cred.encode()) + b"\r\n"
+        self.absolute = self.proxy is not None and not self.tls  # http through a proxy: absolute-form targets
+        self.key = f"{scheme}://{netloc}"
+
+
+def _bypass(host: str, no_proxy: str) -> bool:
+    """Does ``NO_PROXY`` (comma-separated hosts or domain suffixes; ``*`` for all) cover ``host``?"""
+    host = host.lower()
+    for entry in no_proxy.replace(" ", "").lower().split(","):
+        entry = entry.lstrip(".").rsplit(":", 1)[0] if entry.count(":") == 1 else entry.strip("[]")
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
+
+
+class _Conn(asyncio.Protocol):
+    """One upstream connection; parses the answer to the request in flight into ``resp``."""
+
+    __slots__ = ("client", "closed", "origin", "parser", "resp", "transport")
+
+    def __init__(self, client: UpstreamClient, origin: _Origin) -> None:
+        self.client = client
+        self.origin = origin
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.resp: UpstreamResponse | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        resp = self.resp
+        if resp is None:  # bytes nobody asked for: the connection cannot be trusted
+            self.close()
+            return
+        resp.seen(len(data))
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _HeadDone):
+                resp.fail(UpstreamError(f"reading the answer failed: {exc.__context__!r}"))
+                self.close()
+        except httptools.HttpParserError as exc:
+            resp.fail(UpstreamProtocolError(f"invalid HTTP from the upstream: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        self.client.lost(self)
+        resp, self.resp = self.resp, None
+        if resp is not None and not resp.done:
+            if resp.head_done and resp.until_close:
+                resp.finish(False)
+            else:
+                what = "in the middle of the body" if resp.head_done else "before an answer"
+                resp.fail(UpstreamClosed(f"the upstream closed the connection {what}"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- parser callbacks (each answer to ``resp``) --
+
+    def on_status(self, reason: bytes) -> None:
+        if self.resp is not None:
+            self.resp.reason_bytes += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.resp is not None:
+            self.resp.raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        resp = self.resp
+        if resp is None:
+            return
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:  # 100 Continue, 103 Early Hints: the real answer follows
+            resp.raw_headers, resp.reason_bytes, resp.interim = [], b"", True
+            return
+        resp.head(status)
+        if resp.no_body:
+            self.resp = None
+            resp.finish(False)
+            raise _HeadDone  # a HEAD's answer has no body whatever its Content-Length; llhttp cannot be told
+
+    def on_body(self, body: bytes) -> None:
+        if self.resp is not None:
+            self.resp.body(body)
+
+    def on_message_complete(self) -> None:
+        resp = self.resp
+        if resp is None:
+            return
+        if resp.interim:
+            resp.interim = False
+            return
+        self.resp = None
+        resp.finish(self.parser.should_keep_alive())  # only valid in here
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+
+class _HeadDone(Exception):
+    """Stops the parser after the head of an answer to HEAD (that connection is not reused)."""
+
+
+class UpstreamClient:
+    """Keep-alive connections to upstream origins. One per event loop."""
+
+    def __init__(
+        self, *, connect_timeout: float = 10.0, read_timeout: float = 300.0, limit: int = 1000,
+        idle_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None, trust_env: bool = True,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self._ssl = ssl_context
+        self._proxies = urllib.request.getproxies_environment() if trust_env else {}
+        self._origins: dict[str, _Origin] = {}
+        self._idle: dict[str, dict[_Conn, float]] = {}
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def _origin(self, url: str) -> tuple[_Origin, bytes]:
+        i = url.find("://")
+        j = url.find("/", i + 3)
+        prefix, target = (url, "/") if j < 0 else (url[:j], url[j:])
+        origin = self._origins.get(prefix)
+        if origin is None:
+            scheme = url[:i].lower()
+            if i < 0 or scheme not in ("http", "https") or not prefix[i + 3 :]:
+                raise ValueError(f"not an http(s) URL: {url[:80]!r}")
+            origin = _Origin(scheme, prefix[i + 3 :], self._proxies)
+            if len(self._origins) < 1024:
+                self._origins[prefix] = origin
+        return origin, (url.encode() if origin.absolute else target.encode())
+
+    async def request(
+        self, method: str | bytes, url: str, headers: HeaderInput = (), body: bytes = b"",
+        *, read_timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """Send a request and wait for its answer's head; the body is read from the answer.
+        Every answer must be :meth:`~UpstreamResponse.release`\\ d (or used as a context manager)."""
+        if self._closed:
+            raise UpstreamError("the client is closed")
+        m = method.encode() if isinstance(method, str) else method
+        origin, target = self._origin(url)
+        data = _serialize(m, target, origin, headers, body)
+        timeout = self.read_timeout if read_timeout is None else read_timeout
+        loop = asyncio.get_running_loop()
+        for attempt in (0, 1):
+            conn = self._reuse(origin, loop.time())
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(origin)
+            resp = UpstreamResponse(conn, m == b"HEAD", timeout, loop)
+            conn.resp = resp
+            assert conn.transport is not None
+            conn.transport.write(data)
+            try:
+                await resp.wait_head()
+            except UpstreamClosed:
+                if reused and attempt == 0 and resp.received == 0:  # closed while idle, unseen: once more
+                    continue
+                raise
+            return resp
+        raise AssertionError("unreachable")
+
+    def _reuse(self, origin: _Origin, now: float) -> _Conn | None:
+        idle = self._idle.get(origin.key)
+        while idle:
+            conn, since = idle.popitem()  # the last released: the warmest
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            if now - since > self.idle_timeout:
+                conn.close()
+                continue
+            return conn
+        return None
+
+    async def _connect(self, origin: _Origin) -> _Conn:
+        while self._open >= self.limit:
+            if not self._close_one_idle():
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                await waiter
+        self._open += 1
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await self._open_connection(origin)
+        except TimeoutError:
+            self._gone()
+            raise ConnectTimeout(f"no connection to {origin.key} within {self.connect_timeout:g} s") from None
+        except UpstreamError:
+            self._gone()
+            raise
+        except OSError as exc:  # refused, unreachable, DNS, TLS handshake (ssl.SSLError)
+            self._gone()
+            raise UpstreamError(f"cannot connect to {origin.key}: {exc}") from exc
+        except BaseException:
+            self._gone()
+            raise
+
+    async def _open_connection(self, origin: _Origin) -> _Conn:
+        loop = asyncio.get_running_loop()
+        if origin.proxy is None or origin.absolute:
+            host, port = origin.proxy if origin.proxy is not None else (origin.host, origin.port)
+            tls = self.ssl_context if origin.tls else None
+            _, conn = await loop.create_connection(
+                lambda: _Conn(self, origin), host, port, ssl=tls, server_hostname=origin.host if tls else None
+            )
+            return conn
+        tunnel = _Tunnel(loop)
+        transport, _ = await loop.create_connection(lambda: tunnel, *origin.proxy)
+        try:
+            authority = b"%s:%d" % (origin.host.encode("idna"), origin.port)
+            transport.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (authority, authority, origin.proxy_auth))
+            status = await tunnel.answered
+            if status != 200:
+                raise ProxyError(f"the proxy refused the tunnel to {origin.key}: HTTP {status}")
+            conn = _Conn(self, origin)
+            tls_transport = await loop.start_tls(transport, conn, self.ssl_context, server_hostname=origin.host)
+            assert tls_transport is not None
+            conn.connection_made(tls_transport)
+            return conn
+        except BaseException:
+            transport.close()
+            raise
+
+    def release(self, conn: _Conn, keep: bool) -> None:
+        """An answer is over: its connection goes back to the pool (``keep``) or is closed."""
+        if keep and not self._closed and not conn.closed and conn.transport is not None:
+            conn.resp = None
+            loop_time = asyncio.get_running_loop().time()
+            self._idle.setdefault(conn.origin.key, {})[conn] = loop_time
+            self._wake()
+        else:
+            conn.close()
+
+    def lost(self, conn: _Conn) -> None:
+        idle = self._idle.get(conn.origin.key)
+        if idle is not None:
+            idle.pop(conn, None)
+        self._gone()
+
+    def _gone(self) -> None:
+        self._open -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
+
+    def _close_one_idle(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                conn, _ = idle.popitem()
+                conn.close()
+                return True
+        return False
+
+    async def close(self) -> None:
+        """Close the idle connections; those in use close when released."""
+        self._closed = True
+        for idle in self._idle.values():
+            for conn in list(idle):
+                conn.close()
+            idle.clear()
+        await asyncio.sleep(0)  # let the transports report their end
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads a proxy's answer to CONNECT (its status)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.answered: asyncio.Future[int] = loop.create_future()
+        self._buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end >= 0 and not self.answered.done():
+            parts = self._buf.split(b" ", 2)
+            ok = len(parts) > 1 and parts[0].startswith(b"HTTP/1.") and parts[1].isdigit()
+            self.answered.set_result(int(parts[1]) if ok else 0)
+        elif len(self._buf) > 65536 and not self.answered.done():
+            self.answered.set_result(0)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answered.done():
+            self.answered.set_exception(ProxyError("the proxy closed the connection before answering CONNECT"))
+
+
+def _serialize(method: bytes, target: bytes, origin: _Origin, headers: HeaderInput, body: bytes) -> bytes:
+    """The request's bytes: our Host and Content-Length, the caller's other headers (no CR/LF)."""
+    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, origin.host_header)]
+    pairs: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for n, v in pairs:
+        name = n.encode("latin-1") if isinstance(n, str) else n
+        value = v.encode("latin-1") if isinstance(v, str) else v
+        if name.lower() in _OURS:
+            continue
+        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+            raise ValueError(f"a header with a line break or a colon in its name: {name[:40]!r}")
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if origin.absolute:
+        lines.append(origin.proxy_auth)
+    if body or method in _BODY_METHODS:
+        lines.append(b"Content-Length: %d\r\n" % len(body))
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
