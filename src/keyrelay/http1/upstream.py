@@ -234,7 +234,7 @@ class UpstreamClient:
             conn = self._reuse(origin, loop.time())
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(origin)
+                conn, reused = await self._acquire(origin)
             resp = UpstreamResponse(conn, m == b"HEAD", timeout, loop)
             conn.resp = resp
             assert conn.transport is not None
@@ -260,12 +260,21 @@ class UpstreamClient:
             return conn
         return None
 
-    async def _connect(self, origin: _Origin) -> _Conn:
+    async def _acquire(self, origin: _Origin) -> tuple[_Conn, bool]:
+        """A connection for ``origin`` (reused?) within ``limit``: an idle one of another origin
+        is closed to make room, else the first connection released or closed is waited for."""
+        loop = asyncio.get_running_loop()
         while self._open >= self.limit:
-            if not self._close_one_idle():
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                await waiter
+            conn = self._reuse(origin, loop.time())
+            if conn is not None:
+                return conn, True
+            self._close_one_idle()  # makes room when its transport reports the end
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return await self._connect(origin), False
+
+    async def _connect(self, origin: _Origin) -> _Conn:
         self._open += 1
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -336,13 +345,12 @@ class UpstreamClient:
                 w.set_result(None)
                 return
 
-    def _close_one_idle(self) -> bool:
+    def _close_one_idle(self) -> None:
         for idle in self._idle.values():
             if idle:
                 conn, _ = idle.popitem()
                 conn.close()
-                return True
-        return False
+                return
 
     async def close(self) -> None:
         """Close the idle connections; those in use close when released."""
