@@ -23,59 +23,20 @@ answers parsed by ``httptools`` (llhttp) in the protocol's own callbacks.
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Iterable, Mapping
+from typing import cast
 
 import httptools
 
 from keyrelay.http1.errors import ConnectTimeout, ProxyError, UpstreamClosed, UpstreamError, UpstreamProtocolError
+from keyrelay.http1.origin import HeaderInput, Origin, Tunnel, serialize
 from keyrelay.http1.response import UpstreamResponse
 
 __all__ = ["UpstreamClient", "UpstreamResponse"]
 
-HeaderInput = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
-_OURS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"))
-_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
-
-
-class _Origin:
-    """Where requests for one ``scheme://host:port`` go, and how."""
-
-    __slots__ = ("absolute", "host", "host_header", "key", "port", "proxy", "proxy_auth", "tls")
-
-    def __init__(self, scheme: str, netloc: str, proxies: dict[str, str]) -> None:
-        self.tls = scheme == "https"
-        host, _, port = netloc.rpartition(":") if netloc.rfind(":") > netloc.rfind("]") else (netloc, "", "")
-        self.host = host.strip("[]")
-        self.port = int(port) if port else (443 if self.tls else 80)
-        self.host_header = netloc.encode("idna")
-        self.proxy: tuple[str, int] | None = None
-        self.proxy_auth = b""
-        proxy = proxies.get(scheme)
-        if proxy and not _bypass(self.host, proxies.get("no", "")):
-            p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
-            if p.scheme != "http":
-                raise ValueError(f"unsupported proxy scheme {p.scheme!r} (http:// proxies only)")
-            self.proxy = (p.hostname or "", p.port or 80)
-            if p.username is not None:
-                cred = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
-                self.proxy_auth = b"Proxy-Authorization: Basic " + base64.b64encode(cred.encode()) + b"\r\n"
-        self.absolute = self.proxy is not None and not self.tls  # http through a proxy: absolute-form targets
-        self.key = f"{scheme}://{netloc}"
-
-
-def _bypass(host: str, no_proxy: str) -> bool:
-    """Does ``NO_PROXY`` (comma-separated hosts or domain suffixes; ``*`` for all) cover ``host``?"""
-    host = host.lower()
-    for entry in no_proxy.replace(" ", "").lower().split(","):
-        entry = entry.lstrip(".").rsplit(":", 1)[0] if entry.count(":") == 1 else entry.strip("[]")
-        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
-            return True
-    return False
 
 
 class _Conn(asyncio.Protocol):
@@ -83,7 +44,7 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = ("client", "closed", "origin", "parser", "resp", "transport")
 
-    def __init__(self, client: UpstreamClient, origin: _Origin) -> None:
+    def __init__(self, client: UpstreamClient, origin: Origin) -> None:
         self.client = client
         self.origin = origin
         self.parser = httptools.HttpResponseParser(self)
@@ -92,8 +53,7 @@ class _Conn(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
 
     def data_received(self, data: bytes) -> None:
         resp = self.resp
@@ -191,7 +151,7 @@ class UpstreamClient:
         self.idle_timeout = idle_timeout
         self._ssl = ssl_context
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
-        self._origins: dict[str, _Origin] = {}
+        self._origins: dict[str, Origin] = {}
         self._idle: dict[str, dict[_Conn, float]] = {}
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -203,7 +163,7 @@ class UpstreamClient:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
-    def _origin(self, url: str) -> tuple[_Origin, bytes]:
+    def _origin(self, url: str) -> tuple[Origin, bytes]:
         i = url.find("://")
         j = url.find("/", i + 3)
         prefix, target = (url, "/") if j < 0 else (url[:j], url[j:])
@@ -212,7 +172,7 @@ class UpstreamClient:
             scheme = url[:i].lower()
             if i < 0 or scheme not in ("http", "https") or not prefix[i + 3 :]:
                 raise ValueError(f"not an http(s) URL: {url[:80]!r}")
-            origin = _Origin(scheme, prefix[i + 3 :], self._proxies)
+            origin = Origin(scheme, prefix[i + 3 :], self._proxies)
             if len(self._origins) < 1024:
                 self._origins[prefix] = origin
         return origin, (url.encode() if origin.absolute else target.encode())
@@ -227,7 +187,7 @@ class UpstreamClient:
             raise UpstreamError("the client is closed")
         m = method.encode() if isinstance(method, str) else method
         origin, target = self._origin(url)
-        data = _serialize(m, target, origin, headers, body)
+        data = serialize(m, target, origin, headers, body)
         timeout = self.read_timeout if read_timeout is None else read_timeout
         loop = asyncio.get_running_loop()
         for attempt in (0, 1):
@@ -248,7 +208,7 @@ class UpstreamClient:
             return resp
         raise AssertionError("unreachable")
 
-    def _reuse(self, origin: _Origin, now: float) -> _Conn | None:
+    def _reuse(self, origin: Origin, now: float) -> _Conn | None:
         idle = self._idle.get(origin.key)
         while idle:
             conn, since = idle.popitem()  # the last released: the warmest
@@ -260,7 +220,7 @@ class UpstreamClient:
             return conn
         return None
 
-    async def _acquire(self, origin: _Origin) -> tuple[_Conn, bool]:
+    async def _acquire(self, origin: Origin) -> tuple[_Conn, bool]:
         """A connection for ``origin`` (reused?) within ``limit``: an idle one of another origin
         is closed to make room, else the first connection released or closed is waited for."""
         loop = asyncio.get_running_loop()
@@ -274,7 +234,7 @@ class UpstreamClient:
             await waiter
         return await self._connect(origin), False
 
-    async def _connect(self, origin: _Origin) -> _Conn:
+    async def _connect(self, origin: Origin) -> _Conn:
         self._open += 1
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -292,7 +252,7 @@ class UpstreamClient:
             self._gone()
             raise
 
-    async def _open_connection(self, origin: _Origin) -> _Conn:
+    async def _open_connection(self, origin: Origin) -> _Conn:
         loop = asyncio.get_running_loop()
         if origin.proxy is None or origin.absolute:
             host, port = origin.proxy if origin.proxy is not None else (origin.host, origin.port)
@@ -301,7 +261,7 @@ class UpstreamClient:
                 lambda: _Conn(self, origin), host, port, ssl=tls, server_hostname=origin.host if tls else None
             )
             return conn
-        tunnel = _Tunnel(loop)
+        tunnel = Tunnel(loop)
         transport, _ = await loop.create_connection(lambda: tunnel, *origin.proxy)
         try:
             authority = b"%s:%d" % (origin.host.encode("idna"), origin.port)
@@ -360,47 +320,3 @@ class UpstreamClient:
                 conn.close()
             idle.clear()
         await asyncio.sleep(0)  # let the transports report their end
-
-
-class _Tunnel(asyncio.Protocol):
-    """Reads a proxy's answer to CONNECT (its status)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.answered: asyncio.Future[int] = loop.create_future()
-        self._buf = b""
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        end = self._buf.find(b"\r\n\r\n")
-        if end >= 0 and not self.answered.done():
-            parts = self._buf.split(b" ", 2)
-            ok = len(parts) > 1 and parts[0].startswith(b"HTTP/1.") and parts[1].isdigit()
-            self.answered.set_result(int(parts[1]) if ok else 0)
-        elif len(self._buf) > 65536 and not self.answered.done():
-            self.answered.set_result(0)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.answered.done():
-            self.answered.set_exception(ProxyError("the proxy closed the connection before answering CONNECT"))
-
-
-def _serialize(method: bytes, target: bytes, origin: _Origin, headers: HeaderInput, body: bytes) -> bytes:
-    """The request's bytes: our Host and Content-Length, the caller's other headers (no CR/LF)."""
-    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, origin.host_header)]
-    pairs: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    for n, v in pairs:
-        name = n.encode("latin-1") if isinstance(n, str) else n
-        value = v.encode("latin-1") if isinstance(v, str) else v
-        if name.lower() in _OURS:
-            continue
-        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
-            raise ValueError(f"a header with a line break or a colon in its name: {name[:40]!r}")
-        lines.append(b"%s: %s\r\n" % (name, value))
-    if origin.absolute:
-        lines.append(origin.proxy_auth)
-    if body or method in _BODY_METHODS:
-        lines.append(b"Content-Length: %d\r\n" % len(body))
-    lines.append(b"\r\n")
-    lines.append(body)
-    return b"".join(lines)

@@ -1,0 +1,97 @@
+"""Where an upstream request goes (an origin: TLS or not, through a proxy or not), the request's
+bytes, and the reading of a proxy's answer to CONNECT."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import urllib.parse
+from collections.abc import Iterable, Mapping
+
+from keyrelay.http1.errors import ProxyError
+
+__all__ = ["HeaderInput", "Origin", "Tunnel", "serialize"]
+
+HeaderInput = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
+_OURS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"))
+_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+
+
+class Origin:
+    """Where requests for one ``scheme://host:port`` go, and how."""
+
+    __slots__ = ("absolute", "host", "host_header", "key", "port", "proxy", "proxy_auth", "tls")
+
+    def __init__(self, scheme: str, netloc: str, proxies: dict[str, str]) -> None:
+        self.tls = scheme == "https"
+        host, _, port = netloc.rpartition(":") if netloc.rfind(":") > netloc.rfind("]") else (netloc, "", "")
+        self.host = host.strip("[]")
+        self.port = int(port) if port else (443 if self.tls else 80)
+        self.host_header = netloc.encode("idna")
+        self.proxy: tuple[str, int] | None = None
+        self.proxy_auth = b""
+        proxy = proxies.get(scheme)
+        if proxy and not _bypass(self.host, proxies.get("no", "")):
+            p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+            if p.scheme != "http":
+                raise ValueError(f"unsupported proxy scheme {p.scheme!r} (http:// proxies only)")
+            self.proxy = (p.hostname or "", p.port or 80)
+            if p.username is not None:
+                cred = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
+                self.proxy_auth = b"Proxy-Authorization: Basic " + base64.b64encode(cred.encode()) + b"\r\n"
+        self.absolute = self.proxy is not None and not self.tls  # http through a proxy: absolute-form targets
+        self.key = f"{scheme}://{netloc}"
+
+
+def _bypass(host: str, no_proxy: str) -> bool:
+    """Does ``NO_PROXY`` (comma-separated hosts or domain suffixes; ``*`` for all) cover ``host``?"""
+    host = host.lower()
+    for entry in no_proxy.replace(" ", "").lower().split(","):
+        entry = entry.lstrip(".").rsplit(":", 1)[0] if entry.count(":") == 1 else entry.strip("[]")
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
+
+
+class Tunnel(asyncio.Protocol):
+    """Reads a proxy's answer to CONNECT (its status)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.answered: asyncio.Future[int] = loop.create_future()
+        self._buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end >= 0 and not self.answered.done():
+            parts = self._buf.split(b" ", 2)
+            ok = len(parts) > 1 and parts[0].startswith(b"HTTP/1.") and parts[1].isdigit()
+            self.answered.set_result(int(parts[1]) if ok else 0)
+        elif len(self._buf) > 65536 and not self.answered.done():
+            self.answered.set_result(0)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answered.done():
+            self.answered.set_exception(ProxyError("the proxy closed the connection before answering CONNECT"))
+
+
+def serialize(method: bytes, target: bytes, origin: Origin, headers: HeaderInput, body: bytes) -> bytes:
+    """The request's bytes: our Host and Content-Length, the caller's other headers (no CR/LF)."""
+    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, origin.host_header)]
+    pairs: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for n, v in pairs:
+        name = n.encode("latin-1") if isinstance(n, str) else n
+        value = v.encode("latin-1") if isinstance(v, str) else v
+        if name.lower() in _OURS:
+            continue
+        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+            raise ValueError(f"a header with a line break or a colon in its name: {name[:40]!r}")
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if origin.absolute:
+        lines.append(origin.proxy_auth)
+    if body or method in _BODY_METHODS:
+        lines.append(b"Content-Length: %d\r\n" % len(body))
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)

@@ -1,0 +1,123 @@
+"""Answers on a lean server connection: a one-shot :meth:`ResponseWriter.send` (head and body in
+one write) or :meth:`~ResponseWriter.start` / :meth:`~ResponseWriter.write` /
+:meth:`~ResponseWriter.end` (chunked, or Content-Length when the length is given), and the
+whole error answers the server writes itself (OpenAI's error shape)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import orjson
+
+if TYPE_CHECKING:
+    from keyrelay.http1.request import Request
+    from keyrelay.http1.server import Connection
+
+__all__ = ["ResponseWriter", "error_answer", "status_line"]
+
+_LINES: dict[int, bytes] = {}
+_date = [0, b""]
+
+
+def status_line(status: int) -> bytes:
+    line = _LINES.get(status)
+    if line is None:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        line = _LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1"))
+    return line
+
+
+def date_line() -> bytes:
+    """``Date: …\\r\\n`` (RFC 9110 §6.6.1), formatted once a second."""
+    now = int(time.time())
+    if _date[0] != now:
+        _date[0], _date[1] = now, b"Date: %s\r\n" % formatdate(now, usegmt=True).encode("ascii")
+    return _date[1]  # type: ignore[return-value]
+
+
+def error_answer(status: int, message: str, code: str, type_: str = "invalid_request_error", extra: bytes = b"") -> bytes:
+    """A whole answer that closes the connection, in OpenAI's error shape."""
+    body = orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+    return b"%s%sContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n%s" % (
+        status_line(status), date_line(), len(body), extra, body)
+
+
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_CLOSE = b"Connection: close\r\n"
+
+
+class ResponseWriter:
+    """The answer to one request. Header values must hold no CR or LF (values parsed from an
+    upstream's answer never do)."""
+
+    __slots__ = ("_chunked", "_conn", "_req", "close_after", "ended", "started", "status")
+
+    def __init__(self, conn: Connection, req: Request) -> None:
+        self._conn = conn
+        self._req = req
+        self.started = False
+        self.ended = False
+        self._chunked = False
+        self.status = 0
+        #: close the connection after this answer (set it before start/send)
+        self.close_after = not req.keep_alive
+
+    def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]], framing: bytes) -> bytes:
+        if self.started:
+            raise RuntimeError("the answer was started already")
+        self.started = True
+        self.status = status
+        if not self._req.complete:  # a body left unread (a refusal before it came): the connection cannot go on
+            self.close_after = True
+        return b"%s%s%s%s%s\r\n" % (
+            status_line(status), date_line(), b"".join([b"%s: %s\r\n" % h for h in headers]), framing,
+            _CLOSE if self.close_after else b"")
+
+    def send(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes = b"") -> None:
+        """The whole answer in one write (Content-Length framing)."""
+        head = self._head(status, headers, b"Content-Length: %d\r\n" % len(body))
+        self._conn.write(head if self._req.method == "HEAD" else head + body)
+        self._finish()
+
+    def start(self, status: int, headers: Iterable[tuple[bytes, bytes]], length: int | None = None) -> None:
+        """The head; the body follows by :meth:`write` (chunked unless ``length`` is given)."""
+        if length is not None or status in (204, 304) or self._req.method == "HEAD":
+            framing = b"Content-Length: %d\r\n" % length if length is not None else b""
+        elif self._req.version == 0:  # HTTP/1.0 has no chunked framing: the body ends with the connection
+            self.close_after = True
+            framing = b""
+        else:
+            self._chunked = True
+            framing = _CHUNKED
+        self._conn.write(self._head(status, headers, framing))
+
+    def write(self, data: bytes) -> None:
+        if not self.started or self.ended:
+            raise RuntimeError("write() before start() or after end()")
+        if not data or self._req.method == "HEAD":
+            return
+        self._conn.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+
+    async def drain(self) -> None:
+        """Wait while the client reads slower than we write."""
+        await self._conn.drain()
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        if not self.started:
+            raise RuntimeError("end() before start()")
+        if self._chunked:
+            self._conn.write(b"0\r\n\r\n")
+        self._finish()
+
+    def _finish(self) -> None:
+        self.ended = True
+        self._conn.answered(self._req, self.close_after)
