@@ -359,3 +359,63 @@ async def test_https_through_a_connect_proxy(monkeypatch):
     finally:
         await c.close()
         server.close()
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+async def test_https_origins_speak_tls_and_check_the_certificate(tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    seen: list[bytes] = []
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                seen.append(await r.readuntil(b"\r\n\r\n"))
+                w.write(OK)
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    trusting = ssl.create_default_context(cafile=cert)
+    c = UpstreamClient(ssl_context=trusting, trust_env=False)
+    strict = UpstreamClient(trust_env=False)  # the system's CAs: a self-signed certificate is refused
+    try:
+        for _ in range(2):
+            async with await c.request("GET", f"https://localhost:{port}/v1/models") as resp:
+                assert await resp.read() == b'{"ok":true}'
+        assert len(seen) == 2 and seen[0].startswith(b"GET /v1/models HTTP/1.1\r\nHost: localhost:")
+        with pytest.raises(UpstreamError, match="certificate"):
+            await strict.request("GET", f"https://localhost:{port}/")
+    finally:
+        await c.close()
+        await strict.close()
+        server.close()
