@@ -18,6 +18,8 @@ from keyrelay.http1.request import Request
 from keyrelay.http1.writer import ResponseWriter, error_answer
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from keyrelay.http1.server import LeanServer
 
 __all__ = ["Connection"]
@@ -36,8 +38,8 @@ class _Stop(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "idle_since", "parser", "queue", "read_paused",
-        "remote", "run", "seen", "server", "stopped", "task", "timer", "transport", "write_paused",
+        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "idle_since", "parser", "pending", "queue",
+        "read_paused", "remote", "run", "seen", "server", "stopped", "task", "timer", "transport", "write_paused",
     )
 
     def __init__(self, server: LeanServer) -> None:
@@ -58,6 +60,7 @@ class Connection(asyncio.Protocol):
         self.read_paused = self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self.run = Run()
+        self.pending: Request | None = None  #: to dispatch once the current read is parsed
         self.final = b""  #: an error answer to write, and close, once the requests before it are answered
 
     # -- the transport's side --
@@ -87,6 +90,11 @@ class Connection(asyncio.Protocol):
             self._stop(error_answer(400, "protocol upgrades are not supported here", "malformed_request"))
         except httptools.HttpParserError as exc:
             self._malformed(exc, data)
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            self._dispatch(pending)
+        if self.stopped and self.transport is None:
             return
         cur = self.cur
         if cur is not None and not cur.method and not self.stopped:  # a head begun, not whole yet
@@ -114,6 +122,13 @@ class Connection(asyncio.Protocol):
             self.cur.cut()
         for req in self.queue:
             req.cut()
+            self.server.budget.give(req.reserved)
+            req.reserved = 0
+        if self.queue and self.queue[0].on_abort is not None:
+            try:
+                self.queue[0].on_abort()  # a handler answering from callbacks: the client is gone
+            except Exception:  # one request's bug must not break the connection's end
+                log.exception("on_abort failed")
         if self.task is not None:
             self.task.cancel()  # the client is gone: its handler stops (and releases its upstream)
         if self._drain is not None and not self._drain.done():
@@ -170,7 +185,7 @@ class Connection(asyncio.Protocol):
             cur.fail(BodyTooLarge(f"request body larger than the limit of {server.limits.max_body} bytes"))
         self.queue.append(cur)
         if len(self.queue) == 1:
-            self._dispatch(cur)
+            self.pending = cur  # dispatched once this read is parsed: its body came with it, as a rule
         elif len(self.queue) >= _PIPELINE_DEPTH:
             self._pause()
         if cur.error is not None:
@@ -198,11 +213,19 @@ class Connection(asyncio.Protocol):
     # -- requests and answers --
 
     def _dispatch(self, req: Request) -> None:
-        self.task = self._loop.create_task(self._run(req, ResponseWriter(self, req)))
-
-    async def _run(self, req: Request, w: ResponseWriter) -> None:
+        """Call the handler; a coroutine it returns runs in a task (a plain function answers by
+        itself, now or from callbacks: no task at all)."""
+        w = ResponseWriter(self, req)
         try:
-            await self.server.handler(req, w)
+            result = self.server.handler(req, w)
+        except Exception as exc:  # noqa: BLE001 - answered as _run answers it
+            result = _raise(exc)
+        if result is not None:
+            self.task = self._loop.create_task(self._run(req, w, result))
+
+    async def _run(self, req: Request, w: ResponseWriter, answer: Awaitable[None]) -> None:
+        try:
+            await answer
         except BodyError as exc:
             if not w.started:
                 w.close_after = True
@@ -223,9 +246,6 @@ class Connection(asyncio.Protocol):
                 else:
                     log.error("the request handler returned without an answer (%s %s)", req.method, req.path)
                     self._answer_error(w, error_answer(500, "no answer", "internal_error", "server_error"))
-        finally:
-            self.server.budget.give(req.reserved)
-            req.reserved = 0
 
     def _answer_error(self, w: ResponseWriter, answer: bytes) -> None:
         w.started = w.ended = True
@@ -237,6 +257,9 @@ class Connection(asyncio.Protocol):
         if self.queue and self.queue[0] is req:
             self.queue.popleft()
         self.task = None
+        if req.reserved:
+            self.server.budget.give(req.reserved)
+            req.reserved = 0
         if close or not req.complete:
             if self.final and not self.queue:
                 self.write(self.final)
@@ -365,3 +388,8 @@ class Connection(asyncio.Protocol):
                 self.timer.cancel()
             self.due = due
             self.timer = self._loop.call_at(due, self._tick)
+
+
+async def _raise(exc: Exception) -> None:
+    """A handler's synchronous exception, raised where its coroutine's would be."""
+    raise exc

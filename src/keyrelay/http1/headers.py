@@ -35,8 +35,13 @@ class Headers(Mapping[str, str]):
         return index[name.lower()]
 
     def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        index = self._index if self._index is not None else self._build()
-        return index.get(name.lower(), default)
+        if self._index is not None:
+            return self._index.get(name.lower(), default)
+        want = name.lower().encode("latin-1")  # one look: a scan is cheaper than the index
+        for n, v in self.raw:
+            if len(n) == len(want) and n.lower() == want:
+                return v.decode("latin-1")
+        return default
 
     def __contains__(self, name: object) -> bool:
         index = self._index if self._index is not None else self._build()

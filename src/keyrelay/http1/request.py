@@ -13,6 +13,7 @@ one budget (a declared length is reserved up front, a chunked body as it grows; 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from keyrelay.http1.errors import BodyError, BodyTooLarge, BodyTooSlow, Busy, MalformedBody
@@ -33,7 +34,7 @@ class Request:
 
     __slots__ = (
         "_body", "_chunks", "_conn", "_headers", "_waiter", "complete", "content_length", "continued", "error",
-        "expect_continue", "keep_alive", "method", "raw_headers", "remote", "reserved", "size", "target", "version",
+        "expect_continue", "keep_alive", "method", "on_abort", "raw_headers", "remote", "reserved", "size", "target", "version",
     )
 
     def __init__(self, conn: Connection, remote: str) -> None:
@@ -55,6 +56,8 @@ class Request:
         self.complete = False
         self.error: BodyError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        #: called if the client goes away before the answer ends (for handlers answering from callbacks)
+        self.on_abort: Callable[[], None] | None = None
 
     @property
     def headers(self) -> Headers:

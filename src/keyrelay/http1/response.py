@@ -25,12 +25,13 @@ class UpstreamResponse:
     upstream keeps it alive, else closed). ``async with`` releases on exit."""
 
     __slots__ = (
-        "_chunks", "_conn", "_error", "_headers", "_keep", "_last", "_loop", "_paused", "_timeout", "_timer",
+        "_chunks", "_conn", "_error", "_headers", "_keep", "_last", "_live", "_loop", "_paused", "_timeout",
         "_waiter", "buffered", "done", "head_done", "interim", "no_body", "raw_headers", "reason_bytes", "received",
         "status",
     )
 
-    def __init__(self, conn: _Conn, no_body: bool, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conn: _Conn, no_body: bool, timeout: float, loop: asyncio.AbstractEventLoop,
+                 live: set[UpstreamResponse]) -> None:
         self._conn: _Conn | None = conn
         self._loop = loop
         self.no_body = no_body
@@ -50,7 +51,8 @@ class UpstreamResponse:
         self._paused = False
         self._timeout = timeout
         self._last = loop.time()
-        self._timer: asyncio.TimerHandle | None = loop.call_at(self._last + timeout, self._check) if timeout > 0 else None
+        self._live = live  #: the answers awaited, which the client's ticker checks for read timeouts
+        live.add(self)
 
     @property
     def reason(self) -> str:
@@ -114,14 +116,10 @@ class UpstreamResponse:
         """From now on the upstream may be silent ``seconds`` at most (0: no limit)."""
         self._timeout = seconds
         self._last = self._loop.time()
-        if self._timer is None and seconds > 0 and not self.done:
-            self._timer = self._loop.call_at(self._last + seconds, self._check)
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._live.discard(self)
         if conn is not None:
             keep = self.done and self._keep and self._error is None
             if not keep:
@@ -182,9 +180,7 @@ class UpstreamResponse:
     def finish(self, keep: bool) -> None:
         self.head_done = self.done = True
         self._keep = keep and not self.no_body
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._live.discard(self)
         self._wake()
 
     def fail(self, exc: BaseException) -> None:
@@ -192,26 +188,19 @@ class UpstreamResponse:
             return
         self._error = exc
         self.done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._live.discard(self)
         self._wake()
 
-    def _check(self) -> None:
-        """The read timer: fires at most once per ``timeout`` while the answer is awaited."""
-        self._timer = None
-        if self.done or self._timeout <= 0:
-            return
-        now = self._loop.time()
-        if self._paused:  # the caller is slow, not the upstream
+    def expired(self, now: float) -> bool:
+        """Has the upstream been silent longer than the read timeout? (Not while the caller is slow.)"""
+        if self._paused:  # reading stopped because the caller is slow, not the upstream
             self._last = now
-        due = self._last + self._timeout
-        if now < due:
-            self._timer = self._loop.call_at(due, self._check)
-            return
+            return False
+        return self._timeout > 0 and now - self._last >= self._timeout
+
+    def time_out(self) -> None:
         self.fail(ReadTimeout(f"the upstream sent nothing for {self._timeout:g} s"))
         conn = self._conn
         if conn is not None:
             conn.resp = None
             conn.close()
-

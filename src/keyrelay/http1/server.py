@@ -35,7 +35,10 @@ from keyrelay.http1.writer import ResponseWriter
 
 __all__ = ["BodyBudget", "Connection", "Handler", "LeanServer", "Limits"]
 
-Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
+#: called once a request's head is whole (and its body, if it came in the same read); it may
+#: answer by itself (now, or later from callbacks) and return None, or return a coroutine that
+#: the server runs in a task
+Handler = Callable[[Request, ResponseWriter], Awaitable[None] | None]
 
 
 class LeanServer:

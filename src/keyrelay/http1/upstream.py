@@ -9,9 +9,9 @@ answers parsed by ``httptools`` (llhttp) in the protocol's own callbacks.
   :class:`~keyrelay.http1.errors.UpstreamClosed`; bytes that are not HTTP raise
   :class:`~keyrelay.http1.errors.UpstreamProtocolError`. Both are ``OSError``\\ s.
 - A connect timeout (TCP, proxy tunnel, TLS handshake) and a read timeout: the upstream may be
-  silent that long at most while an answer is awaited and read; one timer per request, pushed
-  forward by arriving bytes, not re-armed per chunk; no timeout while reading is paused
-  because the caller is slow to take what arrived.
+  silent that long at most while an answer is awaited and read, checked by one ticker per
+  client (no timer per request or per chunk: arriving bytes just note the time); none while
+  reading is paused because the caller is slow to take what arrived.
 - TLS for ``https`` origins (the default SSL context unless one is given); ``HTTPS_PROXY`` /
   ``HTTP_PROXY`` / ``NO_PROXY`` from the environment: https through a CONNECT tunnel, http in
   absolute form (``http://`` proxies only).
@@ -156,6 +156,11 @@ class UpstreamClient:
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        #: answers awaited; one ticker looks for silent upstreams every ``tick`` seconds (a read
+        #: timeout fires between ``read_timeout`` and ``read_timeout + tick`` after the last byte)
+        self._live: set[UpstreamResponse] = set()
+        self.tick = max(0.05, min(1.0, read_timeout / 10))
+        self._ticker: asyncio.TimerHandle | None = None
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -195,7 +200,9 @@ class UpstreamClient:
             reused = conn is not None
             if conn is None:
                 conn, reused = await self._acquire(origin)
-            resp = UpstreamResponse(conn, m == b"HEAD", timeout, loop)
+            resp = UpstreamResponse(conn, m == b"HEAD", timeout, loop, self._live)
+            if self._ticker is None:
+                self._ticker = loop.call_at(loop.time() + self.tick, self._tick)
             conn.resp = resp
             assert conn.transport is not None
             conn.transport.write(data)
@@ -207,6 +214,15 @@ class UpstreamClient:
                 raise
             return resp
         raise AssertionError("unreachable")
+
+    def _tick(self) -> None:
+        self._ticker = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for resp in [r for r in self._live if r.expired(now)]:
+            resp.time_out()
+        if self._live:
+            self._ticker = loop.call_at(now + self.tick, self._tick)
 
     def _reuse(self, origin: Origin, now: float) -> _Conn | None:
         idle = self._idle.get(origin.key)
@@ -315,6 +331,9 @@ class UpstreamClient:
     async def close(self) -> None:
         """Close the idle connections; those in use close when released."""
         self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         for idle in self._idle.values():
             for conn in list(idle):
                 conn.close()
