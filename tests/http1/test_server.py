@@ -446,3 +446,26 @@ async def test_a_head_split_over_reads_is_handed_over_whole(lean):
         await w.drain()
         await asyncio.sleep(0.01)
     assert orjson.loads((await answers(r, 1))[0][1]) == {"aiohttp": "/admin/split", "body": "0123456789"}
+
+
+async def test_a_plain_function_handler_answers_without_a_task(lean):
+    s = await lean()
+    calls: list[str] = []
+
+    def now(req: Request, w: ResponseWriter) -> Awaitable[None] | None:
+        calls.append(req.path)
+        if req.path == "/v1/later":  # answers from a callback, after the handler returned
+            asyncio.get_running_loop().call_later(0.05, w.send, 200, [], b"later")
+            return None
+        if req.path == "/v1/coro":
+            return handler(req, w)
+        w.send(200, [(b"Content-Type", b"text/plain")], req.body)
+        return None
+
+    s.server.handler = now
+    r, w = await s.open()
+    w.write(post("/v1/a", b"body") + post("/v1/later") + post("/v1/coro", b"c") + post("/v1/b", b"last"))
+    got = await answers(r, 4)
+    assert [b for _, b in got][:2] == [b"body", b"later"] and orjson.loads(got[2][1])["body"] == "c"
+    assert got[3][1] == b"last" and calls == ["/v1/a", "/v1/later", "/v1/coro", "/v1/b"]
+    assert s.server.connections and all(c.task is None for c in s.server.connections)

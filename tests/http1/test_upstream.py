@@ -419,3 +419,79 @@ async def test_https_origins_speak_tls_and_check_the_certificate(tmp_path):
         await c.close()
         await strict.close()
         server.close()
+
+
+class Collect:
+    """A sink that records what the callback form delivers."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.over = asyncio.Event()
+
+    def on_head(self, resp) -> None:  # type: ignore[no-untyped-def]
+        self.events.append(("head", resp.status))
+
+    def on_data(self, resp, data: bytes) -> None:  # type: ignore[no-untyped-def]
+        self.events.append(("data", data))
+
+    def on_end(self, resp) -> None:  # type: ignore[no-untyped-def]
+        self.events.append(("end", None))
+        resp.release()
+        self.over.set()
+
+    def on_error(self, resp, exc: BaseException) -> None:  # type: ignore[no-untyped-def]
+        self.events.append(("error", type(exc).__name__))
+        if resp is not None:
+            resp.release()
+        self.over.set()
+
+
+async def test_the_callback_form_delivers_head_data_and_end_and_reuses(upstream, client):
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    u = await _with(upstream, _serve(OK, chunked))
+    for _ in range(2):
+        sink = Collect()
+        client.send("POST", u.url + "/v1/x", [(b"Authorization", b"Bearer k")], b"{}", sink)
+        await asyncio.wait_for(sink.over.wait(), 2)
+        assert sink.events[0] == ("head", 200) and sink.events[-1] == ("end", None)
+    assert b"".join(d for k, d in sink.events if k == "data") == b"abcde"  # type: ignore[misc]
+    assert u.connections == 1
+
+
+async def test_the_callback_form_reports_errors_and_retries_a_stale_connection(upstream, client):
+    sink = Collect()
+    client.send("GET", "http://127.0.0.1:1/", {}, b"", sink)  # refused
+    await asyncio.wait_for(sink.over.wait(), 2)
+    assert sink.events == [("error", "UpstreamError")]
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await u.read_request(r)
+        w.write(OK)
+        await w.drain()
+        if n == 1:
+            return  # closes the kept-alive connection
+        await r.read()
+
+    u = await upstream(script)
+    for _ in range(2):
+        sink = Collect()
+        client.send("GET", u.url + "/", {}, b"", sink)
+        await asyncio.wait_for(sink.over.wait(), 2)
+        assert sink.events[-1] == ("end", None)
+        await asyncio.sleep(0.1)
+    assert u.connections == 2
+
+
+async def test_the_callback_form_times_out(upstream):
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await r.read()
+
+    u = await upstream(script)
+    c = UpstreamClient(read_timeout=0.3, trust_env=False)
+    try:
+        sink = Collect()
+        c.send("GET", u.url + "/", {}, b"", sink)
+        await asyncio.wait_for(sink.over.wait(), 2)
+        assert sink.events == [("error", "ReadTimeout")]
+    finally:
+        await c.close()

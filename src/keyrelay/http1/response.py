@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
-from keyrelay.http1.errors import ReadTimeout
+from keyrelay.http1.errors import ReadTimeout, UpstreamClosed
 from keyrelay.http1.headers import Headers, RawHeaders
 
 if TYPE_CHECKING:
     from keyrelay.http1.upstream import _Conn
 
-__all__ = ["UpstreamResponse"]
+__all__ = ["Sink", "UpstreamResponse"]
 
 #: body bytes held unread before the upstream connection stops being read (the caller is slow)
 HIGH_WATER = 262144
+
+
+class Sink(Protocol):
+    """Where the callback form delivers an answer (in the connection's callbacks: no raising)."""
+
+    def on_head(self, resp: UpstreamResponse) -> None: ...
+    def on_data(self, resp: UpstreamResponse, data: bytes) -> None: ...
+    def on_end(self, resp: UpstreamResponse) -> None: ...
+    def on_error(self, resp: UpstreamResponse | None, exc: BaseException) -> None: ...
 
 
 class UpstreamResponse:
@@ -27,7 +37,7 @@ class UpstreamResponse:
     __slots__ = (
         "_chunks", "_conn", "_error", "_headers", "_keep", "_last", "_live", "_loop", "_paused", "_timeout",
         "_waiter", "buffered", "done", "head_done", "interim", "no_body", "raw_headers", "reason_bytes", "received",
-        "status",
+        "retry", "sink", "status",
     )
 
     def __init__(self, conn: _Conn, no_body: bool, timeout: float, loop: asyncio.AbstractEventLoop,
@@ -53,6 +63,10 @@ class UpstreamResponse:
         self._last = loop.time()
         self._live = live  #: the answers awaited, which the client's ticker checks for read timeouts
         live.add(self)
+        #: the callback form (``UpstreamClient.send``): events go to it instead of being buffered
+        self.sink: Sink | None = None
+        #: the callback form on a reused connection: sends again on a fresh one if this one was stale
+        self.retry: Callable[[], object] | None = None
 
     @property
     def reason(self) -> str:
@@ -167,9 +181,15 @@ class UpstreamResponse:
     def head(self, status: int) -> None:
         self.status = status
         self.head_done = True
-        self._wake()
+        if self.sink is not None:
+            self.sink.on_head(self)
+        else:
+            self._wake()
 
     def body(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.on_data(self, data)
+            return
         self._chunks.append(data)
         self.buffered += len(data)
         if self.buffered > HIGH_WATER and not self._paused and self._conn is not None:
@@ -181,7 +201,10 @@ class UpstreamResponse:
         self.head_done = self.done = True
         self._keep = keep and not self.no_body
         self._live.discard(self)
-        self._wake()
+        if self.sink is not None:
+            self.sink.on_end(self)
+        else:
+            self._wake()
 
     def fail(self, exc: BaseException) -> None:
         if self.done:
@@ -189,7 +212,23 @@ class UpstreamResponse:
         self._error = exc
         self.done = True
         self._live.discard(self)
-        self._wake()
+        if self.sink is None:
+            self._wake()
+        elif self.retry is not None and self.received == 0 and isinstance(exc, UpstreamClosed):
+            retry, self.retry = self.retry, None  # a kept-alive connection the upstream had closed: once more
+            self.release()
+            retry()
+        else:
+            self.sink.on_error(self, exc)
+
+    def pause(self) -> None:
+        """The callback form: stop reading the upstream (the client is slow); no read timeout meanwhile."""
+        if not self._paused and self._conn is not None:
+            self._paused = True
+            self._conn.pause_reading()
+
+    def resume(self) -> None:
+        self._resume()
 
     def expired(self, now: float) -> bool:
         """Has the upstream been silent longer than the read timeout? (Not while the caller is slow.)"""

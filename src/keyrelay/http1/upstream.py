@@ -33,9 +33,9 @@ import httptools
 
 from keyrelay.http1.errors import ConnectTimeout, ProxyError, UpstreamClosed, UpstreamError, UpstreamProtocolError
 from keyrelay.http1.origin import HeaderInput, Origin, Tunnel, serialize
-from keyrelay.http1.response import UpstreamResponse
+from keyrelay.http1.response import Sink, UpstreamResponse
 
-__all__ = ["UpstreamClient", "UpstreamResponse"]
+__all__ = ["Sink", "UpstreamClient", "UpstreamResponse"]
 
 
 
@@ -200,12 +200,7 @@ class UpstreamClient:
             reused = conn is not None
             if conn is None:
                 conn, reused = await self._acquire(origin)
-            resp = UpstreamResponse(conn, m == b"HEAD", timeout, loop, self._live)
-            if self._ticker is None:
-                self._ticker = loop.call_at(loop.time() + self.tick, self._tick)
-            conn.resp = resp
-            assert conn.transport is not None
-            conn.transport.write(data)
+            resp = self._start(conn, m, data, timeout, loop)
             try:
                 await resp.wait_head()
             except UpstreamClosed:
@@ -214,6 +209,48 @@ class UpstreamClient:
                 raise
             return resp
         raise AssertionError("unreachable")
+
+    def send(
+        self, method: str | bytes, url: str, headers: HeaderInput, body: bytes, sink: Sink,
+        *, read_timeout: float | None = None,
+    ) -> None:
+        """The callback form of :meth:`request`: the answer goes to ``sink`` as it arrives, and
+        with an idle connection at hand there is no coroutine or future at all. Errors, the
+        connection's included, go to ``sink.on_error``; ``on_end`` (or the caller, later) must
+        :meth:`~UpstreamResponse.release` the answer."""
+        m = method.encode() if isinstance(method, str) else method
+        origin, target = self._origin(url)
+        data = serialize(m, target, origin, headers, body)
+        timeout = self.read_timeout if read_timeout is None else read_timeout
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            sink.on_error(None, UpstreamError("the client is closed"))
+            return
+        conn = self._reuse(origin, loop.time())
+        if conn is None:
+            loop.create_task(self._send_fresh(origin, m, data, sink, timeout))
+            return
+        resp = self._start(conn, m, data, timeout, loop)
+        resp.sink = sink
+        resp.retry = lambda: loop.create_task(self._send_fresh(origin, m, data, sink, timeout))
+
+    def _start(self, conn: _Conn, method: bytes, data: bytes, timeout: float,
+               loop: asyncio.AbstractEventLoop) -> UpstreamResponse:
+        resp = UpstreamResponse(conn, method == b"HEAD", timeout, loop, self._live)
+        if self._ticker is None:
+            self._ticker = loop.call_at(loop.time() + self.tick, self._tick)
+        conn.resp = resp
+        assert conn.transport is not None
+        conn.transport.write(data)
+        return resp
+
+    async def _send_fresh(self, origin: Origin, method: bytes, data: bytes, sink: Sink, timeout: float) -> None:
+        try:
+            conn, _ = await self._acquire(origin)
+        except Exception as exc:  # noqa: BLE001 - every failure to connect is the sink's to handle
+            sink.on_error(None, exc)
+            return
+        self._start(conn, method, data, timeout, asyncio.get_running_loop()).sink = sink
 
     def _tick(self) -> None:
         self._ticker = None
