@@ -161,6 +161,8 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
                  "max_line_size", "body_timeout", "max_body_memory"):
         if not getattr(server, name) > 0:
             raise ConfigError(f"server.{name}", f"must be greater than 0, got {getattr(server, name)}")
+    if server.engine not in ("aiohttp", "lean"):
+        raise ConfigError("server.engine", f"expected aiohttp or lean, got {server.engine!r}")
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level", f"expected debug, info, warning or error, got {server.log_level!r}")
     store = dict(table(doc, "store", "store"))

@@ -49,6 +49,9 @@ class ServerSettings:
     max_connections: int = 1000
     #: gateway processes sharing the port and the store (``keyrelay serve --workers``)
     workers: int = 1
+    #: the HTTP layer: "aiohttp" (its server and client), or "lean" (keyrelay.http1: asyncio
+    #: protocols + httptools, the relay flow driven from callbacks; other paths still on aiohttp)
+    engine: str = "aiohttp"
     # -- limits on clients (server/connections.py, server/bodies.py) --
     #: open client connections at most (each beyond gets 503); lowered to fit the fd limit
     max_client_connections: int = 10000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from keyrelay.stores import Store, open_store
 from keyrelay.testing.fake_upstream import Behavior, FakeUpstream, KeySpec
 
 TOKEN = "kr-test-token-abcdefghijklmnop"
+#: the HTTP layer the gateway tests run on (``KEYRELAY_TEST_ENGINE=lean`` runs them on keyrelay.http1)
+ENGINE = os.environ.get("KEYRELAY_TEST_ENGINE", "aiohttp")
 OTHER_POOL_TOKEN = "kr-test-other-pool-token-xyz"
 
 
@@ -71,7 +74,7 @@ async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
         fake = FakeUpstream(dict(keys), **(fake_kw or {}))
         base = await fake.start()
         doc = {
-            "server": {"sync_interval": 0.1, "flush_interval": 0.1, **(server or {})},
+            "server": {"sync_interval": 0.1, "flush_interval": 0.1, "engine": ENGINE, **(server or {})},
             "store": {"url": store_url},
             "pools": [
                 {"name": "openai", "base_url": base, **(pool or {})},
@@ -90,7 +93,12 @@ async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
         runtime = Runtime(settings, store)
         runner = GatewayRunner(runtime)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        if settings.server.engine == "lean":
+            from keyrelay.server.lean import LeanSite
+
+            site: web.BaseSite = LeanSite(runner, "127.0.0.1", 0)
+        else:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         host, port = runner.addresses[0][:2]
         session = aiohttp.ClientSession()

@@ -18,7 +18,7 @@ from keyrelay.http1.request import Request
 from keyrelay.http1.writer import ResponseWriter, error_answer
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from keyrelay.http1.server import LeanServer
 
@@ -38,7 +38,7 @@ class _Stop(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "idle_since", "parser", "pending", "queue",
+        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "idle_since", "on_drained", "parser", "pending", "queue",
         "read_paused", "remote", "run", "seen", "server", "stopped", "task", "timer", "transport", "write_paused",
     )
 
@@ -60,6 +60,7 @@ class Connection(asyncio.Protocol):
         self.read_paused = self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self.run = Run()
+        self.on_drained: Callable[[], None] | None = None  #: ResponseWriter.when_drained
         self.pending: Request | None = None  #: to dispatch once the current read is parsed
         self.final = b""  #: an error answer to write, and close, once the requests before it are answered
 
@@ -121,6 +122,7 @@ class Connection(asyncio.Protocol):
         if self.cur is not None:
             self.cur.cut()
         for req in self.queue:
+            req.aborted = True
             req.cut()
             self.server.budget.give(req.reserved)
             req.reserved = 0
@@ -141,6 +143,9 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        callback, self.on_drained = self.on_drained, None
+        if callback is not None:
+            callback()
 
     # -- parser callbacks --
 

@@ -33,8 +33,8 @@ class Request:
     ``version`` (the minor of HTTP/1.x), ``keep_alive``, ``body`` (the bytes that came so far)."""
 
     __slots__ = (
-        "_body", "_chunks", "_conn", "_headers", "_waiter", "complete", "content_length", "continued", "error",
-        "expect_continue", "keep_alive", "method", "on_abort", "raw_headers", "remote", "reserved", "size", "target", "version",
+        "_body", "_chunks", "_conn", "_headers", "_waiter", "aborted", "complete", "content_length", "continued",
+        "error", "expect_continue", "keep_alive", "method", "on_abort", "raw_headers", "remote", "reserved", "size", "target", "version",
     )
 
     def __init__(self, conn: Connection, remote: str) -> None:
@@ -58,6 +58,7 @@ class Request:
         self._waiter: asyncio.Future[None] | None = None
         #: called if the client goes away before the answer ends (for handlers answering from callbacks)
         self.on_abort: Callable[[], None] | None = None
+        self.aborted = False  #: the client went away before its answer ended
 
     @property
     def headers(self) -> Headers:

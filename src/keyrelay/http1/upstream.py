@@ -212,7 +212,7 @@ class UpstreamClient:
 
     def send(
         self, method: str | bytes, url: str, headers: HeaderInput, body: bytes, sink: Sink,
-        *, read_timeout: float | None = None,
+        *, read_timeout: float | None = None, connect_timeout: float | None = None,
     ) -> None:
         """The callback form of :meth:`request`: the answer goes to ``sink`` as it arrives, and
         with an idle connection at hand there is no coroutine or future at all. Errors, the
@@ -228,11 +228,11 @@ class UpstreamClient:
             return
         conn = self._reuse(origin, loop.time())
         if conn is None:
-            loop.create_task(self._send_fresh(origin, m, data, sink, timeout))
+            loop.create_task(self._send_fresh(origin, m, data, sink, timeout, connect_timeout))
             return
         resp = self._start(conn, m, data, timeout, loop)
         resp.sink = sink
-        resp.retry = lambda: loop.create_task(self._send_fresh(origin, m, data, sink, timeout))
+        resp.retry = lambda: loop.create_task(self._send_fresh(origin, m, data, sink, timeout, connect_timeout))
 
     def _start(self, conn: _Conn, method: bytes, data: bytes, timeout: float,
                loop: asyncio.AbstractEventLoop) -> UpstreamResponse:
@@ -244,9 +244,10 @@ class UpstreamClient:
         conn.transport.write(data)
         return resp
 
-    async def _send_fresh(self, origin: Origin, method: bytes, data: bytes, sink: Sink, timeout: float) -> None:
+    async def _send_fresh(self, origin: Origin, method: bytes, data: bytes, sink: Sink, timeout: float,
+                          connect_timeout: float | None) -> None:
         try:
-            conn, _ = await self._acquire(origin)
+            conn, _ = await self._acquire(origin, connect_timeout)
         except Exception as exc:  # noqa: BLE001 - every failure to connect is the sink's to handle
             sink.on_error(None, exc)
             return
@@ -273,7 +274,7 @@ class UpstreamClient:
             return conn
         return None
 
-    async def _acquire(self, origin: Origin) -> tuple[_Conn, bool]:
+    async def _acquire(self, origin: Origin, connect_timeout: float | None = None) -> tuple[_Conn, bool]:
         """A connection for ``origin`` (reused?) within ``limit``: an idle one of another origin
         is closed to make room, else the first connection released or closed is waited for."""
         loop = asyncio.get_running_loop()
@@ -285,16 +286,16 @@ class UpstreamClient:
             waiter = loop.create_future()
             self._waiters.append(waiter)
             await waiter
-        return await self._connect(origin), False
+        return await self._connect(origin, self.connect_timeout if connect_timeout is None else connect_timeout), False
 
-    async def _connect(self, origin: Origin) -> _Conn:
+    async def _connect(self, origin: Origin, timeout: float) -> _Conn:
         self._open += 1
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(timeout):
                 return await self._open_connection(origin)
         except TimeoutError:
             self._gone()
-            raise ConnectTimeout(f"no connection to {origin.key} within {self.connect_timeout:g} s") from None
+            raise ConnectTimeout(f"no connection to {origin.key} within {timeout:g} s") from None
         except UpstreamError:
             self._gone()
             raise

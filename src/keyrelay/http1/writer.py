@@ -6,7 +6,7 @@ whole error answers the server writes itself (OpenAI's error shape)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -108,6 +108,15 @@ class ResponseWriter:
     async def drain(self) -> None:
         """Wait while the client reads slower than we write."""
         await self._conn.drain()
+
+    @property
+    def paused(self) -> bool:
+        """Is the client reading slower than we write (the transport's buffer over its high mark)?"""
+        return self._conn.write_paused
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the client has caught up (the callback form of :meth:`drain`)."""
+        self._conn.on_drained = callback
 
     def end(self) -> None:
         if self.ended:

@@ -40,7 +40,7 @@ class GatewayRunner(web.BaseRunner):
     (``setup()``, a site, ``cleanup()``). With ``own_runtime`` it starts and stops the runtime
     with itself."""
 
-    __slots__ = ("_max_body", "metrics_dir", "own_runtime", "proxy", "runtime")
+    __slots__ = ("max_body", "metrics_dir", "own_runtime", "proxy", "runtime")
 
     def __init__(
         self, runtime: Runtime, *, own_runtime: bool = True, metrics_dir: str | None = None, **kwargs: Any
@@ -54,7 +54,7 @@ class GatewayRunner(web.BaseRunner):
         self.metrics_dir = metrics_dir
         self.proxy.admin = AdminApi(runtime)  # /admin/api/v1 (server/admin)
         #: aiohttp stops reading a body here; each pool then applies its own limit
-        self._max_body = max(p.retry.max_body_bytes for p in runtime.settings.pools) + 1
+        self.max_body = max(p.retry.max_body_bytes for p in runtime.settings.pools) + 1
 
     async def _make_server(self) -> web.Server:
         loop = asyncio.get_running_loop()
@@ -75,7 +75,7 @@ class GatewayRunner(web.BaseRunner):
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
         )
         # aiohttp's own request factory, with our body limit (aiohttp stops reading beyond it)
-        factory = functools.partial(web.BaseRequest, loop=loop, client_max_size=self._max_body)
+        factory = functools.partial(web.BaseRequest, loop=loop, client_max_size=self.max_body)
         # limits on clients: aiohttp's own parameters, plus what it has none for (connections.py)
         kwargs = {
             "keepalive_timeout": server.keepalive_timeout,
@@ -120,8 +120,12 @@ async def run_server(
     runtime = Runtime(settings)
     runner = GatewayRunner(runtime, handle_signals=False, metrics_dir=metrics_dir)
     await runner.setup()
-    if sock is not None:
-        site: web.BaseSite = web.SockSite(runner, sock)
+    if settings.server.engine == "lean":  # the lean HTTP layer in front, aiohttp for the other paths
+        from keyrelay.server.lean import LeanSite
+
+        site: web.BaseSite = LeanSite(runner, settings.server.host, settings.server.port, sock)
+    elif sock is not None:
+        site = web.SockSite(runner, sock)
     else:
         # a deep accept queue: a burst of connections (an attack) must not make new clients wait on SYN retries
         site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True, backlog=4096)

@@ -1,0 +1,382 @@
+"""The gateway on the lean HTTP layer (``keyrelay.http1``; ``[server] engine = "lean"``): the
+relay flow (``runtime/flow.py``) driven from callbacks.
+
+A pool request whose body came with its head and whose token is known (the usual case) runs
+with no coroutine at all: the server calls :meth:`LeanGateway.handle`, which checks the request
+as :meth:`Proxy.handle <keyrelay.server.proxy.Proxy.handle>` does and starts a
+:class:`_Relay`; the upstream client's callbacks (``UpstreamClient.send``) feed the flow its
+answers, and the flow's replies and streams go out through the response writer. A token to
+look up in the store, a body still arriving, or outcomes still being written
+(``pool.writing``) take a coroutine for that step only. Every other path (``/healthz``,
+``/readyz``, ``/metrics``, ``/admin``, unknown ones) is answered by the aiohttp server, to which
+the connection is handed over (``http1/handover.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable
+
+from aiohttp import web
+
+from keyrelay.http1.errors import BodyError, BodyTooLarge, BodyTooSlow, Busy, MalformedBody
+from keyrelay.http1.request import Request
+from keyrelay.http1.response import UpstreamResponse
+from keyrelay.http1.server import LeanServer, Limits
+from keyrelay.http1.upstream import UpstreamClient
+from keyrelay.http1.writer import ResponseWriter
+from keyrelay.logs import access_log
+from keyrelay.runtime.flow import MORE, PASS, READ, Exchange, Reply, Stream, Want
+from keyrelay.runtime.pool import KeyPool
+from keyrelay.runtime.process import Client
+from keyrelay.server.bodies import BodyTooLarge as _AioTooLarge
+from keyrelay.server.bodies import BodyTooSlow as _AioTooSlow
+from keyrelay.server.bodies import Busy as _AioBusy
+from keyrelay.server.bodies import MalformedBody as _AioMalformed
+from keyrelay.server.bodies import refusal
+from keyrelay.server.http import error_response, join_upstream, strip_query_param
+from keyrelay.server.paths import path_problem
+from keyrelay.server.proxy import Proxy
+
+__all__ = ["LeanGateway", "LeanSite"]
+
+Headers = list[tuple[bytes, bytes]]
+_JSON = [(b"Content-Type", b"application/json")]
+#: the aiohttp driver's refusals (bodies.py, which shapes them in the pool's dialect) for ours
+_REFUSAL = {BodyTooLarge: _AioTooLarge, BodyTooSlow: _AioTooSlow, Busy: _AioBusy, MalformedBody: _AioMalformed}
+
+
+def _out(headers: dict[str, str]) -> Headers:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+def _send_response(w: ResponseWriter, resp: web.Response) -> None:
+    """An aiohttp-shaped error answer (``error_response``) through the lean writer."""
+    body = resp.body if isinstance(resp.body, bytes) else b""
+    w.send(resp.status, _out({k: v for k, v in resp.headers.items() if k.lower() != "content-length"}), body)
+
+
+class LeanGateway:
+    """The lean server's handler (:meth:`handle`) and route predicate (:meth:`route`)."""
+
+    def __init__(self, proxy: Proxy, client: UpstreamClient) -> None:
+        self.proxy = proxy
+        self.runtime = proxy.runtime
+        self.client = client
+
+    def route(self, target: bytes) -> bool:
+        """Is ``target`` a pool's (answered here)? Others go to the aiohttp server."""
+        path = target.partition(b"?")[0].decode("latin-1")
+        return self.proxy._route(path)[0] is not None
+
+    def handle(self, req: Request, w: ResponseWriter) -> Awaitable[None] | None:
+        started = time.perf_counter()
+        target = req.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        pool, rest = self.proxy._route(path)
+        if pool is None:  # the route said otherwise: not reached
+            _send_response(w, error_response(404, f"no pool serves {path!r}", code="unknown_pool"))
+            return None
+        dialect = pool.dialect
+        if ("/." in path or "%" in path or "\\" in path or not path.isprintable()) and (
+            problem := path_problem(path)
+        ) is not None:
+            resp = error_response(400, f"invalid path: {problem}", code="invalid_path", dialect=dialect)
+            self._refused(req, w, pool.name, "-", resp, "bad_path", started)
+            return None
+        token = dialect.client_token(req.headers, query)
+        client = self.runtime.recognise(token)
+        if client is None or not req.complete:
+            return self._slow(req, w, pool, rest, query, token, client, started)
+        self._accepted(req, w, pool, rest, query, client, req.body, started)
+        return None
+
+    async def _slow(self, req: Request, w: ResponseWriter, pool: KeyPool, rest: str, query: str, token: str,
+                    client: Client | None, started: float) -> None:
+        """A token to look up (the store), or a body still arriving."""
+        if client is None:
+            found = await self.proxy._authenticate(req, pool.name, token, started, pool.dialect)  # type: ignore[arg-type]
+            if isinstance(found, web.Response):
+                _send_response(w, found)
+                return
+            client = found
+        if client is None:
+            self._refused(req, w, pool.name, "-", self._unauthorized(pool), "unauthorized", started)
+        elif req.complete:
+            relay = self._accepted(req, w, pool, rest, query, client, req.body, started)
+            if relay is not None:
+                await relay.wait()  # the answer comes from callbacks; this task is the request's till then
+        elif not self._check(req, w, pool, rest, client, started):
+            try:
+                body = await req.read(pool.settings.retry.max_body_bytes)
+            except BodyError as exc:
+                resp, why = refusal(_REFUSAL.get(type(exc), _AioMalformed)(), pool.settings.retry.max_body_bytes,
+                                    pool.dialect)
+                w.close_after = True
+                self._refused(req, w, pool.name, client.name, resp, why, started)
+                return
+            await self._relay(req, w, pool, rest, query, client, body, started).wait()
+
+    def _unauthorized(self, pool: KeyPool) -> web.Response:
+        return error_response(
+            401, f"Missing or unknown keyrelay token. {pool.dialect.token_hint} with a token "
+            "from 'keyrelay tokens create'.", code="invalid_api_key", dialect=pool.dialect)
+
+    def _check(self, req: Request, w: ResponseWriter, pool: KeyPool, rest: str, client: Client,
+               started: float) -> bool:
+        """The checks after the token (pool access, the dialect's own): True when refused (answered)."""
+        if not client.may_use(pool.name):
+            resp = error_response(403, f"this token may not use pool {pool.name!r}", "permission_error",
+                                  "pool_forbidden", dialect=pool.dialect)
+            self._refused(req, w, pool.name, client.name, resp, "forbidden", started)
+            return True
+        if pool.dialect.checks_requests:
+            refused = pool.dialect.request_error(req.method, rest)
+            if refused is not None:
+                resp = error_response(refused[0], refused[1], code="bad_request", dialect=pool.dialect)
+                self._refused(req, w, pool.name, client.name, resp, "bad_request", started)
+                return True
+        return False
+
+    def _accepted(self, req: Request, w: ResponseWriter, pool: KeyPool, rest: str, query: str, client: Client,
+                  body: bytes, started: float) -> _Relay | None:
+        if self._check(req, w, pool, rest, client, started):
+            return None
+        limit = pool.settings.retry.max_body_bytes
+        if len(body) > limit:
+            resp, why = refusal(_AioTooLarge(), limit, pool.dialect)
+            self._refused(req, w, pool.name, client.name, resp, why, started)
+            return None
+        return self._relay(req, w, pool, rest, query, client, body, started)
+
+    def _relay(self, req: Request, w: ResponseWriter, pool: KeyPool, rest: str, query: str, client: Client,
+               body: bytes, started: float) -> _Relay:
+        if pool.dialect.credential_query:
+            query = strip_query_param(query, pool.dialect.credential_query)
+        url = join_upstream(pool.settings.base_url, rest, query)
+        ex = Exchange(pool, req.method, url, self.proxy.forward_headers(pool, req.headers), body)
+        relay = _Relay(self, req, w, ex, pool, client.name, body, started)
+        relay.go()
+        return relay
+
+    def _refused(self, req: Request, w: ResponseWriter, pool: str, client: str, resp: web.Response, outcome: str,
+                 started: float) -> None:
+        """A request answered before any key was chosen: its access line, its count, the answer."""
+        if access_log.enabled:
+            access_log.request(pool, None, req.method, req.path, resp.status, outcome, 0, started, client)
+        if self.proxy.count is not None:
+            self.proxy.count((pool, outcome, resp.status, -1.0, -1.0))
+        _send_response(w, resp)
+
+
+class _Relay:
+    """One request's attempts, driven by the upstream client's callbacks (its ``Sink``)."""
+
+    __slots__ = ("body", "chunks", "client", "ex", "finished", "gw", "how", "pool", "req", "resp", "started", "stream",
+                 "w", "waiter")
+
+    def __init__(self, gw: LeanGateway, req: Request, w: ResponseWriter, ex: Exchange, pool: KeyPool, client: str,
+                 body: bytes, started: float) -> None:
+        self.gw, self.req, self.w, self.ex, self.pool = gw, req, w, ex, pool
+        self.client, self.body, self.started = client, body, started
+        self.how: Want = READ
+        self.chunks: list[bytes] = []
+        self.stream: Stream | None = None
+        self.resp: UpstreamResponse | None = None
+        self.finished = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        """Until the request is over (for a coroutine handler that started the relay)."""
+        if not self.finished:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+
+    def go(self) -> None:
+        self.req.on_abort = self.gone
+        reply = self.ex.start()
+        if reply is not None:
+            self.reply(reply)
+        else:
+            self.attempt()
+
+    def attempt(self) -> None:
+        retry = self.pool.settings.retry
+        self.chunks = []
+        self.gw.client.send(self.req.method, self.ex.url, self.ex.headers, self.body, self,
+                            read_timeout=retry.read_timeout, connect_timeout=retry.connect_timeout)
+
+    def next(self, reply: Reply | None) -> None:
+        if reply is None:
+            self.attempt()
+        else:
+            self.reply(reply)
+
+    # -- the upstream client's callbacks --
+
+    def on_head(self, resp: UpstreamResponse) -> None:
+        self.resp = resp
+        how = self.how = self.ex.head(resp.status, resp.headers)
+        if how is PASS:
+            self.start_stream(self.ex.passthrough())
+
+    def on_data(self, resp: UpstreamResponse, data: bytes) -> None:
+        stream = self.stream
+        if stream is not None:
+            out = stream.chunk(data)
+            if out:
+                self.w.write(out)
+                if self.w.paused:  # the client reads slower than the upstream sends
+                    resp.pause()
+                    self.w.when_drained(resp.resume)
+        elif self.how is READ:
+            self.chunks.append(data)
+        else:
+            self.peeked(resp, self.ex.peek(data))
+
+    def on_end(self, resp: UpstreamResponse) -> None:
+        stream = self.stream
+        if stream is not None:
+            self.end_stream(stream.end())
+            resp.release()
+        elif self.how is READ:
+            resp.release()
+            self.next(self.ex.body(b"".join(self.chunks)))
+        else:
+            self.peeked(resp, self.ex.peek(b""))
+
+    def on_error(self, resp: UpstreamResponse | None, exc: BaseException) -> None:
+        if resp is not None:
+            resp.release()
+        self.resp = None
+        stream = self.stream
+        if stream is not None:
+            self.end_stream(stream.cut(exc))
+        elif self.req.aborted:
+            return
+        else:
+            self.next(self.ex.failed(exc, broke_off=resp is not None and resp.head_done))
+
+    # -- the flow's steps --
+
+    def peeked(self, resp: UpstreamResponse, step: Reply | Stream | Want | None) -> None:
+        if step is MORE:
+            return
+        if isinstance(step, Stream):
+            self.start_stream(step)
+            return
+        resp.release()  # not read whole: its connection is closed
+        self.resp = None
+        self.next(step if isinstance(step, Reply) else None)
+
+    def start_stream(self, stream: Stream) -> None:
+        self.stream = stream
+        self.w.start(stream.status, _out(stream.headers))
+        if stream.first:
+            self.w.write(stream.first)
+
+    def end_stream(self, tail: bytes) -> None:
+        if tail:
+            self.w.write(tail)
+        self.w.end()
+        self.done(self.stream.status if self.stream is not None else 200)
+
+    def reply(self, reply: Reply) -> None:
+        if self.pool.writing:  # recorded outcomes are written before the caller hears of them
+            asyncio.get_running_loop().create_task(self._settled(reply))
+            return
+        self.w.send(reply.status, _out(reply.headers), reply.body)
+        self.done(reply.status)
+
+    async def _settled(self, reply: Reply) -> None:
+        await self.pool.settle()
+        if not self.req.aborted:
+            self.w.send(reply.status, _out(reply.headers), reply.body)
+        self.done(reply.status)
+
+    def gone(self) -> None:
+        """The client hung up before the answer ended."""
+        resp, self.resp = self.resp, None
+        stream = self.stream
+        if stream is not None:
+            ok = stream.gone()
+            self.done(200 if ok else 499, "ok" if ok else "client_gone")
+        else:
+            self.ex.abandon()
+            self.done(499, "client_gone")
+        if resp is not None:
+            resp.release()
+
+    def done(self, status: int, outcome: str | None = None) -> None:
+        """The request is over: its access line and its count, once."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        attempts = self.ex.attempts
+        if outcome is None:
+            outcome = attempts.last.outcome.value if attempts.last else "no_key"
+        if access_log.enabled:
+            access_log.request(self.pool.name, attempts.last_lease, self.req.method, self.req.path, status, outcome,
+                               attempts.count, self.started, self.client)
+        count = self.gw.proxy.count
+        if count is not None:
+            end = time.perf_counter()
+            first = attempts.first_byte or end
+            count((self.pool.name, outcome or "error", status, end - self.started, first - self.started))
+
+
+class LeanSite(web.BaseSite):
+    """Listens with the lean server in front of a :class:`~keyrelay.server.app.GatewayRunner`
+    (whose aiohttp server answers the paths that are no pool's); stopped by ``runner.cleanup()``."""
+
+    __slots__ = ("_client", "_host", "_lean", "_port", "_sock")
+
+    def __init__(self, runner: web.BaseRunner, host: str = "127.0.0.1", port: int = 0,
+                 sock: socket.socket | None = None) -> None:
+        super().__init__(runner, backlog=4096)  # a burst of connects must not wait on SYN retries
+        self._host, self._port, self._sock = host, port, sock
+        self._lean: LeanServer | None = None
+        self._client: UpstreamClient | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port} (lean)"
+
+    async def start(self) -> None:
+        from keyrelay.server.app import GatewayRunner, connection_cap
+
+        await super().start()
+        runner = self._runner
+        assert isinstance(runner, GatewayRunner) and runner.server is not None
+        settings = runner.runtime.settings
+        s = settings.server
+        retries = [p.retry for p in settings.pools]
+        self._client = UpstreamClient(
+            connect_timeout=max(r.connect_timeout for r in retries), read_timeout=min(r.read_timeout for r in retries),
+            limit=s.max_connections,
+        )
+        gw = LeanGateway(runner.proxy, self._client)
+        limits = Limits(
+            header_timeout=s.header_timeout, keepalive_timeout=s.keepalive_timeout, max_header_bytes=s.max_header_bytes,
+            max_headers=s.max_headers, max_line_size=s.max_line_size, max_body=runner.max_body,
+            body_timeout=s.body_timeout, body_min_rate=s.body_min_rate, max_body_memory=s.max_body_memory,
+            max_connections=connection_cap(s.max_client_connections, s.max_connections),
+        )
+        lean = self._lean = LeanServer(gw.handle, limits, route=gw.route, fallback=runner.server)
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(lean, sock=self._sock, backlog=self._backlog)
+        else:
+            self._server = await loop.create_server(lean, self._host, self._port, reuse_address=True,
+                                                    backlog=self._backlog)
+
+    async def stop(self) -> None:
+        await super().stop()  # no new connections
+        if self._lean is not None:
+            await self._lean.shutdown(5.0)
+        if self._client is not None:
+            await self._client.close()
