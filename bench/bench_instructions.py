@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--keys", type=int, default=1)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--engine", default="aiohttp", choices=("aiohttp", "lean"), help="keyrelay's [server] engine")
     ap.add_argument("--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)")
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -110,7 +111,7 @@ def main() -> None:
             port = free_port()
             base = {p: float("nan") for p in paths} if args.keyrelay_only else count([sys.executable, str(HERE / "baseline_proxy.py"), str(port), upstream], port, tmp, paths, args.requests)
             port = free_port()
-            conf = write_keyrelay_config(upstream, tmp, args.keys, args.log_level, port)
+            conf = write_keyrelay_config(upstream, tmp, args.keys, args.log_level, port, args.engine)
             kr = count([sys.executable, "-m", "keyrelay.cli.main", "serve", "--config", str(conf)], port, tmp, paths, args.requests)
         finally:
             stop(up)

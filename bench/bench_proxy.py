@@ -12,7 +12,7 @@ keyrelay's ratios to the lean reference (req/s, and CPU time per request). Also
 each proxy's CPU time per request (from /proc) and how busy its core was: near 1.0 when the
 proxy, not the load generator or the upstream, set the pace.
 
-    python bench/bench_proxy.py [--seconds 8] [--connections 64] [--rounds 3] [--log-level info]
+    python bench/bench_proxy.py [--seconds 8] [--connections 64] [--rounds 3] [--log-level info] [--engine lean]
 
 With ``--big-pool`` (or ``--big-pool 100,100000``), instead: keyrelay with 100 keys and with
 100,000 keys, streaming and not, in the same run (the order alternates per round), and the
@@ -217,12 +217,12 @@ def start_baseline(upstream: str, script: str = "baseline_proxy.py") -> tuple[su
     return proc, port
 
 
-def write_keyrelay_config(upstream: str, tmp: Path, keys: int, log_level: str, port: int) -> Path:
-    """A config for a keyrelay on ``port`` over ``keys`` seeded keys (SQLite in ``tmp``)."""
+def write_keyrelay_config(upstream: str, tmp: Path, keys: int, log_level: str, port: int, engine: str = "aiohttp") -> Path:
+    """A config for a keyrelay on ``port`` over ``keys`` seeded keys (SQLite in ``tmp``), on ``engine``."""
     db = tmp / f"bench-{keys}.db"
-    conf = tmp / f"bench-{keys}.toml"
+    conf = tmp / f"bench-{keys}-{engine}.toml"
     conf.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\nlog_level = "{log_level}"\n'
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nlog_level = "{log_level}"\nengine = "{engine}"\n'
         f'[store]\nurl = "sqlite:///{db}"\n'
         f'[[pools]]\nname = "openai"\nbase_url = "{upstream}"\n'
         f'[[tokens]]\nname = "bench"\npools = ["*"]\ntoken = "{TOKEN}"\n'
@@ -232,9 +232,9 @@ def write_keyrelay_config(upstream: str, tmp: Path, keys: int, log_level: str, p
     return conf
 
 
-def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str, engine: str = "aiohttp") -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    conf = write_keyrelay_config(upstream, tmp, keys, log_level, port)
+    conf = write_keyrelay_config(upstream, tmp, keys, log_level, port, engine)
     with open(tmp / f"keyrelay-{keys}.log", "wb") as log:
         proc = subprocess.Popen(pinned(0, [sys.executable, "-m", "keyrelay.cli.main", "serve", "--config", str(conf)]), stderr=log)
     wait_port(port, 20.0 + keys / 2000)  # loading 100,000 keys takes seconds
@@ -275,10 +275,11 @@ def one_round(upstream: str, tmp: Path, args: argparse.Namespace) -> dict[str, t
             out[name] = measure(port, p.pid, args)
         finally:
             stop(p)
+    tag = "" if args.engine == "aiohttp" else f" ({args.engine})"
     for n in (1, 10_000):
-        p, port = start_keyrelay(upstream, tmp, n, args.log_level)
+        p, port = start_keyrelay(upstream, tmp, n, args.log_level, args.engine)
         try:
-            out[f"keyrelay, {n:,} key{'s' if n > 1 else ''}"] = measure(port, p.pid, args)
+            out[f"keyrelay{tag}, {n:,} key{'s' if n > 1 else ''}"] = measure(port, p.pid, args)
         finally:
             stop(p)
     return out
@@ -297,7 +298,7 @@ def big_pool(upstream: str, tmp: Path, args: argparse.Namespace) -> None:
     for i in range(args.rounds):
         out: dict[str, tuple[Result, Result]] = {}
         for n in (small, big) if i % 2 == 0 else (big, small):  # neither size always runs first
-            p, port = start_keyrelay(upstream, tmp, n, args.log_level)
+            p, port = start_keyrelay(upstream, tmp, n, args.log_level, args.engine)
             try:
                 out[names[n]] = measure(port, p.pid, args)
             finally:
@@ -338,6 +339,7 @@ def main() -> None:
     ap.add_argument("--log-level", default="info", help="keyrelay's log level (access lines are info)")
     ap.add_argument("--big-pool", nargs="?", const="100,100000", metavar="SMALL,BIG",
                     help="compare keyrelay with SMALL and BIG keys (default 100,100000) instead")
+    ap.add_argument("--engine", default="aiohttp", choices=("aiohttp", "lean"), help="keyrelay's [server] engine")
     args = ap.parse_args()
     if args.big_pool:
         with tempfile.TemporaryDirectory() as d:

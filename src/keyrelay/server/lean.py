@@ -18,6 +18,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -50,6 +51,13 @@ _REFUSAL = {BodyTooLarge: _AioTooLarge, BodyTooSlow: _AioTooSlow, Busy: _AioBusy
 
 def _out(headers: dict[str, str]) -> Headers:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+def _logged(req: Request) -> str:
+    """The path as the access log shows it: percent-decoded, as aiohttp's ``request.path`` is
+    (the log escapes what must be; docs/design.md "Secrets")."""
+    path = req.path
+    return unquote(path) if "%" in path else path
 
 
 def _send_response(w: ResponseWriter, resp: web.Response) -> None:
@@ -165,7 +173,7 @@ class LeanGateway:
                  started: float) -> None:
         """A request answered before any key was chosen: its access line, its count, the answer."""
         if access_log.enabled:
-            access_log.request(pool, None, req.method, req.path, resp.status, outcome, 0, started, client)
+            access_log.request(pool, None, req.method, _logged(req), resp.status, outcome, 0, started, client)
         if self.proxy.count is not None:
             self.proxy.count((pool, outcome, resp.status, -1.0, -1.0))
         _send_response(w, resp)
@@ -320,7 +328,7 @@ class _Relay:
         if outcome is None:
             outcome = attempts.last.outcome.value if attempts.last else "no_key"
         if access_log.enabled:
-            access_log.request(self.pool.name, attempts.last_lease, self.req.method, self.req.path, status, outcome,
+            access_log.request(self.pool.name, attempts.last_lease, self.req.method, _logged(self.req), status, outcome,
                                attempts.count, self.started, self.client)
         count = self.gw.proxy.count
         if count is not None:
