@@ -166,10 +166,9 @@ class Connection(asyncio.Protocol):
         cur = self.cur
         assert cur is not None
         cur.raw_headers.append((name, value))
-        limits = self.server.limits
-        if len(cur.raw_headers) > limits.max_headers or len(name) + len(value) > limits.max_line_size:
-            raise _Stop(error_answer(431, "request headers too large", "headers_too_large"))
         n = len(name)
+        if n + len(value) > self.server.limits.max_line_size:
+            raise _Stop(error_answer(431, "request headers too large", "headers_too_large"))
         if n == 14 and name.lower() == b"content-length":
             cur.content_length = int(value)  # llhttp checked it: digits, once
         elif n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
@@ -183,6 +182,8 @@ class Connection(asyncio.Protocol):
         cur.version = 0 if parser.get_http_version() == "1.0" else 1
         cur.keep_alive = parser.should_keep_alive()
         server = self.server
+        if len(cur.raw_headers) > server.limits.max_headers:  # (all of them within max_header_bytes)
+            raise _Stop(error_answer(431, "request headers too large", "headers_too_large"))
         if server.fallback is not None and server.route is not None and not server.route(cur.target):
             self.run.hand(cur)
             raise _Stop
@@ -281,8 +282,9 @@ class Connection(asyncio.Protocol):
                 self.write(self.final)
             self.close()
         else:
-            self.idle_since = self._loop.time()
-            self._arm(self.idle_since + self.server.limits.keepalive_timeout)
+            idle = self.idle_since = self._loop.time()
+            if self.timer is None or idle + self.server.limits.keepalive_timeout < self.due:
+                self._arm(idle + self.server.limits.keepalive_timeout)
             if self.read_paused and self.cur is None:
                 self._resume()
 

@@ -17,11 +17,12 @@ RawHeaders = list[tuple[bytes, bytes]]
 
 
 class Headers(Mapping[str, str]):
-    __slots__ = ("_index", "raw")
+    __slots__ = ("_index", "_items", "raw")
 
     def __init__(self, raw: RawHeaders) -> None:
         self.raw = raw
         self._index: dict[str, str] | None = None
+        self._items: list[tuple[str, str]] | None = None
 
     def _build(self) -> dict[str, str]:
         index: dict[str, str] = {}
@@ -39,7 +40,7 @@ class Headers(Mapping[str, str]):
             return self._index.get(name.lower(), default)
         want = name.lower().encode("latin-1")  # one look: a scan is cheaper than the index
         for n, v in self.raw:
-            if len(n) == len(want) and n.lower() == want:
+            if n.lower() == want:
                 return v.decode("latin-1")
         return default
 
@@ -60,8 +61,11 @@ class Headers(Mapping[str, str]):
         return [v.decode("latin-1") for n, v in self.raw if n.lower() == want]
 
     def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
-        """Every header line, in order (repeated names included)."""
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw]
+        """Every header line, in order (repeated names included); decoded once."""
+        items = self._items
+        if items is None:
+            items = self._items = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw]
+        return items
 
     def __repr__(self) -> str:
         return f"Headers({self.items()!r})"

@@ -87,18 +87,35 @@ def _check_name(name: bytes) -> bool:
     return forward
 
 
+_STR_NAMES: dict[str, bytes] = {}  #: a header name given as str → its bytes (b"": not the caller's to send)
+
+
+def _str_name(name: str) -> bytes:
+    raw = name.encode("latin-1")
+    out = raw if _check_name(raw) else b""
+    if len(_STR_NAMES) < 4096:
+        _STR_NAMES[name] = out
+    return out
+
+
 def serialize(method: bytes, target: bytes, origin: Origin, headers: HeaderInput, body: bytes) -> bytes:
     """The request's bytes: our Host and Content-Length, the caller's other headers (no CR/LF)."""
     lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, origin.host_header)]
     pairs: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     for n, v in pairs:
-        name = n.encode("latin-1") if isinstance(n, str) else n
-        value = v.encode("latin-1") if isinstance(v, str) else v
-        forward = _NAMES.get(name)
-        if forward is None:
-            forward = _check_name(name)
-        if not forward:
+        if isinstance(n, str):
+            name = _STR_NAMES.get(n)
+            if name is None:
+                name = _str_name(n)
+            value = v.encode("latin-1") if isinstance(v, str) else v
+        else:
+            forward = _NAMES.get(n)
+            if forward is None:
+                forward = _check_name(n)
+            name = n if forward else b""
+            value = v
+        if not name:
             continue
         if b"\n" in value or b"\r" in value:
             raise ValueError(f"a line break in the value of {name[:40]!r}")
