@@ -12,7 +12,7 @@ that file's directory.
 Environment overrides (all optional):
 
 - ``KEYRELAY_CONFIG`` — the file, when ``--config`` is not given
-- ``KEYRELAY_HOST``, ``KEYRELAY_PORT``, ``KEYRELAY_LOG_LEVEL`` — ``[server]``
+- ``KEYRELAY_HOST``, ``KEYRELAY_PORT``, ``KEYRELAY_LOG_LEVEL``, ``KEYRELAY_ENGINE`` — ``[server]``
 - ``KEYRELAY_STORE_URL`` — ``[store] url``
 - ``KEYRELAY_POOL_<NAME>_BASE_URL`` — a pool's ``base_url`` (name upper-cased, ``-`` → ``_``)
 - ``KEYRELAY_SECRET_KEY`` — the secret the store's keys are encrypted with (at least 32
@@ -149,7 +149,8 @@ def parse_settings(doc: Mapping[str, Any], environ: Mapping[str, str], source: s
         if k not in known:
             raise ConfigError(k, f"unknown section (known: {', '.join(sorted(known))})")
     server_raw = dict(table(doc, "server", "server"))
-    for env, key in (("KEYRELAY_HOST", "host"), ("KEYRELAY_PORT", "port"), ("KEYRELAY_LOG_LEVEL", "log_level")):
+    for env, key in (("KEYRELAY_HOST", "host"), ("KEYRELAY_PORT", "port"), ("KEYRELAY_LOG_LEVEL", "log_level"),
+                     ("KEYRELAY_ENGINE", "engine")):
         if environ.get(env):
             server_raw[key] = environ[env]
     server: ServerSettings = frozen(ServerSettings, server_raw, "server")

@@ -18,8 +18,8 @@ from keyrelay.stores import Store, open_store
 from keyrelay.testing.fake_upstream import Behavior, FakeUpstream, KeySpec
 
 TOKEN = "kr-test-token-abcdefghijklmnop"
-#: the HTTP layer the gateway tests run on (``KEYRELAY_TEST_ENGINE=lean`` runs them on keyrelay.http1)
-ENGINE = os.environ.get("KEYRELAY_TEST_ENGINE", "aiohttp")
+#: the HTTP layer the gateway tests run on (``KEYRELAY_ENGINE=lean`` runs them on keyrelay.http1)
+ENGINE = os.environ.get("KEYRELAY_ENGINE", "aiohttp")
 OTHER_POOL_TOKEN = "kr-test-other-pool-token-xyz"
 
 

@@ -1,6 +1,6 @@
 """The gateway on the lean HTTP layer (``[server] engine = "lean"``), always: the main paths of
 the relay flow driven from callbacks, and the hand-over of other paths to the aiohttp server on
-one connection. (``KEYRELAY_TEST_ENGINE=lean`` runs every gateway test on it.)"""
+one connection. (``KEYRELAY_ENGINE=lean`` runs every gateway test on it.)"""
 
 from __future__ import annotations
 
