@@ -225,6 +225,9 @@ class _Relay:
     # -- the upstream client's callbacks --
 
     def on_head(self, resp: UpstreamResponse) -> None:
+        if self.finished:  # the client hung up while this attempt was connecting
+            resp.release()
+            return
         self.resp = resp
         how = self.how = self.ex.head(resp.status, resp.headers)
         if how is PASS:
@@ -260,10 +263,10 @@ class _Relay:
             resp.release()
         self.resp = None
         stream = self.stream
+        if self.finished or self.req.aborted:
+            return
         if stream is not None:
             self.end_stream(stream.cut(exc))
-        elif self.req.aborted:
-            return
         else:
             self.next(self.ex.failed(exc, broke_off=resp is not None and resp.head_done))
 
