@@ -13,7 +13,7 @@ import httptools
 
 from keyrelay.http1.errors import BodyError, BodyTooLarge, MalformedBody
 from keyrelay.http1.handover import Run, hand_over
-from keyrelay.http1.limits import bad_credentials
+from keyrelay.http1.limits import malformed_answer
 from keyrelay.http1.request import Request
 from keyrelay.http1.writer import ResponseWriter, error_answer
 
@@ -341,16 +341,10 @@ class Connection(asyncio.Protocol):
         self._pause()
 
     def _malformed(self, exc: Exception, data: bytes) -> None:
-        what = type(exc).__name__
-        if bad_credentials(data):
-            log.info("malformed request refused status=401 error=%s (bad bytes in a credential header)", what)
-            answer = error_answer(401, "malformed credentials: a token is printable ASCII", "invalid_api_key")
-        else:
-            log.info("malformed request refused status=400 error=%s", what)
-            answer = error_answer(400, f"malformed request ({what})", "malformed_request")
+        answer = malformed_answer(exc, data)
         cur = self.cur
         if cur is not None and cur.method and not cur.complete:  # its head was whole: a body badly framed
-            cur.fail(MalformedBody(f"malformed request body ({what})"))
+            cur.fail(MalformedBody(f"malformed request body ({type(exc).__name__})"))
             answer = b""
         self._stop(answer)
 

@@ -11,7 +11,7 @@ from typing import cast
 
 from keyrelay.http1.writer import error_answer
 
-__all__ = ["BodyBudget", "Cap", "Limits", "Refuser", "bad_credentials"]
+__all__ = ["BodyBudget", "Cap", "Limits", "Refuser", "bad_credentials", "malformed_answer"]
 
 log = logging.getLogger("keyrelay.server")
 
@@ -52,6 +52,17 @@ class BodyBudget:
 _TOO_MANY = error_answer(503, "the gateway has too many open connections; retry shortly", "too_many_connections",
                          "server_error", b"Retry-After: 1\r\n")
 _CREDENTIALS = (b"authorization:", b"x-api-key:", b"api-key:", b"x-goog-api-key:", b"proxy-authorization:")
+
+
+def malformed_answer(exc: Exception, data: bytes) -> bytes:
+    """The answer to a request llhttp refused (400; 401 for control characters in a credential
+    header, as on the aiohttp server), and its info line (no traceback: the client's fault)."""
+    what = type(exc).__name__
+    if bad_credentials(data):
+        log.info("malformed request refused status=401 error=%s (bad bytes in a credential header)", what)
+        return error_answer(401, "malformed credentials: a token is printable ASCII", "invalid_api_key")
+    log.info("malformed request refused status=400 error=%s", what)
+    return error_answer(400, f"malformed request ({what})", "malformed_request")
 
 
 def bad_credentials(data: bytes) -> bool:
