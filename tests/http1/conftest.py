@@ -1,5 +1,6 @@
-"""Fixtures of the lean HTTP layer's tests: a lean server (with an aiohttp server for the paths
-that are no pool's) on 127.0.0.1, raw-socket helpers, and the handler its tests talk to."""
+"""Fixtures of the lean HTTP layer's tests, all on 127.0.0.1: a lean server (with an aiohttp
+server for the paths that are no pool's), the handler its tests talk to and raw-socket helpers;
+scripted upstreams and an upstream client for the client's tests."""
 
 from __future__ import annotations
 
