@@ -235,10 +235,11 @@ class Driver:
 
 class GatewayDriver(Driver):
     name = "gateway"
+    engine = "aiohttp"  #: [server] engine
 
     async def _open(self, base_url: str) -> None:
         doc = {
-            "server": {"sync_interval": 0.1, "flush_interval": 0.1},
+            "server": {"sync_interval": 0.1, "flush_interval": 0.1, "engine": self.engine},
             "store": {"url": "memory://"},
             "pools": [{"name": "openai", "provider": self.provider, "base_url": base_url, "strategy": "round_robin"}],
             "tokens": [{"name": "test", "pools": ["openai"], "token": TOKEN}],
@@ -250,7 +251,12 @@ class GatewayDriver(Driver):
         self.runtime = Runtime(settings, store)
         self.runner = GatewayRunner(self.runtime)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        if self.engine == "lean":
+            from keyrelay.server.lean import LeanSite
+
+            await LeanSite(self.runner, "127.0.0.1", 0).start()
+        else:
+            await web.TCPSite(self.runner, "127.0.0.1", 0).start()
         host, port = self.runner.addresses[0][:2]
         self.url = f"http://{host}:{port}/v1"
         self.root = f"http://{host}:{port}/openai"
@@ -285,6 +291,13 @@ class GatewayDriver(Driver):
         await self.session.close()
         await self.runner.cleanup()
         self.up.close()
+
+
+class LeanGatewayDriver(GatewayDriver):
+    """The gateway on the lean HTTP layer (``server/lean.py``)."""
+
+    name = "gateway-lean"
+    engine = "lean"
 
 
 class LibraryDriver(Driver):
@@ -350,6 +363,7 @@ class LibraryDriver(Driver):
 
 DRIVERS: dict[str, Callable[[], Driver]] = {
     "gateway": GatewayDriver,
+    "gateway-lean": LeanGatewayDriver,
     "httpx2": lambda: LibraryDriver("httpx2", keyrelay.httpx_client, False),
     "httpx": lambda: LibraryDriver("httpx", keyrelay.legacy_httpx_client, False),
     "httpx2-async": lambda: LibraryDriver("httpx2-async", keyrelay.async_httpx_client, True),

@@ -31,7 +31,7 @@ from keyrelay.http1.writer import ResponseWriter
 from keyrelay.logs import access_log
 from keyrelay.runtime.flow import MORE, PASS, READ, Exchange, Reply, Stream, Want
 from keyrelay.runtime.pool import KeyPool
-from keyrelay.runtime.process import Client
+from keyrelay.server.auth import Caller as Client
 from keyrelay.server.bodies import BodyTooLarge as _AioTooLarge
 from keyrelay.server.bodies import BodyTooSlow as _AioTooSlow
 from keyrelay.server.bodies import Busy as _AioBusy
@@ -95,7 +95,7 @@ class LeanGateway:
             self._refused(req, w, pool.name, "-", resp, "bad_path", started)
             return None
         token = dialect.client_token(req.headers, query)
-        client = self.runtime.recognise(token)
+        client = self.proxy.tokens.recognise(token)
         if client is None or not req.complete:
             return self._slow(req, w, pool, rest, query, token, client, started)
         self._accepted(req, w, pool, rest, query, client, req.body, started)
@@ -105,7 +105,7 @@ class LeanGateway:
                     client: Client | None, started: float) -> None:
         """A token to look up (the store), or a body still arriving."""
         if client is None:
-            found = await self.proxy._authenticate(req, pool.name, token, started, pool.dialect)  # type: ignore[arg-type]
+            found = await self.proxy.authenticate(req, pool.name, token, started, pool.dialect)  # type: ignore[arg-type]
             if isinstance(found, web.Response):
                 _send_response(w, found)
                 return
