@@ -3,7 +3,7 @@ import cycle, and library mode (``client/``) imports nothing of the gateway (``s
 
 Layers, low → high (a module may import its own layer and those below)::
 
-    core · providers · exceptions, config_paths, coredump, version · stores
+    core · providers · exceptions, config_paths, coredump, version · http1 · stores
     · config, config_schema, config_ops, migrate · runtime · logs · server, client · cli
     · the package root (__init__, __main__), testing
 
@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),
     ("providers",),
     ("exceptions", "config_paths", "coredump", "version"),
+    ("http1",),
     ("stores",),
     ("config", "config_schema", "config_ops", "migrate"),
     ("runtime",),

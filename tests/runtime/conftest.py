@@ -252,9 +252,9 @@ class GatewayDriver(Driver):
         self.runner = GatewayRunner(self.runtime)
         await self.runner.setup()
         if self.engine == "lean":
-            from keyrelay.server.lean import LeanSite
+            from keyrelay.server.app import lean_site
 
-            await LeanSite(self.runner, "127.0.0.1", 0).start()
+            await lean_site(self.runner, "127.0.0.1", 0).start()
         else:
             await web.TCPSite(self.runner, "127.0.0.1", 0).start()
         host, port = self.runner.addresses[0][:2]

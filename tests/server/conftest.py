@@ -94,9 +94,9 @@ async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
         runner = GatewayRunner(runtime)
         await runner.setup()
         if settings.server.engine == "lean":
-            from keyrelay.server.lean import LeanSite
+            from keyrelay.server.app import lean_site
 
-            site: web.BaseSite = LeanSite(runner, "127.0.0.1", 0)
+            site: web.BaseSite = lean_site(runner, "127.0.0.1", 0)
         else:
             site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

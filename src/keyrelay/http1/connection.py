@@ -11,16 +11,15 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from keyrelay.http1.answers import error_answer
 from keyrelay.http1.errors import BodyError, BodyTooLarge, MalformedBody
 from keyrelay.http1.handover import Run, hand_over
-from keyrelay.http1.limits import malformed_answer
+from keyrelay.http1.limits import ServerLike, malformed_answer
 from keyrelay.http1.request import Request
-from keyrelay.http1.writer import ResponseWriter, error_answer
+from keyrelay.http1.writer import ResponseWriter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-
-    from keyrelay.http1.server import LeanServer
 
 __all__ = ["Connection"]
 
@@ -42,7 +41,7 @@ class Connection(asyncio.Protocol):
         "read_paused", "remote", "run", "seen", "server", "stopped", "task", "timer", "transport", "write_paused",
     )
 
-    def __init__(self, server: LeanServer) -> None:
+    def __init__(self, server: ServerLike) -> None:
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -235,14 +234,14 @@ class Connection(asyncio.Protocol):
         except BodyError as exc:
             if not w.started:
                 w.close_after = True
-                self._answer_error(w, error_answer(exc.status, str(exc) or exc.code, exc.code,
+                self._answer_error(req, w, error_answer(exc.status, str(exc) or exc.code, exc.code,
                                                    "server_error" if exc.status >= 500 else "invalid_request_error"))
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("the request handler failed (%s %s)", req.method, req.path)
             if not w.started:
-                self._answer_error(w, error_answer(500, "internal error", "internal_error", "server_error"))
+                self._answer_error(req, w, error_answer(500, "internal error", "internal_error", "server_error"))
             else:
                 self.close()
         else:
@@ -251,12 +250,12 @@ class Connection(asyncio.Protocol):
                     w.end()
                 else:
                     log.error("the request handler returned without an answer (%s %s)", req.method, req.path)
-                    self._answer_error(w, error_answer(500, "no answer", "internal_error", "server_error"))
+                    self._answer_error(req, w, error_answer(500, "no answer", "internal_error", "server_error"))
 
-    def _answer_error(self, w: ResponseWriter, answer: bytes) -> None:
+    def _answer_error(self, req: Request, w: ResponseWriter, answer: bytes) -> None:
         w.started = w.ended = True
         self.write(answer)
-        self.answered(w._req, True)
+        self.answered(req, True)
 
     def answered(self, req: Request, close: bool) -> None:
         """The answer to ``req`` (the first in the queue) is written whole."""

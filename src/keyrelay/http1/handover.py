@@ -13,13 +13,9 @@ it closes the connection after the answers before it (a pipelining client retrie
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import httptools
 from aiohttp import web
-
-if TYPE_CHECKING:
-    from keyrelay.http1.request import Request
 
 __all__ = ["RUN_CAP", "Run", "hand_over", "offset_after"]
 
@@ -34,7 +30,7 @@ class Run:
         self.size = 0
         self.done = 0  #: requests whole in this run
         self.lost = False
-        self.handover: Request | None = None  #: the request to hand over, once its turn comes
+        self.handover: object | None = None  #: the request to hand over, once its turn comes
         self.before = 0  #: requests of the run before it
 
     def received(self, data: bytes, between: bool) -> None:
@@ -49,7 +45,7 @@ class Run:
     def completed(self) -> None:
         self.done += 1
 
-    def hand(self, req: Request) -> None:
+    def hand(self, req: object) -> None:
         self.handover = req
         self.before = self.done
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, Protocol, cast
 
-from keyrelay.http1.writer import error_answer
+from aiohttp import web
 
-__all__ = ["BodyBudget", "Cap", "Limits", "Refuser", "bad_credentials", "malformed_answer"]
+from keyrelay.http1.answers import error_answer
+
+__all__ = ["BodyBudget", "Cap", "Limits", "Refuser", "ServerLike", "bad_credentials", "malformed_answer"]
 
 log = logging.getLogger("keyrelay.server")
 
@@ -75,6 +78,27 @@ def bad_credentials(data: bytes) -> bool:
             if any(c < 0x20 or c >= 0x7F for c in value):
                 return True
     return False
+
+
+class ServerLike(Protocol):
+    """What a connection needs of its server (``server.LeanServer``)."""
+
+    timed_out: int
+
+    @property
+    def handler(self) -> Callable[..., Any]: ...
+    @property
+    def limits(self) -> Limits: ...
+    @property
+    def budget(self) -> BodyBudget: ...
+    @property
+    def route(self) -> Callable[[bytes], bool] | None: ...
+    @property
+    def fallback(self) -> web.Server | None: ...
+    @property
+    def connections(self) -> set[Any]: ...
+    @property
+    def head_wait(self) -> float: ...
 
 
 class Cap:

@@ -14,13 +14,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from keyrelay.http1.errors import BodyError, BodyTooLarge, BodyTooSlow, Busy, MalformedBody
 from keyrelay.http1.headers import Headers, RawHeaders
+from keyrelay.http1.limits import BodyBudget, Limits
 
-if TYPE_CHECKING:
-    from keyrelay.http1.server import Connection
+
+class _Server(Protocol):
+    @property
+    def limits(self) -> Limits: ...
+    @property
+    def budget(self) -> BodyBudget: ...
+
+
+class _Connection(Protocol):
+    """What a request needs of its connection (``connection.Connection``)."""
+
+    @property
+    def server(self) -> _Server: ...
+    def write(self, data: bytes) -> None: ...
+    def reading(self, on: bool) -> None: ...
 
 __all__ = ["Request"]
 
@@ -37,7 +51,7 @@ class Request:
         "error", "expect_continue", "keep_alive", "method", "on_abort", "raw_headers", "remote", "reserved", "size", "target", "version",
     )
 
-    def __init__(self, conn: Connection, remote: str) -> None:
+    def __init__(self, conn: _Connection, remote: str) -> None:
         self._conn = conn
         self.remote = remote
         self.method = ""

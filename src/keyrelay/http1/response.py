@@ -5,13 +5,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import Any, Protocol, Self
 
 from keyrelay.http1.errors import ReadTimeout, UpstreamClosed
 from keyrelay.http1.headers import Headers, RawHeaders
 
-if TYPE_CHECKING:
-    from keyrelay.http1.upstream import _Conn
+
+class _Client(Protocol):
+    def release(self, conn: Any, keep: bool) -> None: ...
+
+
+class _Conn(Protocol):
+    """What an answer needs of its connection (``upstream._Conn``)."""
+
+    resp: UpstreamResponse | None
+
+    @property
+    def client(self) -> _Client: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
 
 __all__ = ["Sink", "UpstreamResponse"]
 

@@ -5,48 +5,35 @@ whole error answers the server writes itself (OpenAI's error shape)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-import orjson
+from keyrelay.http1.answers import date_line, status_line
 
-if TYPE_CHECKING:
-    from keyrelay.http1.request import Request
-    from keyrelay.http1.server import Connection
-
-__all__ = ["ResponseWriter", "error_answer", "status_line"]
-
-_LINES: dict[int, bytes] = {}
-_date = [0, b""]
+__all__ = ["ResponseWriter"]
 
 
-def status_line(status: int) -> bytes:
-    line = _LINES.get(status)
-    if line is None:
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Unknown"
-        line = _LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1"))
-    return line
+class _Request(Protocol):
+    @property
+    def method(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def complete(self) -> bool: ...
 
 
-def date_line() -> bytes:
-    """``Date: …\\r\\n`` (RFC 9110 §6.6.1), formatted once a second."""
-    now = int(time.time())
-    if _date[0] != now:
-        _date[0], _date[1] = now, b"Date: %s\r\n" % formatdate(now, usegmt=True).encode("ascii")
-    return _date[1]  # type: ignore[return-value]
+class _Connection(Protocol):
+    """What a writer needs of its connection (``connection.Connection``)."""
 
+    on_drained: Callable[[], None] | None
 
-def error_answer(status: int, message: str, code: str, type_: str = "invalid_request_error", extra: bytes = b"") -> bytes:
-    """A whole answer that closes the connection, in OpenAI's error shape."""
-    body = orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
-    return b"%s%sContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n%s" % (
-        status_line(status), date_line(), len(body), extra, body)
+    @property
+    def write_paused(self) -> bool: ...
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def answered(self, req: Any, close: bool) -> None: ...
 
 
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
@@ -59,7 +46,7 @@ class ResponseWriter:
 
     __slots__ = ("_chunked", "_conn", "_req", "close_after", "ended", "started", "status")
 
-    def __init__(self, conn: Connection, req: Request) -> None:
+    def __init__(self, conn: _Connection, req: _Request) -> None:
         self._conn = conn
         self._req = req
         self.started = False

@@ -25,7 +25,7 @@ from keyrelay.server.admin import AdminApi
 from keyrelay.server.connections import GuardedServer
 from keyrelay.server.proxy import Proxy
 
-__all__ = ["GatewayRunner", "run_server", "serve"]
+__all__ = ["GatewayRunner", "lean_site", "run_server", "serve"]
 
 log = logging.getLogger("keyrelay.server")
 
@@ -121,9 +121,7 @@ async def run_server(
     runner = GatewayRunner(runtime, handle_signals=False, metrics_dir=metrics_dir)
     await runner.setup()
     if settings.server.engine == "lean":  # the lean HTTP layer in front, aiohttp for the other paths
-        from keyrelay.server.lean import LeanSite
-
-        site: web.BaseSite = LeanSite(runner, settings.server.host, settings.server.port, sock)
+        site: web.BaseSite = lean_site(runner, settings.server.host, settings.server.port, sock)
     elif sock is not None:
         site = web.SockSite(runner, sock)
     else:
@@ -154,6 +152,17 @@ async def run_server(
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def lean_site(runner: GatewayRunner, host: str, port: int, sock: socket.socket | None = None) -> web.BaseSite:
+    """The lean HTTP layer (``server/lean.py``) listening in front of ``runner``, whose aiohttp
+    server answers the paths that are no pool's."""
+    from keyrelay.server.lean import LeanSite  # only for engine = "lean"
+
+    s = runner.runtime.settings.server
+    return LeanSite(runner, runner.proxy, max_body=runner.max_body,
+                    max_connections=connection_cap(s.max_client_connections, s.max_connections),
+                    host=host, port=port, sock=sock)
 
 
 #: file descriptors kept free for everything but client connections (store, logs, listeners)

@@ -341,14 +341,16 @@ class _Relay:
 
 
 class LeanSite(web.BaseSite):
-    """Listens with the lean server in front of a :class:`~keyrelay.server.app.GatewayRunner`
-    (whose aiohttp server answers the paths that are no pool's); stopped by ``runner.cleanup()``."""
+    """Listens with the lean server in front of a gateway runner (``server/app.py``: its aiohttp
+    server answers the paths that are no pool's); stopped by ``runner.cleanup()``. Made by
+    ``app.lean_site()``."""
 
-    __slots__ = ("_client", "_host", "_lean", "_port", "_sock")
+    __slots__ = ("_cap", "_client", "_host", "_lean", "_max_body", "_port", "_proxy", "_sock")
 
-    def __init__(self, runner: web.BaseRunner, host: str = "127.0.0.1", port: int = 0,
-                 sock: socket.socket | None = None) -> None:
+    def __init__(self, runner: web.BaseRunner, proxy: Proxy, *, max_body: int, max_connections: int,
+                 host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None) -> None:
         super().__init__(runner, backlog=4096)  # a burst of connects must not wait on SYN retries
+        self._proxy, self._max_body, self._cap = proxy, max_body, max_connections
         self._host, self._port, self._sock = host, port, sock
         self._lean: LeanServer | None = None
         self._client: UpstreamClient | None = None
@@ -358,26 +360,24 @@ class LeanSite(web.BaseSite):
         return f"http://{self._host}:{self._port} (lean)"
 
     async def start(self) -> None:
-        from keyrelay.server.app import GatewayRunner, connection_cap
-
         await super().start()
-        runner = self._runner
-        assert isinstance(runner, GatewayRunner) and runner.server is not None
-        settings = runner.runtime.settings
+        fallback = self._runner.server
+        assert fallback is not None
+        settings = self._proxy.runtime.settings
         s = settings.server
         retries = [p.retry for p in settings.pools]
         self._client = UpstreamClient(
             connect_timeout=max(r.connect_timeout for r in retries), read_timeout=min(r.read_timeout for r in retries),
             limit=s.max_connections,
         )
-        gw = LeanGateway(runner.proxy, self._client)
+        gw = LeanGateway(self._proxy, self._client)
         limits = Limits(
             header_timeout=s.header_timeout, keepalive_timeout=s.keepalive_timeout, max_header_bytes=s.max_header_bytes,
-            max_headers=s.max_headers, max_line_size=s.max_line_size, max_body=runner.max_body,
+            max_headers=s.max_headers, max_line_size=s.max_line_size, max_body=self._max_body,
             body_timeout=s.body_timeout, body_min_rate=s.body_min_rate, max_body_memory=s.max_body_memory,
-            max_connections=connection_cap(s.max_client_connections, s.max_connections),
+            max_connections=self._cap,
         )
-        lean = self._lean = LeanServer(gw.handle, limits, route=gw.route, fallback=runner.server)
+        lean = self._lean = LeanServer(gw.handle, limits, route=gw.route, fallback=fallback)
         loop = asyncio.get_running_loop()
         if self._sock is not None:
             self._server = await loop.create_server(lean, sock=self._sock, backlog=self._backlog)
