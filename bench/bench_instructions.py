@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--keys", type=int, default=1)
     ap.add_argument("--log-level", default="info")
-    ap.add_argument("--engine", default="aiohttp", choices=("aiohttp", "lean"), help="keyrelay's [server] engine")
+    ap.add_argument("--engine", default="lean", choices=("aiohttp", "lean"), help="keyrelay's [server] engine")
     ap.add_argument("--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)")
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")

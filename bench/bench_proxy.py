@@ -217,7 +217,7 @@ def start_baseline(upstream: str, script: str = "baseline_proxy.py") -> tuple[su
     return proc, port
 
 
-def write_keyrelay_config(upstream: str, tmp: Path, keys: int, log_level: str, port: int, engine: str = "aiohttp") -> Path:
+def write_keyrelay_config(upstream: str, tmp: Path, keys: int, log_level: str, port: int, engine: str = "lean") -> Path:
     """A config for a keyrelay on ``port`` over ``keys`` seeded keys (SQLite in ``tmp``), on ``engine``."""
     db = tmp / f"bench-{keys}.db"
     conf = tmp / f"bench-{keys}-{engine}.toml"
@@ -232,7 +232,7 @@ def write_keyrelay_config(upstream: str, tmp: Path, keys: int, log_level: str, p
     return conf
 
 
-def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str, engine: str = "aiohttp") -> tuple[subprocess.Popen[bytes], int]:
+def start_keyrelay(upstream: str, tmp: Path, keys: int, log_level: str, engine: str = "lean") -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     conf = write_keyrelay_config(upstream, tmp, keys, log_level, port, engine)
     with open(tmp / f"keyrelay-{keys}.log", "wb") as log:
@@ -339,7 +339,7 @@ def main() -> None:
     ap.add_argument("--log-level", default="info", help="keyrelay's log level (access lines are info)")
     ap.add_argument("--big-pool", nargs="?", const="100,100000", metavar="SMALL,BIG",
                     help="compare keyrelay with SMALL and BIG keys (default 100,100000) instead")
-    ap.add_argument("--engine", default="aiohttp", choices=("aiohttp", "lean"), help="keyrelay's [server] engine")
+    ap.add_argument("--engine", default="lean", choices=("aiohttp", "lean"), help="keyrelay's [server] engine")
     args = ap.parse_args()
     if args.big_pool:
         with tempfile.TemporaryDirectory() as d:

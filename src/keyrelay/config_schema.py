@@ -51,7 +51,7 @@ class ServerSettings:
     workers: int = 1
     #: the HTTP layer: "aiohttp" (its server and client), or "lean" (keyrelay.http1: asyncio
     #: protocols + httptools, the relay flow driven from callbacks; other paths still on aiohttp)
-    engine: str = "aiohttp"
+    engine: str = "lean"
     # -- limits on clients (server/connections.py, server/bodies.py) --
     #: open client connections at most (each beyond gets 503); lowered to fit the fd limit
     max_client_connections: int = 10000

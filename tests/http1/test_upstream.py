@@ -220,3 +220,36 @@ async def test_head_answers_have_no_body(upstream, client):
 async def test_header_injection_is_refused(upstream, client):
     with pytest.raises(ValueError):
         await client.request("GET", "http://127.0.0.1:9/", {"X-Evil": "a\r\nHost: elsewhere"})
+
+
+def _gzip_answer(body: bytes, *, chunked: bool) -> bytes:
+    import gzip
+
+    z = gzip.compress(body)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+    if not chunked:
+        return head + b"Content-Length: %d\r\n\r\n" % len(z) + z
+    half = len(z) // 2
+    parts = [z[:half], z[half:]]
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_gzip_body_sent_despite_identity_is_read_decoded(upstream, client, chunked):
+    """We ask for ``Accept-Encoding: identity``; an upstream (or a proxy before it) that
+    compresses anyway must not hand the caller bytes its cleaned headers no longer describe."""
+    body = b'{"ok":true,"text":"' + b"hello " * 200 + b'"}'
+    u = await scripted(upstream, serve(_gzip_answer(body, chunked=chunked), OK))
+    async with await client.request("POST", u.url + "/v1/x", {}, b"{}") as resp:
+        assert resp.status == 200 and await resp.read() == body
+    async with await client.request("POST", u.url + "/v1/x", {}, b"{}") as resp:  # the connection lives on
+        assert await resp.read() == b'{"ok":true}'
+    assert u.connections == 1
+
+
+async def test_a_compressed_body_that_does_not_decode_is_an_upstream_error(upstream, client):
+    bad = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"
+    u = await scripted(upstream, serve(bad))
+    async with await client.request("POST", u.url + "/v1/x", {}, b"{}") as resp:
+        with pytest.raises(UpstreamProtocolError):
+            await resp.read()

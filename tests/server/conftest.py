@@ -18,8 +18,9 @@ from keyrelay.stores import Store, open_store
 from keyrelay.testing.fake_upstream import Behavior, FakeUpstream, KeySpec
 
 TOKEN = "kr-test-token-abcdefghijklmnop"
-#: the HTTP layer the gateway tests run on (``KEYRELAY_ENGINE=lean`` runs them on keyrelay.http1)
-ENGINE = os.environ.get("KEYRELAY_ENGINE", "aiohttp")
+#: the HTTP layers the gateway tests run on: both (the lean default, keyrelay.http1, and the
+#: aiohttp fallback), or the one ``KEYRELAY_ENGINE`` names
+ENGINES = [os.environ["KEYRELAY_ENGINE"]] if os.environ.get("KEYRELAY_ENGINE") else ["lean", "aiohttp"]
 OTHER_POOL_TOKEN = "kr-test-other-pool-token-xyz"
 
 
@@ -58,8 +59,14 @@ class Gateway:
 GatewayFactory = Callable[..., Any]
 
 
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The ``[server] engine`` of the gateways a test makes."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
+async def make_gateway(tmp_path: Any, engine: str) -> AsyncIterator[GatewayFactory]:
     made: list[tuple[GatewayRunner, FakeUpstream, aiohttp.ClientSession]] = []
 
     async def make(
@@ -74,7 +81,7 @@ async def make_gateway(tmp_path: Any) -> AsyncIterator[GatewayFactory]:
         fake = FakeUpstream(dict(keys), **(fake_kw or {}))
         base = await fake.start()
         doc = {
-            "server": {"sync_interval": 0.1, "flush_interval": 0.1, "engine": ENGINE, **(server or {})},
+            "server": {"sync_interval": 0.1, "flush_interval": 0.1, "engine": engine, **(server or {})},
             "store": {"url": store_url},
             "pools": [
                 {"name": "openai", "base_url": base, **(pool or {})},

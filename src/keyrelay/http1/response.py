@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from keyrelay.http1.errors import ReadTimeout, UpstreamClosed
+from keyrelay.http1.errors import ReadTimeout, UpstreamClosed, UpstreamProtocolError
 from keyrelay.http1.headers import Headers, RawHeaders
 
 
@@ -27,6 +28,9 @@ class _Conn(Protocol):
     def close(self) -> None: ...
 
 __all__ = ["Sink", "UpstreamResponse"]
+
+_COMPRESSED = frozenset((b"gzip", b"x-gzip", b"deflate"))
+_GZIP_OR_ZLIB = 47  # zlib's wbits: a gzip or a zlib header, told apart by the decoder
 
 #: body bytes held unread before the upstream connection stops being read (the caller is slow)
 HIGH_WATER = 262144
@@ -48,7 +52,7 @@ class UpstreamResponse:
     upstream keeps it alive, else closed). ``async with`` releases on exit."""
 
     __slots__ = (
-        "_chunks", "_conn", "_error", "_headers", "_keep", "_last", "_live", "_loop", "_paused", "_timeout",
+        "_chunks", "_conn", "_decoder", "_error", "_headers", "_keep", "_last", "_live", "_loop", "_paused", "_timeout",
         "_waiter", "buffered", "done", "head_done", "interim", "no_body", "raw_headers", "reason_bytes", "received",
         "retry", "sink", "status",
     )
@@ -78,6 +82,9 @@ class UpstreamResponse:
         live.add(self)
         #: the callback form (``UpstreamClient.send``): events go to it instead of being buffered
         self.sink: Sink | None = None
+        #: a gzip/deflate body is decoded as it comes (we ask for ``identity``; some answer
+        #: compressed anyway), so the caller reads what the headers, once cleaned, describe
+        self._decoder: zlib._Decompress | None = None
         #: the callback form on a reused connection: sends again on a fresh one if this one was stale
         self.retry: Callable[[], object] | None = None
 
@@ -194,12 +201,23 @@ class UpstreamResponse:
     def head(self, status: int) -> None:
         self.status = status
         self.head_done = True
+        for name, value in self.raw_headers:
+            if name.lower() == b"content-encoding" and value.strip().lower() in _COMPRESSED:
+                self._decoder = zlib.decompressobj(_GZIP_OR_ZLIB)
         if self.sink is not None:
             self.sink.on_head(self)
         else:
             self._wake()
 
     def body(self, data: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error:
+                self.fail(UpstreamProtocolError("the upstream's compressed body does not decode"))
+                return
+            if not data:
+                return
         if self.sink is not None:
             self.sink.on_data(self, data)
             return
@@ -211,6 +229,14 @@ class UpstreamResponse:
         self._wake()
 
     def finish(self, keep: bool) -> None:
+        if self._decoder is not None:
+            decoder, self._decoder = self._decoder, None
+            if not decoder.eof:
+                self.fail(UpstreamProtocolError("the upstream's compressed body ended early"))
+                return
+            tail = decoder.flush()
+            if tail:
+                self.body(tail)
         self.head_done = self.done = True
         self._keep = keep and not self.no_body
         self._live.discard(self)
