@@ -87,8 +87,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     log = logging.getLogger("keyrelay.server")
     log.info("%s", where_from(settings))
-    # a store that cannot be opened fails here, with exit code 2
-    for note in with_store(settings, empty_pool_notes(settings), warn_memory=False, announce=True):
+    # a store that cannot be opened fails here, with exit code 2. A key file it creates is named
+    # by the store's own log line; said again on stderr only when that line is not shown
+    quiet = logging.getLogger("keyrelay.store").getEffectiveLevel() > logging.INFO
+    for note in with_store(settings, empty_pool_notes(settings), warn_memory=False, announce=quiet):
         log.warning("%s", note)
     try:
         if settings.server.workers > 1:
