@@ -13,15 +13,18 @@ every driver of the relay flow (``runtime/flow.py``), so the gateway and library
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import orjson
 
+from keyrelay.core.headers import VISIBLE, visible_name
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.exceptions import NoKeyAvailable
 from keyrelay.providers.base import Dialect
+from keyrelay.runtime import redactor
 from keyrelay.runtime.pool import KeyPool
 
-__all__ = ["KEYS_REJECTED_STATUS", "keys_rejected", "local_error", "no_key"]
+__all__ = ["KEYS_REJECTED_STATUS", "answer_headers", "keys_rejected", "local_error", "local_location", "no_key"]
 
 KEYS_REJECTED_STATUS = 502
 #: outcomes that blame the key — answered as the upstream's fault while the guard holds them back
@@ -59,3 +62,39 @@ def keys_rejected(pool: KeyPool, verdict: Verdict | None) -> bytes | None:
         "Your keyrelay token is fine; retry later"
     )
     return local_error(KEYS_REJECTED_STATUS, message, "upstream_error", "upstream_keys_rejected", pool.dialect)
+
+
+def answer_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    """The upstream's answer headers a caller may see, by lower-case name: hop-by-hop,
+    debugging-only and credential headers dropped (``core/headers.py``), every value kept
+    redacted of the pools' keys (``WWW-Authenticate`` may name the key; a value seen clean
+    before costs a dict lookup)."""
+    out = {}
+    known = VISIBLE.get
+    r = redactor.current()
+    clean, seen = r.value, r.memo
+    for k, v in upstream.items():
+        name = known(k)
+        if name is None:
+            name = visible_name(k)
+        if name:
+            out[name] = v if v in seen else clean(v)
+    return out
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return scheme.lower() + "://" + rest.partition("/")[0].partition("?")[0].lower()
+
+
+def local_location(location: str, url: str) -> str | None:
+    """Where an upstream's redirect may send the caller: a path on the same upstream, as a
+    relative reference; ``None`` for another host. A caller that followed it there would carry
+    credentials to a stranger — in library mode a pool key, since the SDK's follow-up request
+    comes back through the transport, which adds one (and a gateway caller, its keyrelay token)."""
+    if location.startswith("/") and not location.startswith("//"):
+        return location
+    if "://" in location and _origin(location) == _origin(url):
+        rest = location.partition("://")[2]
+        return "/" + rest.partition("/")[2] if "/" in rest else "/"
+    return None

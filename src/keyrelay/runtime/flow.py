@@ -32,10 +32,8 @@ writer), so a driver reports and is done.
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable, Mapping
 
-from keyrelay.core.headers import VISIBLE, visible_name
 from keyrelay.core.masking import redact
 from keyrelay.core.model import Outcome, Verdict
 from keyrelay.core.pool import Lease
@@ -43,14 +41,15 @@ from keyrelay.exceptions import NoKeyAvailable
 from keyrelay.providers import Usage
 from keyrelay.providers.base import rebase_url
 from keyrelay.providers.json_stream import JsonArrayScanner, first_verdict
-from keyrelay.providers.sse import FIRST_EVENT_LIMIT, UsageScanner, first_data, stream_ended
+from keyrelay.providers.sse import FIRST_EVENT_LIMIT, first_data
 from keyrelay.providers.usage import usage_of_json
 from keyrelay.runtime import answers, redactor
+from keyrelay.runtime.answers import answer_headers, local_location
 from keyrelay.runtime.attempts import Attempts
 from keyrelay.runtime.pool import KeyPool
-from keyrelay.runtime.stream_guard import StreamGuard
+from keyrelay.runtime.stream import ARRAY_KIND, PLAIN_KIND, SSE_KIND, Stream
 
-__all__ = ["MORE", "PASS", "PEEK", "READ", "Exchange", "Reply", "Stream", "Want", "answer_headers"]
+__all__ = ["MORE", "PASS", "PEEK", "READ", "Exchange", "Reply", "Stream", "Want", "answer_headers"]  # answer_headers: re-exported
 
 class Want(enum.Enum):
     """What the flow wants next: to :data:`READ` an answer whole, :data:`PEEK` at a stream's
@@ -70,24 +69,6 @@ _OK = Verdict.ok(200)
 _EMPTY = Verdict(Outcome.UPSTREAM_FAULT, 200, message="empty stream", reason="empty stream")
 _GONE = Verdict(Outcome.CLIENT_GONE)
 _JSON = "application/json"
-
-def answer_headers(upstream: Mapping[str, str]) -> dict[str, str]:
-    """The upstream's answer headers a caller may see, by lower-case name: hop-by-hop,
-    debugging-only and credential headers dropped (``core/headers.py``), every value kept
-    redacted of the pools' keys (``WWW-Authenticate`` may name the key; a value seen clean
-    before costs a dict lookup)."""
-    out = {}
-    known = VISIBLE.get
-    r = redactor.current()
-    clean, seen = r.value, r.memo
-    for k, v in upstream.items():
-        name = known(k)
-        if name is None:
-            name = visible_name(k)
-        if name:
-            out[name] = v if v in seen else clean(v)
-    return out
-
 
 class Reply:
     """A whole answer for the caller. ``error``: the upstream could not be reached (library mode
@@ -281,7 +262,7 @@ class Exchange:
             buf = self._buf
             verdict = _OK if buf else _EMPTY
         if verdict.outcome is Outcome.OK:
-            return Stream(self, buf, _SSE_KIND)
+            return self._stream(buf, SSE_KIND)
         return self._stream_failed(verdict, first_data(buf) or b"")
 
     def _peek_array(self, chunk: bytes, scan: JsonArrayScanner) -> Reply | Stream | Want | None:
@@ -298,7 +279,7 @@ class Exchange:
         else:
             verdict = first_verdict(self.dialect, first)
         if verdict.outcome is Outcome.OK:
-            return Stream(self, self._buf, _ARRAY_KIND)
+            return self._stream(self._buf, ARRAY_KIND)
         return self._stream_failed(verdict, first or b"")
 
     def _stream_failed(self, verdict: Verdict, first: bytes) -> Reply | None:
@@ -316,14 +297,22 @@ class Exchange:
     def passthrough(self) -> Stream:
         """An answer relayed as it comes (:data:`PASS`): counted as a success now. A redirect
         elsewhere loses its ``Location`` (see :func:`_local_location`)."""
-        stream = Stream(self, b"", _PLAIN_KIND)
+        stream = self._stream(b"", PLAIN_KIND)
         if 300 <= self.status < 400 and "location" in stream.headers:
-            where = _local_location(stream.headers["location"], self.url)
+            where = local_location(stream.headers["location"], self.url)
             if where is None:
                 del stream.headers["location"]
             else:
                 stream.headers["location"] = where
         return stream
+
+    def _stream(self, first: bytes, kind: int) -> Stream:
+        """The attempt's answer, to be relayed as it arrives (``runtime/stream.py``)."""
+        lease = self.lease
+        assert lease is not None
+        headers = self._marked(answer_headers(self.up_headers), lease.key_id)
+        scan = self._scan if kind == ARRAY_KIND else None
+        return Stream(self.status, headers, first, kind, self.dialect, self.attempts, self._record, self.abandon, scan)
 
     def scrubbed(self, exc: BaseException) -> str | None:
         """The text of ``exc`` with no key in it, or ``None`` when it had none."""
@@ -332,127 +321,7 @@ class Exchange:
         return None if clean == text else clean
 
 
-_PLAIN_KIND, _SSE_KIND, _ARRAY_KIND = 0, 1, 2
-
-
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return scheme.lower() + "://" + rest.partition("/")[0].partition("?")[0].lower()
-
-
-def _local_location(location: str, url: str) -> str | None:
-    """Where an upstream's redirect may send the caller: a path on the same upstream, as a
-    relative reference; ``None`` for another host. A caller that followed it there would carry
-    credentials to a stranger — in library mode a pool key, since the SDK's follow-up request
-    comes back through the transport, which adds one (and a gateway caller, its keyrelay token)."""
-    if location.startswith("/") and not location.startswith("//"):
-        return location
-    if "://" in location and _origin(location) == _origin(url):
-        rest = location.partition("://")[2]
-        return "/" + rest.partition("/")[2] if "/" in rest else "/"
-    return None
-
-
 def _path_and_query(url: str) -> tuple[str, str]:
     rest = url.partition("://")[2] or url
     path, _, query = ("/" + rest.partition("/")[2]).partition("?")
     return path, query
-
-
-class Stream:
-    """An answer relayed as it arrives, after its first event was found fine (or a body passed
-    through). The driver sends :attr:`status`, :attr:`headers` and :attr:`first`, then each
-    upstream chunk through :meth:`chunk`, and at the end what :meth:`end` or :meth:`cut` return;
-    :meth:`gone` when the caller hung up. The outcome is recorded once, at the end.
-
-    Three kinds: an SSE stream (keys kept out of in-band error events, usage scanned, its end
-    event watched), a streamed JSON array (Gemini: whole elements only, the latest usage, closed
-    with an error element when cut) and a body passed through as it is."""
-
-    __slots__ = (
-        "_array", "_before", "_ex", "_guard", "_kind", "_last", "_lease", "_scanner", "first", "headers", "status",
-    )
-
-    def __init__(self, ex: Exchange, first: bytes, kind: int) -> None:
-        lease = ex.lease
-        assert lease is not None
-        self._ex = ex
-        self._lease: Lease | None = lease
-        self._kind = kind
-        self.status = ex.status
-        self.headers = ex._marked(answer_headers(ex.up_headers), lease.key_id)
-        self._before, self._last = b"", first
-        self._guard = StreamGuard()  # keys out of in-band error events after the first byte
-        self._scanner: UsageScanner | None = None
-        self._array = ex._scan if kind == _ARRAY_KIND else None
-        ex.attempts.first_byte = time.perf_counter()
-        if kind == _SSE_KIND:
-            self._scanner = UsageScanner(ex.dialect)
-            self._scanner.feed(first)
-            self.first = self._guard.pass_(first)
-        elif kind == _ARRAY_KIND:  # whole elements only (json_stream.py): a key is never split
-            self.first = redactor.current().data(first) if b"error" in first else first
-        else:
-            self.first = first
-            ex._record(Verdict.ok(ex.status))
-            self._lease = None
-
-    def chunk(self, data: bytes) -> bytes:
-        """What of an upstream chunk the caller gets now."""
-        if self._kind == _SSE_KIND:
-            self._before, self._last = self._last, data
-            scanner = self._scanner
-            if scanner is not None and scanner.wants(data):
-                scanner.feed(data)
-            guard = self._guard
-            if guard.held or not data.endswith(b"\n\n") or b"error" in data:
-                return guard.pass_(data)
-            return data
-        if self._array is not None:
-            out = self._array.feed(data)
-            return redactor.current().data(out) if b"error" in out else out
-        return data
-
-    def end(self) -> bytes:
-        """The upstream ended the answer: what is left to send; a success recorded (a JSON array
-        that never closed was cut: its error element goes out and the key's fault is recorded)."""
-        if self._array is not None and not self._array.ended():
-            return self.cut(EOFError("the array never closed"))
-        self._finish(_OK)
-        return self._guard.rest() if self._kind == _SSE_KIND else b""
-
-    def cut(self, exc: BaseException) -> bytes:
-        """The upstream broke the answer off (or stalled): too late to fail over. What is left to
-        send, ending with the dialect's error frame; the key's upstream fault recorded."""
-        self._finish(Verdict(Outcome.UPSTREAM_FAULT, 200, message=type(exc).__name__, reason="stream cut"))
-        if self._kind == _SSE_KIND:
-            return self._guard.rest() + self._ex.dialect.stream_cut_event()
-        if self._array is not None:
-            return self._array.cut_tail()
-        return b""
-
-    def delivered(self) -> bool:
-        """Did the caller get the stream's last event? (Then its hanging up costs nothing.)"""
-        if self._array is not None:
-            return self._array.ended()
-        return stream_ended(self._before, self._last) or self._ex.dialect.stream_end in self._last
-
-    def gone(self) -> bool:
-        """The caller hung up: a stream whose last event it had is a success, any other costs the
-        key nothing. True when it was counted a success."""
-        if self._lease is None:
-            return self._ex.attempts.last is not None and self._ex.attempts.last.outcome is Outcome.OK
-        if self.delivered():
-            self._finish(_OK)
-            return True
-        self._ex.abandon()
-        self._lease = None
-        return False
-
-    def _finish(self, verdict: Verdict) -> None:
-        if self._lease is not None:
-            self._lease = None
-            usage = self._scanner.usage if self._scanner is not None else None
-            if self._array is not None:
-                usage = self._array.usage
-            self._ex._record(verdict, usage)

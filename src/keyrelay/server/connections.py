@@ -30,13 +30,13 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from keyrelay.http1.limits import Refuser
 from keyrelay.server.http import error_response
 
 __all__ = ["GuardedServer", "raw_error"]
 
 log = logging.getLogger("keyrelay.server")
 
-_REFUSE_WAIT = 2.0  # seconds an excess connection gets to send its head before its 503
 _REPORT_EVERY = 10.0
 
 
@@ -52,10 +52,6 @@ def raw_error(status: int, reason: str, message: str, code: str, type_: str = "s
     return head.encode("ascii") + body
 
 
-_TOO_MANY = raw_error(
-    503, "Service Unavailable", "the gateway has too many open connections; retry shortly",
-    "too_many_connections", extra="Retry-After: 1\r\n",
-)
 _HEAD_TOO_LARGE = raw_error(
     431, "Request Header Fields Too Large", "request headers too large", "headers_too_large", "invalid_request_error"
 )
@@ -152,39 +148,6 @@ def _bad_credentials(head: bytes) -> bool:
     return False
 
 
-class _Refuser(asyncio.Protocol):
-    """A connection beyond the cap: read its head (so the answer is not lost to a reset), answer
-    503, close; at most :data:`_REFUSE_WAIT` seconds and 16 KB."""
-
-    __slots__ = ("_seen", "_timer", "_transport")
-
-    def __init__(self) -> None:
-        self._seen = b""
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._timer = asyncio.get_running_loop().call_later(_REFUSE_WAIT, self._answer)
-
-    def data_received(self, data: bytes) -> None:
-        self._seen = (self._seen + data)[-16384:]
-        if b"\r\n\r\n" in self._seen or b"\n\n" in self._seen:
-            self._answer()
-
-    def _answer(self) -> None:
-        t, self._transport = self._transport, None
-        if t is not None and not t.is_closing():
-            t.write(_TOO_MANY)
-            t.close()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._transport = None
-        if self._timer is not None:
-            self._timer.cancel()
-
-
 class GuardedServer(web.Server):
     """:class:`aiohttp.web.Server` with the limits above."""
 
@@ -220,5 +183,5 @@ class GuardedServer(web.Server):
                     self.max_connections, self.refused - self._reported,
                 )
                 self._reported_at, self._reported = now, self.refused
-            return _Refuser()
+            return Refuser()  # http1/limits.py: one refusal for both engines
         return _Guarded(self, loop=self._loop, **self._kwargs)
