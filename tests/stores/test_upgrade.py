@@ -10,10 +10,11 @@ from pathlib import Path
 
 import redis
 
-from keyrelay.core.model import Counters, KeyState, Transition
+from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyState, Transition
 from keyrelay.stores.redis import RedisStore
 from keyrelay.stores.redis_schema import SCHEMA_VERSION as REDIS_VERSION
 from keyrelay.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+from keyrelay.stores.usage import HOUR, MINUTE, key_scope, pool_scope, usage_rows
 
 from .conftest import REDIS_URL
 from .v1_layout import write_v1_redis, write_v1_sqlite
@@ -73,3 +74,45 @@ async def test_a_version_1_redis_layout_is_upgraded_and_its_keys_work(new_redis_
         await store.close()
     with redis.Redis.from_url(REDIS_URL) as client:
         assert int(client.get(f"{prefix}:schema") or 0) == REDIS_VERSION
+
+
+async def test_a_version_4_sqlite_file_keeps_its_usage_buckets(tmp_path: Path) -> None:
+    """Version 5 keys the usage buckets by time first; the buckets of a version-4 file (keyed by
+    scope first, with an index by age) read back the same after the upgrade."""
+    db = tmp_path / "v4.db"
+    hour_start = 1_800_000_000.0  # a whole hour
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    rows = usage_rows("openai", {"k1": Counters(requests=2, successes=2, prompt_tokens=7), "k2": Counters(requests=1)})
+    for at in (hour_start, hour_start + 70, hour_start + 3700):
+        await store.add_usage(at, rows)
+    before = {(scope, step): await store.usage(scope, step, hour_start - HOUR, hour_start + 3 * HOUR)
+              for scope in (pool_scope("openai"), key_scope("k1"), key_scope("k2")) for step in (MINUTE, HOUR)}
+    await store.close()
+    cols = ", ".join(COUNTER_FIELDS)
+    with closing(sqlite3.connect(db)) as conn, conn:  # back to the version-4 layout
+        conn.execute(
+            "CREATE TABLE usage4 (scope TEXT NOT NULL, step INTEGER NOT NULL, t REAL NOT NULL, "
+            + ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in COUNTER_FIELDS)
+            + ", PRIMARY KEY (scope, step, t)) WITHOUT ROWID"
+        )
+        conn.execute(f"INSERT INTO usage4(scope, step, t, {cols}) SELECT scope, step, t, {cols} FROM usage")
+        conn.execute("DROP TABLE usage")
+        conn.execute("ALTER TABLE usage4 RENAME TO usage")
+        conn.execute("CREATE INDEX usage_age ON usage(step, t)")
+        conn.execute("UPDATE meta SET value = 4 WHERE name = 'schema_version'")
+
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    try:
+        after = {(scope, step): await store.usage(scope, step, hour_start - HOUR, hour_start + 3 * HOUR) for scope, step in before}
+        assert after == before
+        assert [c.requests for _, c in after[(key_scope("k1"), MINUTE)]] == [2, 2, 2]
+        assert [c.requests for _, c in after[(pool_scope("openai"), HOUR)]] == [6, 3]
+        await store.add_usage(hour_start + 3710, rows)  # the new layout takes writes into the old buckets
+        assert [c.requests for _, c in await store.usage(key_scope("k2"), HOUR, hour_start, hour_start + 2 * HOUR)] == [2, 2]
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'usage_age'").fetchone() is None

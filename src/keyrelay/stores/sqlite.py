@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
-from keyrelay.core.model import COUNTER_FIELDS, Counters, Event, KeyRecord, Transition
+from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.stores.base import AddResult, Changes, coalesces, key_id_for
 from keyrelay.stores.crypto import KeyCipher, KeyRing, SecretSource, key_ring, new_secret
 from keyrelay.stores.evidence import scrub_event, scrub_transition
@@ -46,7 +46,7 @@ from keyrelay.stores.sqlite_schema import (
     reencrypt,
 )
 from keyrelay.stores.sqlite_tokens import SQLiteTokens
-from keyrelay.stores.sqlite_usage import events_sql, write_usage
+from keyrelay.stores.sqlite_usage import bucket_times, buckets_sql, events_sql, write_usage
 from keyrelay.stores.usage import EventQuery
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -289,8 +289,15 @@ class SQLiteStore(SQLiteTokens):
             await self._write(partial(write_usage, at, rows))
 
     async def usage(self, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
-        sql = f"SELECT t, {', '.join(COUNTER_FIELDS)} FROM usage WHERE scope = ? AND step = ? AND t >= ? AND t < ? ORDER BY t"
-        return await self._run(lambda conn: [(r[0], Counters(*r[1:])) for r in conn.execute(sql, (scope, step, since, until))])
+        def read(conn: sqlite3.Connection) -> list[tuple[float, Counters]]:
+            times = bucket_times(conn, step, since, until)
+            out: list[tuple[float, Counters]] = []
+            for i in range(0, len(times), 500):  # SQLite's bound parameters are limited
+                part = times[i : i + 500]
+                out += [(r[0], Counters(*r[1:])) for r in conn.execute(buckets_sql(step, part), (*part, scope))]
+            return out
+
+        return await self._read(read)
 
     async def changes(self, since: int) -> Changes:
         cipher = self.cipher
