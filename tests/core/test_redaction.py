@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyrelay.core.redaction import MIN_FRAGMENT, Redactor, safe_mask
+from keyrelay.core.redaction import MIN_FRAGMENT, SMALL, Redactor, safe_mask
 
 SK = "sk-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1v2W3x4"
 HEX = "9f86d081884c7d659a2feaa0c55ad015"  # prefixless 32-hex (Azure, Mistral, resellers)
@@ -82,3 +82,48 @@ def test_no_fragment_of_any_printable_key_survives(key, before, after, start, le
     r = Redactor([key])
     out = r.text(before + frag + after + key)
     assert leaked(out, key) == []
+
+
+# -- a big pool: the windows in a Bloom filter, every "maybe" confirmed in the keys --------------
+
+
+def _big_pool() -> list[str]:
+    import random
+
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+    made = ["".join(rng.choice(alphabet) for _ in range(40)) for _ in range(SMALL)]
+    return [*CANARIES, *made]
+
+
+BIG = _big_pool()
+BIG_REDACTOR = Redactor(BIG)
+
+
+def test_a_big_pool_redacts_its_keys_and_fragments_like_a_small_one():
+    small = Redactor(CANARIES)
+    assert BIG_REDACTOR.size > SMALL
+    for key in (*CANARIES, BIG[-1], BIG[SMALL // 2]):
+        text = f"key {key}, then part {key[5:17]} and {key[-9:]}; quoted '{key}'"
+        out = BIG_REDACTOR.text(text)
+        assert leaked(out, key) == [], out
+        assert safe_mask(key) in out
+        if key in CANARIES:
+            assert out == small.text(text)
+        assert leaked(BIG_REDACTOR.data(text.encode()).decode(), key) == []
+        assert BIG_REDACTOR.leaks(key[10:18])
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_ :\"", min_size=0, max_size=300))
+def test_a_big_pool_leaves_text_without_keys_alone(text):
+    """The filter's false positives are confirmed away: innocent text comes back unchanged."""
+    if not any(k[i : i + MIN_FRAGMENT] in text for k in BIG for i in range(len(k) - MIN_FRAGMENT + 1)):
+        assert BIG_REDACTOR.text(text) == text
+
+
+def test_many_fragments_of_many_keys_in_one_text_are_all_redacted():
+    """Past the searches one text may cost, a "maybe" counts as a match: more is redacted, never less."""
+    pieces = [k[3:12] for k in BIG[5:205]]  # 200 fragments of 200 keys, each its own run
+    out = BIG_REDACTOR.text(" ".join(pieces))
+    for k, piece in zip(BIG[5:205], pieces, strict=True):
+        assert piece not in out, k

@@ -10,6 +10,11 @@ class finds the runs; most of a JSON error body or a log line is not in one). Sp
 by matching windows are merged and replaced: by the key's mask when the span is exactly one
 key (so ``sk-…AbCd`` still says which key), else by ``…``.
 
+Up to :data:`SMALL` keys the grams are a set. Above, a set would hold millions of small strings
+(~400 MB at 100,000 keys), so they go into a Bloom filter (``rbloom``, ~20 MB there) that says
+"maybe" or "no"; a "maybe" is confirmed in the keys themselves (joined by a character no key
+has), so a false positive of the filter never redacts innocent text.
+
 Cost (figures: docs/design.md, "Secrets"): building is paid per key, lazily, once per change
 of the key set; redacting is paid per character in a run, nothing for text outside runs. It is
 meant for error bodies, headers, SSE error events, log lines and events, not 200 bodies.
@@ -20,17 +25,28 @@ Pure: no I/O; the caller decides when the key set changed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+from rbloom import Bloom
 
 from keyrelay.core.masking import mask
 
-__all__ = ["EMPTY", "MIN_FRAGMENT", "Redactor", "safe_mask"]
+__all__ = ["EMPTY", "MIN_FRAGMENT", "SMALL", "Redactor", "safe_mask"]
 
 #: the shortest fragment of a key that must never be shown
 MIN_FRAGMENT = 8
 _ELLIPSIS = "…"
 _ELLIPSIS_B = _ELLIPSIS.encode()
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+#: above this many keys the grams go into a Bloom filter, not a set
+SMALL = 2000
+#: the filter's false-positive rate per window (a "maybe" costs a search of the joined keys)
+_FALSE_POSITIVES = 1e-7
+#: searches of the joined keys one text may cost (~2 ms each at 100,000 keys); past them a
+#: "maybe" is taken for a match
+_SEARCHES = 32
+#: ``run[w]`` for each window ``w`` of a run, as slices: windows are taken and looked up in C
+_WINDOWS = tuple(slice(i, i + MIN_FRAGMENT) for i in range(4096))
 
 
 def _public(secret: str) -> int:
@@ -52,12 +68,24 @@ def safe_mask(secret: str) -> str:
 class Redactor:
     """Redacts the given secrets (and their fragments) from str and bytes. Immutable."""
 
-    __slots__ = ("_grams", "_keys", "_runs", "_runs_b", "memo", "size")
+    __slots__ = ("_grams", "_joined", "_keys", "_maybe", "_runs", "_runs_b", "memo", "size")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         keys = {s for s in secrets if len(s) >= MIN_FRAGMENT and s.isascii()}
         n = MIN_FRAGMENT
-        self._grams = frozenset({s[i : i + n] for s in keys for i in range(_public(s), len(s) - n + 1)})
+        grams = (s[i : i + n] for s in keys for i in range(_public(s), len(s) - n + 1))
+        #: is this window a gram? a set answers exactly; above SMALL keys the filter answers
+        #: "maybe", which ``_joined`` (every key's part past its public prefix, joined by NUL) confirms
+        self._grams: frozenset[str] | None = None
+        self._joined: str | None = None
+        if len(keys) <= SMALL:
+            self._grams = frozenset(grams)
+            self._maybe: Callable[[str], bool] = self._grams.__contains__
+        else:
+            bloom = Bloom(max(1, sum(len(s) for s in keys)), _FALSE_POSITIVES)
+            bloom.update(grams)
+            self._maybe = bloom.__contains__
+            self._joined = "\0".join(s[_public(s) :] for s in keys)
         # letters, digits, '-' and '_' always: most keys use no other, so the pattern is the same
         # for most redactors and compiled once (re's cache), even one per key (stores/evidence.py)
         chars = _KEY_CHARS | set("".join(keys))
@@ -74,21 +102,42 @@ class Redactor:
         return bool(self._keys)
 
     def _spans(self, runs: Iterable[re.Match[str]]) -> list[tuple[int, int]]:
-        grams = self._grams
+        maybe, joined, grams = self._maybe, self._joined, self._grams
+        searches = _SEARCHES
         spans: list[tuple[int, int]] = []
         n = MIN_FRAGMENT
         for m in runs:
             run = m.group()
+            windows = len(run) - n + 1
+            if windows <= len(_WINDOWS):  # the usual case: no window is a gram (taken and looked up in C)
+                found = map(run.__getitem__, _WINDOWS[:windows])
+                if grams.isdisjoint(found) if grams is not None else not any(map(maybe, found)):
+                    continue
             base = m.start()
             start = end = -1
+            at = -2  # where the previous window was found in ``joined`` (-2: it was not)
             for i in range(len(run) - n + 1):
-                if run[i : i + n] in grams:
-                    if start >= 0 and i <= end:
-                        end = i + n
-                    else:
-                        if start >= 0:
-                            spans.append((base + start, base + end))
-                        start, end = i, i + n
+                w = run[i : i + n]
+                if not maybe(w):
+                    at = -2
+                    continue
+                if joined is not None:  # the filter's "maybe", confirmed
+                    if at >= 0 and joined.startswith(w, at + 1):
+                        at += 1  # the next window of the same key: no search
+                    elif searches:
+                        searches -= 1
+                        at = joined.find(w)
+                        if at < 0:
+                            at = -2
+                            continue
+                    else:  # too many searches for one text: a "maybe" counts as found (redacts more, never less)
+                        at = -2
+                if start >= 0 and i <= end:
+                    end = i + n
+                else:
+                    if start >= 0:
+                        spans.append((base + start, base + end))
+                    start, end = i, i + n
             if start >= 0:
                 spans.append((base + start, base + end))
         return spans
