@@ -127,3 +127,16 @@ def test_many_fragments_of_many_keys_in_one_text_are_all_redacted():
     out = BIG_REDACTOR.text(" ".join(pieces))
     for k, piece in zip(BIG[5:205], pieces, strict=True):
         assert piece not in out, k
+
+
+@pytest.mark.parametrize("redactor", [Redactor(CANARIES), BIG_REDACTOR], ids=["set", "filter"])
+def test_every_8_character_fragment_is_found_at_every_offset_of_a_run(redactor):
+    """The first look at a run takes a piece every few characters: a fragment of exactly
+    MIN_FRAGMENT characters is caught wherever it starts in the run."""
+    key = SK
+    for start in range(3, len(key) - MIN_FRAGMENT + 1):  # past the shown "sk-"
+        fragment = key[start : start + MIN_FRAGMENT]
+        for pad in range(9):
+            text = f"{'q' * pad}{fragment}{'z' * (pad % 3)}"
+            assert fragment not in redactor.text(text), (start, pad)
+            assert redactor.leaks(text)

@@ -45,8 +45,14 @@ _FALSE_POSITIVES = 1e-7
 #: searches of the joined keys one text may cost (~2 ms each at 100,000 keys); past them a
 #: "maybe" is taken for a match
 _SEARCHES = 32
-#: ``run[w]`` for each window ``w`` of a run, as slices: windows are taken and looked up in C
-_WINDOWS = tuple(slice(i, i + MIN_FRAGMENT) for i in range(4096))
+#: The first look at a run: its windows of :data:`_PROBE` characters every :data:`_STRIDE`, as
+#: slices (taken and looked up in C). A fragment of MIN_FRAGMENT characters always holds one of
+#: them whole (an offset that is a multiple of the stride lies within its first STRIDE
+#: characters, and PROBE + STRIDE - 1 = MIN_FRAGMENT), so a run none of whose probes is a
+#: probe-sized piece of a key holds no fragment: a fourth of the windows to look at.
+_PROBE = 5
+_STRIDE = MIN_FRAGMENT - _PROBE + 1
+_PROBES = tuple(slice(i, i + _PROBE) for i in range(0, 1 << 14, _STRIDE))
 
 
 def _public(secret: str) -> int:
@@ -68,23 +74,30 @@ def safe_mask(secret: str) -> str:
 class Redactor:
     """Redacts the given secrets (and their fragments) from str and bytes. Immutable."""
 
-    __slots__ = ("_grams", "_joined", "_keys", "_maybe", "_runs", "_runs_b", "memo", "size")
+    __slots__ = ("_grams", "_joined", "_keys", "_maybe", "_pieces", "_runs", "_runs_b", "memo", "size")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         keys = {s for s in secrets if len(s) >= MIN_FRAGMENT and s.isascii()}
         n = MIN_FRAGMENT
         grams = (s[i : i + n] for s in keys for i in range(_public(s), len(s) - n + 1))
+        pieces = (s[i : i + _PROBE] for s in keys for i in range(_public(s), len(s) - _PROBE + 1))
         #: is this window a gram? a set answers exactly; above SMALL keys the filter answers
         #: "maybe", which ``_joined`` (every key's part past its public prefix, joined by NUL) confirms
         self._grams: frozenset[str] | None = None
         self._joined: str | None = None
+        #: probe-sized pieces of keys (a set, or a filter of ~0.1 % false positives)
+        self._pieces: frozenset[str] | Bloom
         if len(keys) <= SMALL:
             self._grams = frozenset(grams)
             self._maybe: Callable[[str], bool] = self._grams.__contains__
+            self._pieces = frozenset(pieces)
         else:
-            bloom = Bloom(max(1, sum(len(s) for s in keys)), _FALSE_POSITIVES)
+            size = max(1, sum(len(s) for s in keys))
+            bloom = Bloom(size, _FALSE_POSITIVES)
             bloom.update(grams)
             self._maybe = bloom.__contains__
+            self._pieces = Bloom(size, 1e-3)
+            self._pieces.update(pieces)
             self._joined = "\0".join(s[_public(s) :] for s in keys)
         # letters, digits, '-' and '_' always: most keys use no other, so the pattern is the same
         # for most redactors and compiled once (re's cache), even one per key (stores/evidence.py)
@@ -102,16 +115,17 @@ class Redactor:
         return bool(self._keys)
 
     def _spans(self, runs: Iterable[re.Match[str]]) -> list[tuple[int, int]]:
-        maybe, joined, grams = self._maybe, self._joined, self._grams
+        maybe, joined, pieces = self._maybe, self._joined, self._pieces
+        small = pieces if isinstance(pieces, frozenset) else None
         searches = _SEARCHES
         spans: list[tuple[int, int]] = []
         n = MIN_FRAGMENT
         for m in runs:
             run = m.group()
-            windows = len(run) - n + 1
-            if windows <= len(_WINDOWS):  # the usual case: no window is a gram (taken and looked up in C)
-                found = map(run.__getitem__, _WINDOWS[:windows])
-                if grams.isdisjoint(found) if grams is not None else not any(map(maybe, found)):
+            probes = (len(run) - _PROBE) // _STRIDE + 1
+            if probes <= len(_PROBES):  # the usual case: no probe is a piece of a key
+                found = map(run.__getitem__, _PROBES[:probes])
+                if small.isdisjoint(found) if small is not None else not any(map(pieces.__contains__, found)):
                     continue
             base = m.start()
             start = end = -1

@@ -19,6 +19,7 @@ import orjson
 
 from keyrelay.core.headers import VISIBLE, visible_name
 from keyrelay.core.model import Outcome, Verdict
+from keyrelay.core.redaction import MIN_FRAGMENT
 from keyrelay.exceptions import NoKeyAvailable
 from keyrelay.providers.base import Dialect
 from keyrelay.runtime import redactor
@@ -78,7 +79,7 @@ def answer_headers(upstream: Mapping[str, str]) -> dict[str, str]:
         if name is None:
             name = visible_name(k)
         if name:
-            out[name] = v if v in seen else clean(v)
+            out[name] = v if len(v) < MIN_FRAGMENT or v in seen else clean(v)
     return out
 
 
