@@ -106,6 +106,29 @@ async def test_old_usage_buckets_are_pruned(store: Store) -> None:
     assert sum(c.requests for _, c in hours) == 2  # hour buckets are kept longer
 
 
+async def test_a_keys_hours_hold_its_minutes_before_and_after_they_are_pruned(store: Store) -> None:
+    """A key's hour buckets count every minute of the hour, read while its minutes are kept and
+    after they are gone (SQLite sums a key's minutes into its hours a whole hour at a time)."""
+    rows = usage_rows("openai", {"k1": Counters(requests=2, successes=1, rate_limited=1, prompt_tokens=10)})
+    for at in (NOW + 5, NOW + 65, NOW + 1805, NOW + HOUR + 10):
+        await store.add_usage(at, rows)
+    expect = [(NOW, 6, 3, 30), (NOW + HOUR, 2, 1, 10)]
+
+    def seen(found: list[tuple[float, Counters]]) -> list[tuple[float, int, int, int]]:
+        return [(t, c.requests, c.successes, c.prompt_tokens) for t, c in found if c.requests]
+
+    assert seen(await store.usage(key_scope("k1"), HOUR, NOW - HOUR, NOW + 3 * HOUR)) == expect
+    assert seen(await store.usage(key_scope("k1"), HOUR, NOW + HOUR, NOW + 3 * HOUR)) == expect[1:]
+    later = NOW + RETENTION[MINUTE] + 3 * HOUR  # every minute above is past its retention, and pruned
+    await store.add_usage(later, usage_rows("openai", {"k2": Counters(requests=1)}))
+    assert seen(await store.usage(key_scope("k1"), HOUR, NOW - HOUR, later + HOUR)) == expect
+    if isinstance(store, SQLiteStore) or type(store).__name__ == "MemoryStore":  # Redis: expired by its own clock
+        assert await store.usage(key_scope("k1"), MINUTE, NOW - HOUR, NOW + 2 * HOUR) == []
+    assert seen(await store.usage(pool_scope("openai"), HOUR, NOW - HOUR, NOW + 3 * HOUR)) == expect
+    await store.add_usage(later + 60, rows)  # the fold happens once: nothing counted twice
+    assert seen(await store.usage(key_scope("k1"), HOUR, NOW - HOUR, NOW + 3 * HOUR)) == expect
+
+
 # -- the upgrade from layout 1 ------------------------------------------------------------------
 
 

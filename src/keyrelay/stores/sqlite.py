@@ -46,7 +46,7 @@ from keyrelay.stores.sqlite_schema import (
     reencrypt,
 )
 from keyrelay.stores.sqlite_tokens import SQLiteTokens
-from keyrelay.stores.sqlite_usage import bucket_times, buckets_sql, events_sql, write_usage
+from keyrelay.stores.sqlite_usage import events_sql, read_usage, write_usage
 from keyrelay.stores.usage import EventQuery
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -289,15 +289,7 @@ class SQLiteStore(SQLiteTokens):
             await self._write(partial(write_usage, at, rows))
 
     async def usage(self, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
-        def read(conn: sqlite3.Connection) -> list[tuple[float, Counters]]:
-            times = bucket_times(conn, step, since, until)
-            out: list[tuple[float, Counters]] = []
-            for i in range(0, len(times), 500):  # SQLite's bound parameters are limited
-                part = times[i : i + 500]
-                out += [(r[0], Counters(*r[1:])) for r in conn.execute(buckets_sql(step, part), (*part, scope))]
-            return out
-
-        return await self._read(read)
+        return await self._read(lambda conn: read_usage(conn, scope, step, since, until))
 
     async def changes(self, since: int) -> Changes:
         cipher = self.cipher

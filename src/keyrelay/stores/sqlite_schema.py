@@ -51,8 +51,11 @@ from keyrelay.stores.crypto import KeyCipher, KeyRing
 __all__ = [
     "ADD_COUNTERS",
     "EVENT_COLUMNS",
+    "HOUR_OF",
     "INSERT_COLUMNS",
     "KEYS",
+    "KEYS_FROM",
+    "KEYS_TO",
     "KEY_COLUMNS",
     "SCHEMA_VERSION",
     "TOKEN_COLUMNS",
@@ -186,6 +189,22 @@ def _to_5(conn: sqlite3.Connection, upgrade: Upgrade) -> None:
     conn.execute(f"INSERT INTO usage_by_time(step, t, scope, {cols}) SELECT step, t, scope, {cols} FROM usage ORDER BY step, t, scope")
     conn.execute("DROP TABLE usage")  # and its index usage_age
     conn.execute("ALTER TABLE usage_by_time RENAME TO usage")
+    # a key's hour buckets were written with every flush, so they already hold its minutes; from
+    # now on a key's minutes are summed into its hours when folded (sqlite_usage.write_usage)
+    minutes = (
+        f"SELECT scope, {HOUR_OF} AS h, {', '.join(f'sum({c}) AS {c}' for c in COUNTER_FIELDS)} FROM usage "
+        f"WHERE step = 60 AND scope >= '{KEYS_FROM}' AND scope < '{KEYS_TO}' GROUP BY scope, h"
+    )
+    conn.execute(
+        f"UPDATE usage SET {', '.join(f'{c} = max(0, usage.{c} - m.{c})' for c in COUNTER_FIELDS)} FROM ({minutes}) AS m "
+        "WHERE usage.step = 3600 AND usage.t = m.h AND usage.scope = m.scope"
+    )
+
+
+#: key scopes of the usage table sort between these two (``key:<id>``; ``;`` follows ``:``)
+KEYS_FROM, KEYS_TO = "key:", "key;"
+#: a minute bucket's hour (``t`` is a whole number of seconds, kept as REAL)
+HOUR_OF = "CAST(CAST(t AS INTEGER) / 3600 * 3600 AS REAL)"
 
 
 #: target version → the step that brings a file from the version before it; run in order.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters
-from keyrelay.stores.sqlite_schema import EVENT_COLUMNS
-from keyrelay.stores.usage import RETENTION, STEPS, EventQuery, bucket_start
+from keyrelay.stores.sqlite_schema import EVENT_COLUMNS, HOUR_OF, KEYS_FROM, KEYS_TO
+from keyrelay.stores.usage import HOUR, MINUTE, RETENTION, EventQuery, bucket_start
 
-__all__ = ["bucket_times", "buckets_sql", "events_sql", "write_usage"]
+__all__ = ["events_sql", "read_usage", "write_usage"]
 
 _COLS = ", ".join(COUNTER_FIELDS)
 _UPSERT = (
@@ -18,35 +18,79 @@ _UPSERT = (
 )
 
 
-def buckets_sql(step: int, times: Sequence[float]) -> str:
-    """The rows of one scope at the bucket starts ``times`` (the table is keyed by time first:
-    a range of ``t`` would walk every scope's rows, the starts themselves are point lookups)."""
-    return f"SELECT t, {_COLS} FROM usage WHERE step = {int(step)} AND t IN ({', '.join('?' * len(times))}) AND scope = ? ORDER BY t"
+#: a key's minutes of the hours before ?1, summed into its hour buckets
+_FOLD = (
+    f"INSERT INTO usage(step, t, scope, {_COLS}) SELECT {HOUR}, {HOUR_OF} AS h, scope, "
+    f"{', '.join(f'sum({c})' for c in COUNTER_FIELDS)} FROM usage "
+    f"WHERE step = {MINUTE} AND t < ?1 AND scope >= '{KEYS_FROM}' AND scope < '{KEYS_TO}' GROUP BY h, scope "
+    f"ON CONFLICT(step, t, scope) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in COUNTER_FIELDS)}"
+)
 
 
-def bucket_times(conn: sqlite3.Connection, step: int, since: float, until: float) -> list[float]:
-    """The bucket starts in [since, until) that may hold rows: clamped to the oldest and newest
-    bucket of ``step`` in the store (retention keeps at most a few hundred of them)."""
+def _is_key(scope: str) -> bool:
+    return KEYS_FROM <= scope < KEYS_TO
+
+
+def write_usage(at: float, rows: Mapping[str, Counters], conn: sqlite3.Connection) -> None:
+    """Add ``rows`` to the buckets of ``at`` and drop buckets past their retention (in the caller's write).
+
+    A key's hour buckets are not written with every flush: with 100,000 keys nearly every
+    request is a key of its own, and an hour row per key per flush was a third of the rows a
+    flush wrote. Its minutes are summed into its hour buckets a whole hour at a time, once the
+    hour is past the minutes' retention (so a key's minutes live up to an hour longer); until
+    then :func:`read_usage` sums them when hours are asked for. A pool's rows (one per flush)
+    go to both as before."""
+    minute, hour = bucket_start(at, MINUTE), bucket_start(at, HOUR)
+    values = [(scope, c.values()) for scope, c in rows.items()]
+    conn.executemany(_UPSERT, ((MINUTE, minute, scope, *v) for scope, v in values))
+    conn.executemany(_UPSERT, ((HOUR, hour, scope, *v) for scope, v in values if not _is_key(scope)))
+    # ``t`` bare, so that the key's front (step, t) finds the old buckets (``t + step <= …`` scanned them all)
+    conn.execute("DELETE FROM usage WHERE step = ? AND t <= ?", (HOUR, at - RETENTION[HOUR] - HOUR))
+    conn.execute(
+        f"DELETE FROM usage WHERE step = {MINUTE} AND t <= ? AND NOT (scope >= '{KEYS_FROM}' AND scope < '{KEYS_TO}')",
+        (at - RETENTION[MINUTE] - MINUTE,),
+    )
+    folded = bucket_start(at - RETENTION[MINUTE], HOUR)  # the hours before it are past the minutes' retention
+    if conn.execute(f"SELECT 1 FROM usage WHERE step = {MINUTE} AND t < ? LIMIT 1", (folded,)).fetchone():
+        conn.execute(_FOLD, (folded,))
+        conn.execute(f"DELETE FROM usage WHERE step = {MINUTE} AND t < ?", (folded,))
+
+
+def read_usage(conn: sqlite3.Connection, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
+    """The buckets of ``scope`` with ``step`` starting in [since, until), oldest first; a key's
+    hours add its minutes not yet folded into them."""
+    found = _rows(conn, scope, step, since, until)
+    if step != HOUR or not _is_key(scope):
+        return found
+    sums = {t: list(c.values()) for t, c in found}
+    for t, c in _rows(conn, scope, MINUTE, bucket_start(since, HOUR), until):
+        h = bucket_start(t, HOUR)
+        if since <= h < until:
+            row = sums.setdefault(h, [0] * len(COUNTER_FIELDS))
+            for i, v in enumerate(c.values()):
+                row[i] += v
+    return [(t, Counters(*sums[t])) for t in sorted(sums)]
+
+
+def _rows(conn: sqlite3.Connection, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
+    """The rows of one scope and step, looked up at each bucket start (the table is keyed by time
+    first: a range of ``t`` would walk every scope's rows, the starts are point lookups)."""
     first, last = conn.execute("SELECT min(t), max(t) FROM usage WHERE step = ?", (step,)).fetchone()
     if first is None:
         return []
     t = max(bucket_start(since, step), first)
     if t < since:
         t += step
-    out: list[float] = []
-    while t < until and t <= last:
-        out.append(t)
+    times: list[float] = []
+    while t < until and t <= last:  # the oldest and newest buckets held: a few hundred at most
+        times.append(t)
         t += step
+    out: list[tuple[float, Counters]] = []
+    for i in range(0, len(times), 500):  # SQLite's bound parameters are limited
+        part = times[i : i + 500]
+        sql = f"SELECT t, {_COLS} FROM usage WHERE step = {int(step)} AND t IN ({', '.join('?' * len(part))}) AND scope = ? ORDER BY t"
+        out += [(r[0], Counters(*r[1:])) for r in conn.execute(sql, (*part, scope))]
     return out
-
-
-def write_usage(at: float, rows: Mapping[str, Counters], conn: sqlite3.Connection) -> None:
-    """Add ``rows`` to the buckets of ``at`` and drop buckets past their retention (in the caller's write)."""
-    for step in STEPS:
-        t = bucket_start(at, step)
-        conn.executemany(_UPSERT, ((step, t, scope, *c.values()) for scope, c in rows.items()))
-        # ``t`` bare, so that the key's front (step, t) finds the old buckets (``t + step <= …`` scanned them all)
-        conn.execute("DELETE FROM usage WHERE step = ? AND t <= ?", (step, at - RETENTION[step] - step))
 
 
 def events_sql(q: EventQuery) -> tuple[str, list[object]]:
@@ -62,3 +106,4 @@ def events_sql(q: EventQuery) -> tuple[str, list[object]]:
     order = "ASC" if q.after else "DESC"
     sql = f"SELECT {EVENT_COLUMNS}, seq FROM events {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq {order} LIMIT ?"
     return sql, [*args, q.limit]
+
