@@ -13,6 +13,7 @@ from keyrelay.core.model import Counters, Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime.process import COUNTER_ROWS_PER_SECOND, FLUSH_SLICE, MAX_COUNTER_LAG, Runtime
+from keyrelay.stores.usage import HOUR, MINUTE, key_scope, pool_scope
 
 pytestmark = pytest.mark.asyncio
 
@@ -31,19 +32,40 @@ async def _runtime_with_busy_keys(n: int) -> Runtime:
 
 async def test_a_few_busy_keys_are_flushed_every_interval() -> None:
     rt = await _runtime_with_busy_keys(10)
-    assert await rt._paced_flush() < rt.settings.server.flush_interval
+    now = time.time()
+    await rt._paced_flush()
+    assert rt._keys_due < now + rt.settings.server.flush_interval  # due again at the next run
     counted = {r.id: r.counters.requests for r in await rt.store.load("openai")}
     assert set(counted.values()) == {1}
 
 
-@pytest.mark.parametrize("n", [8_000, 50_000])
-async def test_many_busy_keys_space_the_flushes_out(n: int) -> None:
+@pytest.mark.parametrize("n", [8_000, 50_000, 100_000])
+async def test_many_busy_keys_space_their_writes_out_while_the_pools_charts_keep_up(n: int) -> None:
     rt = await _runtime_with_busy_keys(n)
-    wait = await rt._paced_flush()
-    assert wait == min(MAX_COUNTER_LAG, n / COUNTER_ROWS_PER_SECOND)
+    t0 = time.time()
+    await rt._paced_flush()
+    wait = rt._keys_due - t0
+    assert min(MAX_COUNTER_LAG, n / COUNTER_ROWS_PER_SECOND) - 1 <= wait <= min(MAX_COUNTER_LAG, n / COUNTER_ROWS_PER_SECOND) + 1
     assert wait > rt.settings.server.flush_interval
     # nothing was lost by waiting: every key's request is in the store
     assert sum(r.counters.requests for r in await rt.store.load("openai")) == n
+
+    # before the keys are due again: the pool's usage row is written, the keys' sums wait
+    pool = rt.pools["openai"]
+    rec = pool.records()[0]
+    for _ in range(3):
+        pool.observe(Lease(rec.id, pool.name, rec.secret, rec.version, rec.masked), Verdict.ok(200))
+    await rt._paced_flush()
+    assert (await rt.store.get(rec.id)).counters.requests == 1  # type: ignore[union-attr]
+    minutes = await rt.store.usage(pool_scope("openai"), MINUTE, t0 - HOUR, t0 + HOUR)
+    assert sum(c.requests for _, c in minutes) == n + 3
+    assert sum(c.requests for _, c in await rt.store.usage(key_scope(rec.id), MINUTE, t0 - HOUR, t0 + HOUR)) == 1
+    rt._keys_due = 0.0  # due: the sums kept are written, once
+    await rt._paced_flush()
+    assert (await rt.store.get(rec.id)).counters.requests == 4  # type: ignore[union-attr]
+    assert sum(c.requests for _, c in await rt.store.usage(key_scope(rec.id), MINUTE, t0 - HOUR, t0 + HOUR)) == 4
+    assert sum(r.counters.requests for r in await rt.store.load("openai")) == n + 3
+    assert sum(c.requests for _, c in await rt.store.usage(pool_scope("openai"), MINUTE, t0 - HOUR, t0 + HOUR)) == n + 3
 
 
 # -- a big flush: in slices, the loop free between them, nothing lost or counted twice -----------

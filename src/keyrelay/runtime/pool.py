@@ -18,7 +18,7 @@ import random
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
@@ -265,12 +265,16 @@ class KeyPool:
             rows, self._carry = self._carry, {}
         return tally, rows
 
-    def sum_tally(self, tally: list[tuple[str, int, int, int]], rows: dict[str, list[int]]) -> None:
+    def sum_tally(
+        self, tally: list[tuple[str, int, int, int]], rows: dict[str, list[int]], total: list[int] | None = None,
+    ) -> None:
         """Add outcomes (from :meth:`take_tally`) to per-key sums (counter values in
-        :data:`~keyrelay.core.model.COUNTER_FIELDS` order), and count them for /metrics."""
+        :data:`~keyrelay.core.model.COUNTER_FIELDS` order) and to the pool's ``total``, and
+        count them for /metrics."""
         if self.telemetry is not None and tally:
             self.telemetry.add_tally(self.name, tally)
         width = len(COUNTER_FIELDS)
+        prompts = completions = 0
         for kid, index, prompt, completion in tally:
             row = rows.get(kid)
             if row is None:
@@ -279,16 +283,29 @@ class KeyPool:
             row[index] += 1
             row[_PROMPT] += prompt
             row[_COMPLETION] += completion
+            prompts += prompt
+            completions += completion
+        if total is not None and tally:
+            total[0] += len(tally)
+            for index, n in Counter(t[1] for t in tally).items():
+                total[index] += n
+            total[_PROMPT] += prompts
+            total[_COMPLETION] += completions
 
-    def give_back_counters(self, deltas: dict[str, Counters]) -> None:
-        """Counters that could not be written go back into the batch (the store was down)."""
+    def keep_sums(self, sums: dict[str, list[int]]) -> None:
+        """Per-key sums not written yet (not due, or the store was down) go back into the batch."""
         with self.lock:
-            for kid, c in deltas.items():
-                row = self._carry.get(kid)
-                if row is None:
-                    row = self._carry[kid] = [0] * len(COUNTER_FIELDS)
-                for i, v in enumerate(c.values()):
-                    row[i] += v
+            carry = self._carry
+            if not carry:
+                self._carry = sums
+                return
+            for kid, row in sums.items():
+                mine = carry.get(kid)
+                if mine is None:
+                    carry[kid] = row
+                else:
+                    for i, v in enumerate(row):
+                        mine[i] += v
 
     async def drain_backlog(self) -> None:
         """Retry the transitions queued while the store was unreachable, oldest first."""

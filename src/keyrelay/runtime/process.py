@@ -14,14 +14,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from keyrelay.config import Settings
-from keyrelay.core.model import Counters, KeyRecord
+from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime import redactor
 from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.telemetry import Telemetry
 from keyrelay.stores import Store, open_store
 from keyrelay.stores.base import Watchable
-from keyrelay.stores.usage import usage_rows
+from keyrelay.stores.usage import key_usage_rows, pool_scope
 
 __all__ = ["Runtime"]
 
@@ -34,7 +34,7 @@ BIG_REDACTION = 20_000
 
 #: The pace of counter writes with many busy keys (rows per second, on average); see ``_paced_flush``.
 COUNTER_ROWS_PER_SECOND = 1000.0
-MAX_COUNTER_LAG = 10.0
+MAX_COUNTER_LAG = 60.0
 #: keys summed, then written, per turn of the event loop in a counter flush (``_flush_counters``)
 FLUSH_SLICE = 2000
 
@@ -55,6 +55,8 @@ class Runtime:
         #: store said: server/auth.py)
         self.on_sync: list[Callable[[], None]] = []
         self._writing: set[asyncio.Future[None]] = set()
+        self._keys_due = 0.0  # when the keys' counters are next written (_paced_flush)
+        self._keys_since = 0.0  # when they were last written
         self._wake = asyncio.Event()  # set by the store's change notices: sync now
         #: counts for /metrics and events for [[alerts]] (telemetry.py); None when neither is on
         self.telemetry: Telemetry | None = None
@@ -170,43 +172,62 @@ class Runtime:
         for hook in self.on_sync:
             hook()
 
-    async def _paced_flush(self) -> float:
-        """Flush, and ask for the next flush late enough that counter rows are written at about
-        :data:`COUNTER_ROWS_PER_SECOND` at most: with many keys busy, each flush writes a row per
-        key, and written every second that would cost a few per cent of a core (bench_proxy.py,
-        10,000 keys). Counters then lag by up to :data:`MAX_COUNTER_LAG` seconds."""
-        rows = await self.flush()
-        return min(MAX_COUNTER_LAG, rows / COUNTER_ROWS_PER_SECOND)
+    async def _paced_flush(self) -> None:
+        """Every ``flush_interval``: sum what every pool counted, write the pools' own usage rows
+        and, when due, every busy key's counters and usage rows. With many keys busy a key write
+        is a row per key: written every second that cost several per cent of a core at 100,000
+        keys, so the next one is due late enough that key rows are written at about
+        :data:`COUNTER_ROWS_PER_SECOND` at most (a key's counters then lag by up to
+        :data:`MAX_COUNTER_LAG` seconds; the pools' charts and /metrics do not)."""
+        now = self.clock()
+        due = now >= self._keys_due
+        rows = await self.flush(keys=due)
+        if due:
+            self._keys_due = now + min(MAX_COUNTER_LAG, rows / COUNTER_ROWS_PER_SECOND)
 
-    async def flush(self) -> int:
-        """Write the batched counters of every pool, and any transitions queued while the store
-        was unreachable. If the store is still down, everything stays queued (bounded). Returns
-        how many counter rows were written."""
+    async def flush(self, *, keys: bool = True) -> int:
+        """Sum the batched counters of every pool and write them (with ``keys`` false, the
+        pools' usage rows only: the keys' sums wait for the next write), and any transitions
+        queued while the store was unreachable. If the store is still down, everything stays
+        queued (bounded). Returns how many key rows were written."""
         if getattr(self.store, "epoch", 0) != self._epoch:
             await self.sync()  # a store re-initialised after losing its data: read it before writing
         for pool in self.pools.values():
             if pool.backlog:
                 await pool.drain_backlog()
         rows = 0
+        at = self.clock()
+        since, self._keys_since = self._keys_since, at if keys else self._keys_since
         for pool in self.pools.values():
-            rows += await self._flush_counters(pool)
+            rows += await self._flush_counters(pool, keys, (since + at) / 2 if since else at)
         return rows
 
-    async def _flush_counters(self, pool: KeyPool) -> int:
-        """Write one pool's counters in slices of :data:`FLUSH_SLICE` keys, the event loop free
-        between slices: with 100,000 keys a flush may sum and write tens of thousands of rows,
-        which in one piece stalled every stream for tens of milliseconds (docs/design.md,
-        "100,000 keys"). Rows go in key order (the store's index is walked, not jumped about).
-        What is not written (the store is down, the flush is cancelled) goes back into the batch."""
+    async def _flush_counters(self, pool: KeyPool, keys: bool, keys_at: float) -> int:
+        """Sum one pool's tally into per-key sums, write the pool's usage row, and with ``keys``
+        write the keys' counters and usage rows (``keys_at``: the middle of the time they cover)
+        in slices of :data:`FLUSH_SLICE` keys, the event loop free between slices: with 100,000
+        keys that may be tens of thousands of rows, which in one piece stalled every stream for
+        tens of milliseconds (docs/design.md, "100,000 keys"). Rows go in key order (the store's
+        index is walked, not jumped about). What is not written (not due, the store is down, the
+        flush is cancelled) stays in the batch."""
         tally, sums = pool.take_tally()
+        total = [0] * len(COUNTER_FIELDS)
         summed = done = 0  # entries of ``tally`` summed, keys of ``order`` written
         order: list[str] = []
         try:
             while summed < len(tally):
                 if summed:
                     await asyncio.sleep(0)
-                pool.sum_tally(tally[summed : summed + FLUSH_SLICE], sums)
+                pool.sum_tally(tally[summed : summed + FLUSH_SLICE], sums, total)
                 summed += FLUSH_SLICE
+            if total[0]:
+                try:  # the pool's usage over time (the admin API's charts), shared by every worker and gateway
+                    await self.store.add_usage(self.clock(), {pool_scope(pool.name): Counters(*total)})
+                except StoreUnavailable:
+                    pass  # only this minute's chart misses them
+            if not keys:
+                pool.keep_sums(sums)
+                return 0
             order = sorted(sums)
             for i in range(0, len(order), FLUSH_SLICE):
                 if i:
@@ -221,15 +242,15 @@ class Runtime:
                     failed = write.done() and (write.cancelled() or write.exception() is not None)
                     if not failed:  # written, or being written
                         done = i + len(deltas)
-                try:  # usage over time (the admin API's charts), shared by every worker and gateway
-                    await self.store.add_usage(self.clock(), usage_rows(pool.name, deltas))
+                try:  # each key's usage over time
+                    await self.store.add_usage(keys_at, key_usage_rows(deltas))
                 except StoreUnavailable:
-                    pass  # the counters are written; only this minute's chart misses them
+                    pass  # the counters are written; only the keys' charts miss them
         except BaseException:
-            pool.sum_tally(tally[summed:], sums)
+            pool.sum_tally(tally[summed:], sums, total)
             rest = order[done:] if order else list(sums)
             if len(rest) < 100_000:  # bounded: a long outage loses counters rather than memory
-                pool.give_back_counters({kid: Counters(*sums[kid]) for kid in rest})
+                pool.keep_sums({kid: sums[kid] for kid in rest})
             raise
         return done
 

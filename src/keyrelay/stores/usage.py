@@ -26,6 +26,7 @@ __all__ = [
     "EventQuery",
     "bucket_start",
     "key_scope",
+    "key_usage_rows",
     "matches",
     "page_of",
     "pool_scope",
@@ -52,9 +53,14 @@ def key_scope(key_id: str) -> str:
     return f"key:{key_id}"
 
 
+def key_usage_rows(deltas: Mapping[str, Counters]) -> dict[str, Counters]:
+    """The rows of the keys' counters (key id → counters): one per key."""
+    return {f"key:{kid}": c for kid, c in deltas.items()}
+
+
 def usage_rows(pool: str, deltas: Mapping[str, Counters]) -> dict[str, Counters]:
     """The rows one flush of a pool's counters adds: one per key and the pool's sum."""
-    rows = {f"key:{kid}": c for kid, c in deltas.items()}
+    rows = key_usage_rows(deltas)
     # summed column by column in C (a flush of 100,000 keys sums that many)
     rows[pool_scope(pool)] = Counters(*map(sum, zip(*map(_VALUES, deltas.values())))) if deltas else Counters()
     return rows
