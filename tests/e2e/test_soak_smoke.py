@@ -48,7 +48,9 @@ def test_a_short_mixed_fault_soak_has_no_unexpected_outcome() -> None:
     assert states["invalid -> invalid"] > 0 and states["quota -> exhausted"] > 0
     assert states.get("switched to invalid -> invalid", 0) > 0
     assert sum(n for a, n in r["attempts"].items() if a not in ("1", "?")) > 0
-    assert outcomes.get("stream upstream_cut", 0) + outcomes.get("stream_new_conn upstream_cut", 0) > 0
+    streams = sum(n for k, n in outcomes.items() if k.startswith(("stream ", "stream_new_conn ")))
+    cuts = outcomes.get("stream upstream_cut", 0) + outcomes.get("stream_new_conn upstream_cut", 0)
+    assert cuts > 0 or streams < 1000  # ~1 stream in 60 meets a cutting key (a slow machine sends few)
     assert outcomes.get("stream_hangup client_hangup", 0) > 0
     assert sum(n for k, n in outcomes.items() if k.startswith("bad_json refused_4")) > 0
     assert sum(n for k, n in outcomes.items() if k.endswith(" ok")) > 100
