@@ -281,7 +281,7 @@ def main() -> int:
             asyncio.run(soak.run())
             listed = gw.cli("keys", "list", "--json")
         finally:
-            stop(gw.proc)  # type: ignore[arg-type]
+            stop(gw.proc)
             upstream.stdin.close()
             served = json.loads(upstream.stdout.readline() or "{}")
             stop(upstream)  # type: ignore[arg-type]
