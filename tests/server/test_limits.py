@@ -228,3 +228,26 @@ async def test_expect_100_continue_is_answered_after_the_token_then_the_body_flo
     head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5.0)
     assert _status(head) == 200
     assert gw.fake.count(GOOD) == 1
+
+
+async def test_a_head_over_the_cap_sent_in_one_write_gets_431(make_gateway):
+    """The cap holds for a head that arrives whole in one read as for one that trickles in
+    (found by the soak bench: a 36 KB head in one write was served)."""
+    gw = await make_gateway({GOOD: Behavior.OK}, server={"max_header_bytes": 16384})
+    lines = "".join(f"X-Pad-{i}: {'a' * 1500}\r\n" for i in range(12))  # ~18 KB, every line short
+    r, w = await _open(gw.url)
+    w.write(f"GET /v1/models HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
+    await w.drain()
+    closed, got = await _closed_within(r, 2.0)
+    assert closed
+    assert _status(got) == 431 and b'"error"' in got
+    assert gw.fake.calls == []
+    w.close()
+
+    ok_lines = "".join(f"X-Pad-{i}: {'a' * 1500}\r\n" for i in range(8))  # ~12 KB: under the cap
+    r, w = await _open(gw.url)
+    w.write(f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{ok_lines}\r\n".encode())
+    await w.drain()
+    got = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+    assert _status(got) == 200
+    w.close()

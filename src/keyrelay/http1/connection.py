@@ -37,7 +37,7 @@ class _Stop(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "idle_since", "on_drained", "parser", "pending", "queue",
+        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "head_size", "idle_since", "on_drained", "parser", "pending", "queue",
         "read_paused", "remote", "run", "seen", "server", "stopped", "task", "timer", "transport", "write_paused",
     )
 
@@ -53,7 +53,8 @@ class Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.due = math.inf
         self.head_since = self.idle_since = self._loop.time()
-        self.head_bytes = 0
+        self.head_bytes = 0  # bytes read while a head was not whole yet (a slow head's clock)
+        self.head_size = 0  # the head's header lines so far, however they arrived
         self.seen = 0  #: requests begun
         self.stopped = False  #: the parser stopped (an error, a close asked for, a hand-over)
         self.read_paused = self.write_paused = False
@@ -151,7 +152,7 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.cur = Request(self, self.remote)
         self.head_since = self._loop.time()
-        self.head_bytes = 0
+        self.head_bytes = self.head_size = 0
         self.seen += 1
 
     def on_url(self, url: bytes) -> None:
@@ -166,7 +167,9 @@ class Connection(asyncio.Protocol):
         assert cur is not None
         cur.raw_headers.append((name, value))
         n = len(name)
-        if n + len(value) > self.server.limits.max_line_size:
+        line = n + len(value)
+        self.head_size += line + 4  # ": " and CRLF
+        if line > self.server.limits.max_line_size or self.head_size > self.server.limits.max_header_bytes:
             raise _Stop(error_answer(431, "request headers too large", "headers_too_large"))
         if n == 14 and name.lower() == b"content-length":
             cur.content_length = int(value)  # llhttp checked it: digits, once

@@ -78,6 +78,10 @@ class _Guarded(RequestHandler):
             super().data_received(data)
             return
         self._last = data
+        end = data.find(b"\r\n\r\n")  # a head ending in this read: its size, before it is parsed and handled
+        if end >= 0 and self._head + end + 4 > self._limits.max_header_bytes:
+            self._refuse(_HEAD_TOO_LARGE)
+            return
         super().data_received(data)
         waiter = self._waiter
         if waiter is None or waiter.done():  # a whole head arrived (with a body, maybe): the request is on its way
