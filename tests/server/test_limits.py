@@ -78,7 +78,7 @@ async def _answer(reader: asyncio.StreamReader) -> bytes:
 
 
 def _status(raw: bytes) -> int:
-    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else 0
+    return int(raw.split(b" ", 2)[1]) if raw.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) else 0
 
 
 async def test_half_a_request_head_is_closed_at_the_header_timeout(make_gateway):
@@ -250,4 +250,14 @@ async def test_a_head_over_the_cap_sent_in_one_write_gets_431(make_gateway):
     await w.drain()
     got = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
     assert _status(got) == 200
+    w.close()
+
+
+async def test_a_header_line_over_the_line_limit_gets_431_on_both_engines(make_gateway):
+    gw = await make_gateway({GOOD: Behavior.OK})
+    r, w = await _open(gw.url)
+    w.write(f"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Long: {'a' * 10_000}\r\n\r\n".encode())
+    await w.drain()
+    closed, got = await _closed_within(r, 2.0)
+    assert closed and _status(got) == 431 and b"headers_too_large" in got
     w.close()

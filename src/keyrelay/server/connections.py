@@ -124,6 +124,9 @@ class _Guarded(RequestHandler):
         if _bad_credentials(self._last):  # control characters in a token: a token refused, as any other
             log.info("malformed request refused status=401 error=%s (bad bytes in a credential header)", what)
             resp = error_response(401, "malformed credentials: a token is printable ASCII", code="invalid_api_key")
+        elif what == "LineTooLong" and b"\r\n" in self._last.partition(b"\r\n\r\n")[0]:  # a header line, not the request line
+            log.info("malformed request refused status=431 error=%s", what)
+            resp = error_response(431, "request headers too large", code="headers_too_large")  # as the lean engine says
         else:
             log.info("malformed request refused status=%d error=%s", status, what)
             resp = error_response(status, f"malformed request ({what})", code="malformed_request")
