@@ -280,7 +280,8 @@ return table.concat(redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2]), '\\n')
 #: The scripts that refuse (answer :data:`LOST`) on a store without its schema marker: every
 #: write, and the change feed (how a gateway notices).
 GUARDED = frozenset(
-    {"changes", "apply", "add", "remove", "counters", "balance", "event", "token", "revoke", "import", "lock", "unlock"}
+    {"changes", "apply", "add", "remove", "counters", "balance", "event", "token", "revoke", "import", "lock", "unlock",
+     "usage"}
 )
 
 _SCRIPTS: dict[str, str] = {

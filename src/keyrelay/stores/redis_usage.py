@@ -57,7 +57,7 @@ class UsageMixin(RedisParts):
                     keys = [n.usage(scope, step, t) for scope, _ in batch]
                     args = flat([expire, len(pairs), *flat(pairs)] for _, pairs in batch)
                     await self._run("usage", keys, args, client=pipe)
-            await pipe.execute()
+            self._guard(await pipe.execute())
 
     @edge
     async def usage(self, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
