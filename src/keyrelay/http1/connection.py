@@ -183,9 +183,11 @@ class Connection(asyncio.Protocol):
         server = self.server
         if len(cur.raw_headers) > server.limits.max_headers:  # (all of them within max_header_bytes)
             raise _Stop(error_answer(431, "request headers too large", "headers_too_large"))
-        if server.fallback is not None and server.route is not None and not server.route(cur.target):
-            self.run.hand(cur)
-            raise _Stop
+        if server.fallback is not None and server.route is not None:
+            routed = cur.routed = server.route(cur.target)
+            if not routed:
+                self.run.hand(cur)
+                raise _Stop
         if cur.content_length > server.limits.max_body:
             cur.fail(BodyTooLarge(f"request body larger than the limit of {server.limits.max_body} bytes"))
         self.queue.append(cur)

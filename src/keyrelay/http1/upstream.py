@@ -212,15 +212,15 @@ class UpstreamClient:
 
     def send(
         self, method: str | bytes, url: str, headers: HeaderInput, body: bytes, sink: Sink,
-        *, read_timeout: float | None = None, connect_timeout: float | None = None,
+        *, more: HeaderInput = (), read_timeout: float | None = None, connect_timeout: float | None = None,
     ) -> None:
         """The callback form of :meth:`request`: the answer goes to ``sink`` as it arrives, and
         with an idle connection at hand there is no coroutine or future at all. Errors, the
         connection's included, go to ``sink.on_error``; ``on_end`` (or the caller, later) must
-        :meth:`~UpstreamResponse.release` the answer."""
+        :meth:`~UpstreamResponse.release` the answer. ``more``: headers sent after ``headers``."""
         m = method.encode() if isinstance(method, str) else method
         origin, target = self._origin(url)
-        data = serialize(m, target, origin, headers, body)
+        data = serialize(m, target, origin, headers, body, more)
         timeout = self.read_timeout if read_timeout is None else read_timeout
         loop = asyncio.get_running_loop()
         if self._closed:

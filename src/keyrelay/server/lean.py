@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from keyrelay.http1.errors import BodyError, BodyTooLarge, BodyTooSlow, Busy, MalformedBody
+from keyrelay.http1.headers import RawHeaders
 from keyrelay.http1.request import Request
 from keyrelay.http1.response import UpstreamResponse
 from keyrelay.http1.server import LeanServer, Limits
@@ -37,13 +38,15 @@ from keyrelay.server.bodies import BodyTooSlow as _AioTooSlow
 from keyrelay.server.bodies import Busy as _AioBusy
 from keyrelay.server.bodies import MalformedBody as _AioMalformed
 from keyrelay.server.bodies import refusal
-from keyrelay.server.http import error_response, join_upstream, strip_query_param
+from keyrelay.server.http import error_response, join_upstream, raw_forwarder, strip_query_param
 from keyrelay.server.paths import path_problem
 from keyrelay.server.proxy import Proxy
 
 __all__ = ["LeanGateway", "LeanSite"]
 
 Headers = list[tuple[bytes, bytes]]
+#: what :meth:`LeanGateway.route` found for a request: its pool, path, path under the pool, query
+Routed = tuple[KeyPool, str, str, str]
 _JSON = [(b"Content-Type", b"application/json")]
 #: the aiohttp driver's refusals (bodies.py, which shapes them in the pool's dialect) for ours
 _REFUSAL = {BodyTooLarge: _AioTooLarge, BodyTooSlow: _AioTooSlow, Busy: _AioBusy, MalformedBody: _AioMalformed}
@@ -73,20 +76,23 @@ class LeanGateway:
         self.proxy = proxy
         self.runtime = proxy.runtime
         self.client = client
+        #: per pool: the client's header lines that may go upstream (``server/http.py``), as bytes
+        self._forwarders: dict[str, Callable[[RawHeaders], dict[bytes, bytes]]] = {}
 
-    def route(self, target: bytes) -> bool:
-        """Is ``target`` a pool's (answered here)? Others go to the aiohttp server."""
-        path = target.partition(b"?")[0].decode("latin-1")
-        return self.proxy._route(path)[0] is not None
+    def route(self, target: bytes) -> Routed | None:
+        """Is ``target`` a pool's (answered here: its pool, path, the path under the pool and the
+        query, which the server keeps for :meth:`handle`)? ``None``: the aiohttp server answers it."""
+        path, _, query = target.decode("latin-1").partition("?")
+        pool, rest = self.proxy._route(path)
+        return None if pool is None else (pool, path, rest, query)
 
     def handle(self, req: Request, w: ResponseWriter) -> Awaitable[None] | None:
         started = time.perf_counter()
-        target = req.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        pool, rest = self.proxy._route(path)
-        if pool is None:  # the route said otherwise: not reached
-            _send_response(w, error_response(404, f"no pool serves {path!r}", code="unknown_pool"))
+        routed: Routed | None = req.routed if req.routed is not None else self.route(req.target)
+        if routed is None:  # the route said otherwise: not reached
+            _send_response(w, error_response(404, f"no pool serves {req.path!r}", code="unknown_pool"))
             return None
+        pool, path, rest, query = routed
         dialect = pool.dialect
         if ("/." in path or "%" in path or "\\" in path or not path.isprintable()) and (
             problem := path_problem(path)
@@ -164,8 +170,12 @@ class LeanGateway:
         if pool.dialect.credential_query:
             query = strip_query_param(query, pool.dialect.credential_query)
         url = join_upstream(pool.settings.base_url, rest, query)
-        ex = Exchange(pool, req.method, url, self.proxy.forward_headers(pool, req.headers), body)
-        relay = _Relay(self, req, w, ex, pool, client.name, body, started)
+        forward = self._forwarders.get(pool.name)
+        if forward is None:
+            forward = self._forwarders[pool.name] = raw_forwarder(pool.dialect)
+        # the client's headers stay bytes, apart: the exchange holds the key's credentials only
+        ex = Exchange(pool, req.method, url, {}, body)
+        relay = _Relay(self, req, w, ex, pool, client.name, body, started, forward(req.raw_headers))
         relay.go()
         return relay
 
@@ -182,13 +192,14 @@ class LeanGateway:
 class _Relay:
     """One request's attempts, driven by the upstream client's callbacks (its ``Sink``)."""
 
-    __slots__ = ("body", "chunks", "client", "ex", "finished", "gw", "how", "pool", "req", "resp", "started", "stream",
-                 "w", "waiter")
+    __slots__ = ("body", "chunks", "client", "ex", "finished", "forward", "gw", "how", "pool", "req", "resp", "started",
+                 "stream", "w", "waiter")
 
     def __init__(self, gw: LeanGateway, req: Request, w: ResponseWriter, ex: Exchange, pool: KeyPool, client: str,
-                 body: bytes, started: float) -> None:
+                 body: bytes, started: float, forward: dict[bytes, bytes]) -> None:
         self.gw, self.req, self.w, self.ex, self.pool = gw, req, w, ex, pool
         self.client, self.body, self.started = client, body, started
+        self.forward = forward  #: the client's headers that go upstream (the key's are the exchange's)
         self.how: Want = READ
         self.chunks: list[bytes] = []
         self.stream: Stream | None = None
@@ -213,7 +224,7 @@ class _Relay:
     def attempt(self) -> None:
         retry = self.pool.settings.retry
         self.chunks = []
-        self.gw.client.send(self.req.method, self.ex.url, self.ex.headers, self.body, self,
+        self.gw.client.send(self.req.method, self.ex.url, self.forward, self.body, self, more=self.ex.headers,
                             read_timeout=retry.read_timeout, connect_timeout=retry.connect_timeout)
 
     def next(self, reply: Reply | None) -> None:
