@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from keyrelay.http1.answers import date_line, status_line
 
-__all__ = ["ResponseWriter"]
+__all__ = ["HeaderLines", "ResponseWriter"]
 
 
 class _Request(Protocol):
@@ -36,13 +36,17 @@ class _Connection(Protocol):
     def answered(self, req: Any, close: bool) -> None: ...
 
 
+#: an answer's header lines: ``(name, value)`` pairs, or the lines already joined
+#: (``b"Name: value\r\n"`` each)
+HeaderLines = Iterable[tuple[bytes, bytes]] | bytes
+
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _CLOSE = b"Connection: close\r\n"
 
 
 class ResponseWriter:
     """The answer to one request. Header values must hold no CR or LF (values parsed from an
-    upstream's answer never do)."""
+    upstream's answer never do); headers may be given as pairs or as their lines, joined."""
 
     __slots__ = ("_chunked", "_conn", "_req", "close_after", "ended", "started", "status")
 
@@ -56,24 +60,23 @@ class ResponseWriter:
         #: close the connection after this answer (set it before start/send)
         self.close_after = not req.keep_alive
 
-    def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]], framing: bytes) -> bytes:
+    def _head(self, status: int, headers: HeaderLines, framing: bytes) -> bytes:
         if self.started:
             raise RuntimeError("the answer was started already")
         self.started = True
         self.status = status
         if not self._req.complete:  # a body left unread (a refusal before it came): the connection cannot go on
             self.close_after = True
-        return b"%s%s%s%s%s\r\n" % (
-            status_line(status), date_line(), b"".join([b"%s: %s\r\n" % h for h in headers]), framing,
-            _CLOSE if self.close_after else b"")
+        lines = headers if isinstance(headers, bytes) else b"".join([b"%s: %s\r\n" % h for h in headers])
+        return b"%s%s%s%s%s\r\n" % (status_line(status), date_line(), lines, framing, _CLOSE if self.close_after else b"")
 
-    def send(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes = b"") -> None:
+    def send(self, status: int, headers: HeaderLines, body: bytes = b"") -> None:
         """The whole answer in one write (Content-Length framing)."""
         head = self._head(status, headers, b"Content-Length: %d\r\n" % len(body))
         self._conn.write(head if self._req.method == "HEAD" else head + body)
         self._finish()
 
-    def start(self, status: int, headers: Iterable[tuple[bytes, bytes]], length: int | None = None) -> None:
+    def start(self, status: int, headers: HeaderLines, length: int | None = None) -> None:
         """The head; the body follows by :meth:`write` (chunked unless ``length`` is given)."""
         if length is not None or status in (204, 304) or self._req.method == "HEAD":
             framing = b"Content-Length: %d\r\n" % length if length is not None else b""

@@ -44,7 +44,6 @@ from keyrelay.server.proxy import Proxy
 
 __all__ = ["LeanGateway", "LeanSite"]
 
-Headers = list[tuple[bytes, bytes]]
 #: what :meth:`LeanGateway.route` found for a request: its pool, path, path under the pool, query
 Routed = tuple[KeyPool, str, str, str]
 _JSON = [(b"Content-Type", b"application/json")]
@@ -52,8 +51,9 @@ _JSON = [(b"Content-Type", b"application/json")]
 _REFUSAL = {BodyTooLarge: _AioTooLarge, BodyTooSlow: _AioTooSlow, Busy: _AioBusy, MalformedBody: _AioMalformed}
 
 
-def _out(headers: dict[str, str]) -> Headers:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+def _lines(headers: dict[str, str]) -> bytes:
+    """The flow's answer headers as the writer's header lines (one encode for all of them)."""
+    return "".join([f"{k}: {v}\r\n" for k, v in headers.items()]).encode("latin-1")
 
 
 def _logged(req: Request) -> str:
@@ -66,7 +66,7 @@ def _logged(req: Request) -> str:
 def _send_response(w: ResponseWriter, resp: web.Response) -> None:
     """An aiohttp-shaped error answer (``error_response``) through the lean writer."""
     body = resp.body if isinstance(resp.body, bytes) else b""
-    w.send(resp.status, _out({k: v for k, v in resp.headers.items() if k.lower() != "content-length"}), body)
+    w.send(resp.status, _lines({k: v for k, v in resp.headers.items() if k.lower() != "content-length"}), body)
 
 
 class LeanGateway:
@@ -295,7 +295,7 @@ class _Relay:
 
     def start_stream(self, stream: Stream) -> None:
         self.stream = stream
-        self.w.start(stream.status, _out(stream.headers))
+        self.w.start(stream.status, _lines(stream.headers))
         if stream.first:
             self.w.write(stream.first)
 
@@ -309,13 +309,13 @@ class _Relay:
         if self.pool.writing:  # recorded outcomes are written before the caller hears of them
             asyncio.get_running_loop().create_task(self._settled(reply))
             return
-        self.w.send(reply.status, _out(reply.headers), reply.body)
+        self.w.send(reply.status, _lines(reply.headers), reply.body)
         self.done(reply.status)
 
     async def _settled(self, reply: Reply) -> None:
         await self.pool.settle()
         if not self.req.aborted:
-            self.w.send(reply.status, _out(reply.headers), reply.body)
+            self.w.send(reply.status, _lines(reply.headers), reply.body)
         self.done(reply.status)
 
     def gone(self) -> None:
