@@ -37,12 +37,14 @@ class _Stop(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "idle_since", "on_drained", "parser", "pending", "queue",
+        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "idle_since", "limits", "on_drained", "parser",
+        "pending", "queue",
         "read_paused", "remote", "run", "seen", "server", "stopped", "task", "timer", "transport", "write_paused",
     )
 
     def __init__(self, server: ServerLike) -> None:
         self.server = server
+        self.limits = server.limits
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -99,7 +101,7 @@ class Connection(asyncio.Protocol):
         cur = self.cur
         if cur is not None and not cur.method and not self.stopped:  # a head begun, not whole yet
             self.head_bytes += len(data)
-            if self.head_bytes > self.server.limits.max_header_bytes:
+            if self.head_bytes > self.limits.max_header_bytes:
                 self._stop(error_answer(431, "request headers too large", "headers_too_large"))
             else:
                 self._arm(self.head_since + self.server.head_wait)
@@ -158,7 +160,7 @@ class Connection(asyncio.Protocol):
         cur = self.cur
         assert cur is not None
         cur.target += url
-        if len(cur.target) > self.server.limits.max_line_size:
+        if len(cur.target) > self.limits.max_line_size:
             raise _Stop(error_answer(414, "request target too long", "uri_too_long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -166,7 +168,7 @@ class Connection(asyncio.Protocol):
         assert cur is not None
         cur.raw_headers.append((name, value))
         n = len(name)
-        if n + len(value) > self.server.limits.max_line_size:
+        if n + len(value) > self.limits.max_line_size:
             raise _Stop(error_answer(431, "request headers too large", "headers_too_large"))
         if n == 14 and name.lower() == b"content-length":
             cur.content_length = int(value)  # llhttp checked it: digits, once
@@ -202,8 +204,8 @@ class Connection(asyncio.Protocol):
         cur = self.cur
         assert cur is not None
         cur.feed(body)
-        if cur.size > self.server.limits.max_body:
-            cur.fail(BodyTooLarge(f"request body larger than the limit of {self.server.limits.max_body} bytes"))
+        if cur.size > self.limits.max_body:
+            cur.fail(BodyTooLarge(f"request body larger than the limit of {self.limits.max_body} bytes"))
             raise _Stop
         if cur.size > 65536 and not cur.waiting and not self.read_paused:
             self._pause()  # nobody reads it yet: the client waits (read() resumes)
@@ -284,8 +286,8 @@ class Connection(asyncio.Protocol):
             self.close()
         else:
             idle = self.idle_since = self._loop.time()
-            if self.timer is None or idle + self.server.limits.keepalive_timeout < self.due:
-                self._arm(idle + self.server.limits.keepalive_timeout)
+            if self.timer is None or idle + self.limits.keepalive_timeout < self.due:
+                self._arm(idle + self.limits.keepalive_timeout)
             if self.read_paused and self.cur is None:
                 self._resume()
 
@@ -377,7 +379,7 @@ class Connection(asyncio.Protocol):
                 self.close()
                 return
         else:
-            due = self.idle_since + self.server.limits.keepalive_timeout
+            due = self.idle_since + self.limits.keepalive_timeout
             if now >= due:
                 self.close()
                 return

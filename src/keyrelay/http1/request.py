@@ -174,11 +174,13 @@ class Request:
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)
         self.size += len(data)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def done(self) -> None:
         self.complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def fail(self, exc: BodyError) -> None:
         if self.error is None and not self.complete:

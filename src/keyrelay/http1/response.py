@@ -202,7 +202,7 @@ class UpstreamResponse:
         self.status = status
         self.head_done = True
         for name, value in self.raw_headers:
-            if name.lower() == b"content-encoding" and value.strip().lower() in _COMPRESSED:
+            if len(name) == 16 and name.lower() == b"content-encoding" and value.strip().lower() in _COMPRESSED:
                 self._decoder = zlib.decompressobj(_GZIP_OR_ZLIB)
         if self.sink is not None:
             self.sink.on_head(self)

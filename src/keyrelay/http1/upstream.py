@@ -338,7 +338,8 @@ class UpstreamClient:
             conn.resp = None
             loop_time = asyncio.get_running_loop().time()
             self._idle.setdefault(conn.origin.key, {})[conn] = loop_time
-            self._wake()
+            if self._waiters:
+                self._wake()
         else:
             conn.close()
 

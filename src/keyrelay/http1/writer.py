@@ -74,7 +74,8 @@ class ResponseWriter:
         """The whole answer in one write (Content-Length framing)."""
         head = self._head(status, headers, b"Content-Length: %d\r\n" % len(body))
         self._conn.write(head if self._req.method == "HEAD" else head + body)
-        self._finish()
+        self.ended = True
+        self._conn.answered(self._req, self.close_after)
 
     def start(self, status: int, headers: HeaderLines, length: int | None = None) -> None:
         """The head; the body follows by :meth:`write` (chunked unless ``length`` is given)."""

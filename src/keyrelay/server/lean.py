@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from keyrelay.core.model import Outcome
 from keyrelay.http1.errors import BodyError, BodyTooLarge, BodyTooSlow, Busy, MalformedBody
 from keyrelay.http1.headers import RawHeaders
 from keyrelay.http1.request import Request
@@ -47,6 +48,7 @@ __all__ = ["LeanGateway", "LeanSite"]
 #: what :meth:`LeanGateway.route` found for a request: its pool, path, path under the pool, query
 Routed = tuple[KeyPool, str, str, str]
 _JSON = [(b"Content-Type", b"application/json")]
+_OUTCOME_NAMES = {o: o.value for o in Outcome}  #: (an enum's ``.value`` is two Python calls)
 #: the aiohttp driver's refusals (bodies.py, which shapes them in the pool's dialect) for ours
 _REFUSAL = {BodyTooLarge: _AioTooLarge, BodyTooSlow: _AioTooSlow, Busy: _AioBusy, MalformedBody: _AioMalformed}
 
@@ -59,7 +61,7 @@ def _lines(headers: dict[str, str]) -> bytes:
 def _logged(req: Request) -> str:
     """The path as the access log shows it: percent-decoded, as aiohttp's ``request.path`` is
     (the log escapes what must be; docs/design.md "Secrets")."""
-    path = req.path
+    path = req.routed[1] if req.routed is not None else req.path
     return unquote(path) if "%" in path else path
 
 
@@ -92,6 +94,7 @@ class LeanGateway:
         if routed is None:  # the route said otherwise: not reached
             _send_response(w, error_response(404, f"no pool serves {req.path!r}", code="unknown_pool"))
             return None
+        req.routed = routed
         pool, path, rest, query = routed
         dialect = pool.dialect
         if ("/." in path or "%" in path or "\\" in path or not path.isprintable()) and (
@@ -340,7 +343,7 @@ class _Relay:
             self.waiter.set_result(None)
         attempts = self.ex.attempts
         if outcome is None:
-            outcome = attempts.last.outcome.value if attempts.last else "no_key"
+            outcome = _OUTCOME_NAMES[attempts.last.outcome] if attempts.last else "no_key"
         if access_log.enabled:
             access_log.request(self.pool.name, attempts.last_lease, self.req.method, _logged(self.req), status, outcome,
                                attempts.count, self.started, self.client)
