@@ -27,6 +27,7 @@ import ssl
 import urllib.parse
 import urllib.request
 from collections import deque
+from functools import partial
 from typing import cast
 
 import httptools
@@ -232,7 +233,12 @@ class UpstreamClient:
             return
         resp = self._start(conn, m, data, timeout, loop)
         resp.sink = sink
-        resp.retry = lambda: loop.create_task(self._send_fresh(origin, m, data, sink, timeout, connect_timeout))
+        resp.retry = partial(self._resend, origin, m, data, sink, timeout, connect_timeout)
+
+    def _resend(self, origin: Origin, method: bytes, data: bytes, sink: Sink, timeout: float,
+                connect_timeout: float | None) -> None:
+        """:meth:`send` again on a fresh connection (the idle one it took was stale)."""
+        asyncio.get_running_loop().create_task(self._send_fresh(origin, method, data, sink, timeout, connect_timeout))
 
     def _start(self, conn: _Conn, method: bytes, data: bytes, timeout: float,
                loop: asyncio.AbstractEventLoop) -> UpstreamResponse:

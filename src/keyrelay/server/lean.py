@@ -339,6 +339,8 @@ class _Relay:
         if self.finished:
             return
         self.finished = True
+        self.req.on_abort = None  # no cycle left: the request's objects go by reference counting, not the collector
+        self.resp = None
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
         attempts = self.ex.attempts
