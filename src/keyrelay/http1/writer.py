@@ -77,8 +77,9 @@ class ResponseWriter:
         self.ended = True
         self._conn.answered(self._req, self.close_after)
 
-    def start(self, status: int, headers: HeaderLines, length: int | None = None) -> None:
-        """The head; the body follows by :meth:`write` (chunked unless ``length`` is given)."""
+    def start(self, status: int, headers: HeaderLines, length: int | None = None, first: bytes = b"") -> None:
+        """The head; the body follows by :meth:`write` (chunked unless ``length`` is given).
+        ``first``: the body's first bytes, if at hand (one write with the head)."""
         if length is not None or status in (204, 304) or self._req.method == "HEAD":
             framing = b"Content-Length: %d\r\n" % length if length is not None else b""
         elif self._req.version == 0:  # HTTP/1.0 has no chunked framing: the body ends with the connection
@@ -87,7 +88,10 @@ class ResponseWriter:
         else:
             self._chunked = True
             framing = _CHUNKED
-        self._conn.write(self._head(status, headers, framing))
+        head = self._head(status, headers, framing)
+        if first and self._req.method != "HEAD":
+            head += b"%x\r\n%s\r\n" % (len(first), first) if self._chunked else first
+        self._conn.write(head)
 
     def write(self, data: bytes) -> None:
         if not self.started or self.ended:

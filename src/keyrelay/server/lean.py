@@ -298,9 +298,7 @@ class _Relay:
 
     def start_stream(self, stream: Stream) -> None:
         self.stream = stream
-        self.w.start(stream.status, _lines(stream.headers))
-        if stream.first:
-            self.w.write(stream.first)
+        self.w.start(stream.status, _lines(stream.headers), first=stream.first)
 
     def end_stream(self, tail: bytes) -> None:
         if tail:
