@@ -102,7 +102,8 @@ def serialize(method: bytes, target: bytes, origin: Origin, headers: HeaderInput
               more: HeaderInput = ()) -> bytes:
     """The request's bytes: our Host and Content-Length, the caller's other headers (no CR/LF):
     ``headers``, then ``more``."""
-    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, origin.host_header)]
+    # pieces joined once at the end (``%`` formatting costs more than the join of its parts)
+    lines = [method, b" ", target, b" HTTP/1.1\r\nHost: ", origin.host_header, b"\r\n"]
     for group in (headers, more):
         pairs: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
         pairs = group.items() if isinstance(group, (dict, Mapping)) else group
@@ -122,7 +123,7 @@ def serialize(method: bytes, target: bytes, origin: Origin, headers: HeaderInput
                 continue
             if 10 in value or 13 in value:  # LF, CR (an int looks up with memchr: ~3x quicker than b"\n")
                 raise ValueError(f"a line break in the value of {name[:40]!r}")
-            lines.append(b"%s: %s\r\n" % (name, value))
+            lines += (name, b": ", value, b"\r\n")
     if origin.absolute:
         lines.append(origin.proxy_auth)
     if body or method in _BODY_METHODS:

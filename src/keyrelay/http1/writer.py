@@ -68,7 +68,7 @@ class ResponseWriter:
         if not self._req.complete:  # a body left unread (a refusal before it came): the connection cannot go on
             self.close_after = True
         lines = headers if isinstance(headers, bytes) else b"".join([b"%s: %s\r\n" % h for h in headers])
-        return b"%s%s%s%s%s\r\n" % (status_line(status), date_line(), lines, framing, _CLOSE if self.close_after else b"")
+        return b"".join((status_line(status), date_line(), lines, framing, _CLOSE if self.close_after else b"", b"\r\n"))
 
     def send(self, status: int, headers: HeaderLines, body: bytes = b"") -> None:
         """The whole answer in one write (Content-Length framing)."""
