@@ -271,6 +271,10 @@ class _Relay:
             self.next(self.ex.body(b"".join(self.chunks)))
         else:
             self.peeked(resp, self.ex.peek(b""))
+            stream = self.stream
+            if stream is not None:  # the answer ended before its first event was whole: relayed, and over
+                self.end_stream(stream.end())
+                resp.release()
 
     def on_error(self, resp: UpstreamResponse | None, exc: BaseException) -> None:
         if resp is not None:
