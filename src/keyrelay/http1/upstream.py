@@ -71,6 +71,10 @@ class _Conn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             resp.fail(UpstreamProtocolError(f"invalid HTTP from the upstream: {exc}"))
             self.close()
+        after = resp.after_read
+        if after is not None:
+            resp.after_read = None
+            after()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

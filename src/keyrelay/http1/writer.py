@@ -48,7 +48,7 @@ class ResponseWriter:
     """The answer to one request. Header values must hold no CR or LF (values parsed from an
     upstream's answer never do); headers may be given as pairs or as their lines, joined."""
 
-    __slots__ = ("_chunked", "_conn", "_req", "close_after", "ended", "started", "status")
+    __slots__ = ("_chunked", "_conn", "_held", "_req", "close_after", "ended", "started", "status")
 
     def __init__(self, conn: _Connection, req: _Request) -> None:
         self._conn = conn
@@ -56,6 +56,7 @@ class ResponseWriter:
         self.started = False
         self.ended = False
         self._chunked = False
+        self._held: list[bytes] | None = None  #: what :meth:`hold` gathers
         self.status = 0
         #: close the connection after this answer (set it before start/send)
         self.close_after = not req.keep_alive
@@ -73,7 +74,9 @@ class ResponseWriter:
     def send(self, status: int, headers: HeaderLines, body: bytes = b"") -> None:
         """The whole answer in one write (Content-Length framing)."""
         head = self._head(status, headers, b"Content-Length: %d\r\n" % len(body))
-        self._conn.write(head if self._req.method == "HEAD" else head + body)
+        self._out(head if self._req.method == "HEAD" else head + body)
+        if self._held is not None:
+            self.flush()
         self.ended = True
         self._conn.answered(self._req, self.close_after)
 
@@ -91,14 +94,32 @@ class ResponseWriter:
         head = self._head(status, headers, framing)
         if first and self._req.method != "HEAD":
             head += b"%x\r\n%s\r\n" % (len(first), first) if self._chunked else first
-        self._conn.write(head)
+        self._out(head)
 
     def write(self, data: bytes) -> None:
         if not self.started or self.ended:
             raise RuntimeError("write() before start() or after end()")
         if not data or self._req.method == "HEAD":
             return
-        self._conn.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+        self._out(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+
+    def hold(self) -> None:
+        """Gather what is written from now on into one write, made by :meth:`flush` or :meth:`end`
+        (a driver holds what one read of the upstream brings: often a whole short answer)."""
+        if self._held is None:
+            self._held = []
+
+    def flush(self) -> None:
+        """Write what :meth:`hold` gathered, and write as it comes again."""
+        held, self._held = self._held, None
+        if held:
+            self._conn.write(b"".join(held))
+
+    def _out(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            self._conn.write(data)
 
     async def drain(self) -> None:
         """Wait while the client reads slower than we write."""
@@ -118,7 +139,11 @@ class ResponseWriter:
             return
         if not self.started:
             raise RuntimeError("end() before start()")
-        if self._chunked:
+        if self._held is not None:
+            if self._chunked:
+                self._held.append(b"0\r\n\r\n")
+            self.flush()
+        elif self._chunked:
             self._conn.write(b"0\r\n\r\n")
         self._finish()
 

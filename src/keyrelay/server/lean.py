@@ -245,7 +245,7 @@ class _Relay:
         self.resp = resp
         how = self.how = self.ex.head(resp.status, resp.headers)
         if how is PASS:
-            self.start_stream(self.ex.passthrough())
+            self.start_stream(self.ex.passthrough(), resp)
 
     def on_data(self, resp: UpstreamResponse, data: bytes) -> None:
         stream = self.stream
@@ -294,15 +294,18 @@ class _Relay:
         if step is MORE:
             return
         if isinstance(step, Stream):
-            self.start_stream(step)
+            self.start_stream(step, resp)
             return
         resp.release()  # not read whole: its connection is closed
         self.resp = None
         self.next(step if isinstance(step, Reply) else None)
 
-    def start_stream(self, stream: Stream) -> None:
+    def start_stream(self, stream: Stream, resp: UpstreamResponse) -> None:
         self.stream = stream
-        self.w.start(stream.status, _lines(stream.headers), first=stream.first)
+        w = self.w
+        w.hold()  # the rest of this upstream read (often the whole of a short answer) goes out with the head
+        resp.after_read = w.flush
+        w.start(stream.status, _lines(stream.headers), first=stream.first)
 
     def end_stream(self, tail: bytes) -> None:
         if tail:
