@@ -5,11 +5,17 @@ one connection. (``KEYRELAY_ENGINE=lean`` runs every gateway test on it.)"""
 from __future__ import annotations
 
 import asyncio
+import time
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp import web
 
+from keyrelay.config import parse_settings
+from keyrelay.runtime.process import Runtime
+from keyrelay.server.app import GatewayRunner, lean_site
+from keyrelay.stores import open_store
 from keyrelay.testing.fake_upstream import Behavior
 
 from .conftest import TOKEN
@@ -88,3 +94,39 @@ async def test_pool_and_other_paths_share_one_connection(make_gateway):
     finally:
         w.close()
     assert gw.fake.count(GOOD) == 2
+
+
+async def _short_stream(request: web.Request) -> web.Response:
+    """A stream whose body ends inside its first event (no blank line after it)."""
+    return web.Response(body=b'data: {"id":"c1","object":"chat.completion.chunk"}', content_type="text/event-stream")
+
+
+async def test_a_stream_that_ends_inside_its_first_event_is_relayed_and_ended(engine):
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _short_stream)
+    upstream = web.AppRunner(app, access_log=None)
+    await upstream.setup()
+    await web.TCPSite(upstream, "127.0.0.1", 0).start()
+    settings = parse_settings({
+        "server": {"engine": engine}, "store": {"url": "memory://"},
+        "pools": [{"name": "openai", "base_url": f"http://127.0.0.1:{upstream.addresses[0][1]}/v1"}],
+        "tokens": [{"name": "test", "pools": ["openai"], "token": TOKEN}],
+    }, {})
+    store = open_store("memory://")
+    await store.open()
+    await store.add_keys("openai", [GOOD], time.time())
+    runner = GatewayRunner(Runtime(settings, store))
+    await runner.setup()
+    site = lean_site(runner, "127.0.0.1", 0) if engine == "lean" else web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", json={**CHAT, "stream": True},
+            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=aiohttp.ClientTimeout(total=5),
+        ) as r:
+            assert r.status == 200
+            assert await r.read() == b'data: {"id":"c1","object":"chat.completion.chunk"}'
+    finally:
+        await runner.cleanup()
+        await upstream.cleanup()

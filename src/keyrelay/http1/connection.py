@@ -37,12 +37,14 @@ class _Stop(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "head_size", "idle_since", "on_drained", "parser", "pending", "queue",
+        "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "head_size", "idle_since", "limits", "on_drained",
+        "parser", "pending", "queue",
         "read_paused", "remote", "run", "seen", "server", "stopped", "task", "timer", "transport", "write_paused",
     )
 
     def __init__(self, server: ServerLike) -> None:
         self.server = server
+        self.limits = server.limits
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -100,7 +102,7 @@ class Connection(asyncio.Protocol):
         cur = self.cur
         if cur is not None and not cur.method and not self.stopped:  # a head begun, not whole yet
             self.head_bytes += len(data)
-            if self.head_bytes > self.server.limits.max_header_bytes:
+            if self.head_bytes > self.limits.max_header_bytes:
                 self._stop(error_answer(431, "request headers too large", "headers_too_large"))
             else:
                 self._arm(self.head_since + self.server.head_wait)
@@ -159,7 +161,7 @@ class Connection(asyncio.Protocol):
         cur = self.cur
         assert cur is not None
         cur.target += url
-        if len(cur.target) > self.server.limits.max_line_size:
+        if len(cur.target) > self.limits.max_line_size:
             raise _Stop(error_answer(414, "request target too long", "uri_too_long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -169,7 +171,8 @@ class Connection(asyncio.Protocol):
         n = len(name)
         line = n + len(value)
         self.head_size += line + 4  # ": " and CRLF
-        if line > self.server.limits.max_line_size or self.head_size > self.server.limits.max_header_bytes:
+        limits = self.limits
+        if line > limits.max_line_size or self.head_size > limits.max_header_bytes:
             raise _Stop(error_answer(431, "request headers too large", "headers_too_large"))
         if n == 14 and name.lower() == b"content-length":
             cur.content_length = int(value)  # llhttp checked it: digits, once
@@ -186,9 +189,11 @@ class Connection(asyncio.Protocol):
         server = self.server
         if len(cur.raw_headers) > server.limits.max_headers:  # (all of them within max_header_bytes)
             raise _Stop(error_answer(431, "request headers too large", "headers_too_large"))
-        if server.fallback is not None and server.route is not None and not server.route(cur.target):
-            self.run.hand(cur)
-            raise _Stop
+        if server.fallback is not None and server.route is not None:
+            routed = cur.routed = server.route(cur.target)
+            if not routed:
+                self.run.hand(cur)
+                raise _Stop
         if cur.content_length > server.limits.max_body:
             cur.fail(BodyTooLarge(f"request body larger than the limit of {server.limits.max_body} bytes"))
         self.queue.append(cur)
@@ -203,8 +208,8 @@ class Connection(asyncio.Protocol):
         cur = self.cur
         assert cur is not None
         cur.feed(body)
-        if cur.size > self.server.limits.max_body:
-            cur.fail(BodyTooLarge(f"request body larger than the limit of {self.server.limits.max_body} bytes"))
+        if cur.size > self.limits.max_body:
+            cur.fail(BodyTooLarge(f"request body larger than the limit of {self.limits.max_body} bytes"))
             raise _Stop
         if cur.size > 65536 and not cur.waiting and not self.read_paused:
             self._pause()  # nobody reads it yet: the client waits (read() resumes)
@@ -285,8 +290,8 @@ class Connection(asyncio.Protocol):
             self.close()
         else:
             idle = self.idle_since = self._loop.time()
-            if self.timer is None or idle + self.server.limits.keepalive_timeout < self.due:
-                self._arm(idle + self.server.limits.keepalive_timeout)
+            if self.timer is None or idle + self.limits.keepalive_timeout < self.due:
+                self._arm(idle + self.limits.keepalive_timeout)
             if self.read_paused and self.cur is None:
                 self._resume()
 
@@ -378,7 +383,7 @@ class Connection(asyncio.Protocol):
                 self.close()
                 return
         else:
-            due = self.idle_since + self.server.limits.keepalive_timeout
+            due = self.idle_since + self.limits.keepalive_timeout
             if now >= due:
                 self.close()
                 return

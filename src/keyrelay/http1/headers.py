@@ -39,8 +39,9 @@ class Headers(Mapping[str, str]):
         if self._index is not None:
             return self._index.get(name.lower(), default)
         want = name.lower().encode("latin-1")  # one look: a scan is cheaper than the index
+        size = len(want)
         for n, v in self.raw:
-            if n.lower() == want:
+            if len(n) == size and n.lower() == want:
                 return v.decode("latin-1")
         return default
 

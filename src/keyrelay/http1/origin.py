@@ -12,7 +12,7 @@ from keyrelay.http1.errors import ProxyError
 
 __all__ = ["HeaderInput", "Origin", "Tunnel", "serialize"]
 
-HeaderInput = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
+HeaderInput = Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]
 _OURS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"))
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 
@@ -98,28 +98,32 @@ def _str_name(name: str) -> bytes:
     return out
 
 
-def serialize(method: bytes, target: bytes, origin: Origin, headers: HeaderInput, body: bytes) -> bytes:
-    """The request's bytes: our Host and Content-Length, the caller's other headers (no CR/LF)."""
-    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, origin.host_header)]
-    pairs: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    for n, v in pairs:
-        if isinstance(n, str):
-            name = _STR_NAMES.get(n)
-            if name is None:
-                name = _str_name(n)
-            value = v.encode("latin-1") if isinstance(v, str) else v
-        else:
-            forward = _NAMES.get(n)
-            if forward is None:
-                forward = _check_name(n)
-            name = n if forward else b""
-            value = v
-        if not name:
-            continue
-        if 10 in value or 13 in value:  # LF, CR (an int looks up with memchr: ~3x quicker than b"\n")
-            raise ValueError(f"a line break in the value of {name[:40]!r}")
-        lines.append(b"%s: %s\r\n" % (name, value))
+def serialize(method: bytes, target: bytes, origin: Origin, headers: HeaderInput, body: bytes,
+              more: HeaderInput = ()) -> bytes:
+    """The request's bytes: our Host and Content-Length, the caller's other headers (no CR/LF):
+    ``headers``, then ``more``."""
+    # pieces joined once at the end (``%`` formatting costs more than the join of its parts)
+    lines = [method, b" ", target, b" HTTP/1.1\r\nHost: ", origin.host_header, b"\r\n"]
+    for group in (headers, more):
+        pairs: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
+        pairs = group.items() if isinstance(group, (dict, Mapping)) else group
+        for n, v in pairs:
+            if isinstance(n, str):
+                name = _STR_NAMES.get(n)
+                if name is None:
+                    name = _str_name(n)
+                value = v.encode("latin-1") if isinstance(v, str) else v
+            else:
+                forward = _NAMES.get(n)
+                if forward is None:
+                    forward = _check_name(n)
+                name = n if forward else b""
+                value = v
+            if not name:
+                continue
+            if 10 in value or 13 in value:  # LF, CR (an int looks up with memchr: ~3x quicker than b"\n")
+                raise ValueError(f"a line break in the value of {name[:40]!r}")
+            lines += (name, b": ", value, b"\r\n")
     if origin.absolute:
         lines.append(origin.proxy_auth)
     if body or method in _BODY_METHODS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from keyrelay.http1.errors import BodyError, BodyTooLarge, BodyTooSlow, Busy, MalformedBody
 from keyrelay.http1.headers import Headers, RawHeaders
@@ -48,7 +48,8 @@ class Request:
 
     __slots__ = (
         "_body", "_chunks", "_conn", "_headers", "_waiter", "aborted", "complete", "content_length", "continued",
-        "error", "expect_continue", "keep_alive", "method", "on_abort", "raw_headers", "remote", "reserved", "size", "target", "version",
+        "error", "expect_continue", "keep_alive", "method", "on_abort", "raw_headers", "remote", "reserved", "routed", "size", "target",
+        "version",
     )
 
     def __init__(self, conn: _Connection, remote: str) -> None:
@@ -73,6 +74,8 @@ class Request:
         #: called if the client goes away before the answer ends (for handlers answering from callbacks)
         self.on_abort: Callable[[], None] | None = None
         self.aborted = False  #: the client went away before its answer ended
+        #: what the server's ``route`` said of it (kept for the handler; ``None`` when not asked)
+        self.routed: Any = None
 
     @property
     def headers(self) -> Headers:
@@ -171,11 +174,13 @@ class Request:
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)
         self.size += len(data)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def done(self) -> None:
         self.complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def fail(self, exc: BodyError) -> None:
         if self.error is None and not self.complete:

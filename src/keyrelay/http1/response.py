@@ -53,8 +53,8 @@ class UpstreamResponse:
 
     __slots__ = (
         "_chunks", "_conn", "_decoder", "_error", "_headers", "_keep", "_last", "_live", "_loop", "_paused", "_timeout",
-        "_waiter", "buffered", "done", "head_done", "interim", "no_body", "raw_headers", "reason_bytes", "received",
-        "retry", "sink", "status",
+        "_waiter", "after_read", "buffered", "done", "head_done", "interim", "no_body", "raw_headers", "reason_bytes",
+        "received", "retry", "sink", "status",
     )
 
     def __init__(self, conn: _Conn, no_body: bool, timeout: float, loop: asyncio.AbstractEventLoop,
@@ -87,6 +87,8 @@ class UpstreamResponse:
         self._decoder: zlib._Decompress | None = None
         #: the callback form on a reused connection: sends again on a fresh one if this one was stale
         self.retry: Callable[[], object] | None = None
+        #: called once the read of the upstream under way is parsed (a sink flushing what it gathered)
+        self.after_read: Callable[[], None] | None = None
 
     @property
     def reason(self) -> str:
@@ -202,7 +204,7 @@ class UpstreamResponse:
         self.status = status
         self.head_done = True
         for name, value in self.raw_headers:
-            if name.lower() == b"content-encoding" and value.strip().lower() in _COMPRESSED:
+            if len(name) == 16 and name.lower() == b"content-encoding" and value.strip().lower() in _COMPRESSED:
                 self._decoder = zlib.decompressobj(_GZIP_OR_ZLIB)
         if self.sink is not None:
             self.sink.on_head(self)

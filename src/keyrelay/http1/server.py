@@ -15,7 +15,9 @@ answered in order, one at a time. The bounds are the gateway's (``[server]`` set
   in a credential header make it 401, as on the aiohttp server;
 - connections beyond ``max_connections`` get 503 and a close (:class:`~keyrelay.http1.limits.Refuser`).
 
-Paths the ``route`` predicate refuses (the admin API, /metrics, the dashboard…) are handed to an
+What ``route`` says of a request's target is kept as ``request.routed`` for the handler (the
+gateway's pool and paths: not looked up twice). Paths it refuses (the admin API, /metrics, the
+dashboard…: a false answer) are handed to an
 aiohttp :class:`~aiohttp.web.Server`: the connection becomes its ``RequestHandler`` protocol and
 gets the bytes read since that request's first byte (:mod:`keyrelay.http1.handover`).
 """
@@ -45,7 +47,7 @@ class LeanServer:
     """The protocol factory (``loop.create_server(server, …)``) and what its connections share."""
 
     def __init__(self, handler: Handler, limits: Limits | None = None, *,
-                 route: Callable[[bytes], bool] | None = None, fallback: web.Server | None = None) -> None:
+                 route: Callable[[bytes], object] | None = None, fallback: web.Server | None = None) -> None:
         self.handler = handler
         self.limits = limits = limits or Limits()
         self.route = route

@@ -27,6 +27,7 @@ import ssl
 import urllib.parse
 import urllib.request
 from collections import deque
+from functools import partial
 from typing import cast
 
 import httptools
@@ -70,6 +71,10 @@ class _Conn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             resp.fail(UpstreamProtocolError(f"invalid HTTP from the upstream: {exc}"))
             self.close()
+        after = resp.after_read
+        if after is not None:
+            resp.after_read = None
+            after()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -212,15 +217,15 @@ class UpstreamClient:
 
     def send(
         self, method: str | bytes, url: str, headers: HeaderInput, body: bytes, sink: Sink,
-        *, read_timeout: float | None = None, connect_timeout: float | None = None,
+        *, more: HeaderInput = (), read_timeout: float | None = None, connect_timeout: float | None = None,
     ) -> None:
         """The callback form of :meth:`request`: the answer goes to ``sink`` as it arrives, and
         with an idle connection at hand there is no coroutine or future at all. Errors, the
         connection's included, go to ``sink.on_error``; ``on_end`` (or the caller, later) must
-        :meth:`~UpstreamResponse.release` the answer."""
+        :meth:`~UpstreamResponse.release` the answer. ``more``: headers sent after ``headers``."""
         m = method.encode() if isinstance(method, str) else method
         origin, target = self._origin(url)
-        data = serialize(m, target, origin, headers, body)
+        data = serialize(m, target, origin, headers, body, more)
         timeout = self.read_timeout if read_timeout is None else read_timeout
         loop = asyncio.get_running_loop()
         if self._closed:
@@ -232,7 +237,12 @@ class UpstreamClient:
             return
         resp = self._start(conn, m, data, timeout, loop)
         resp.sink = sink
-        resp.retry = lambda: loop.create_task(self._send_fresh(origin, m, data, sink, timeout, connect_timeout))
+        resp.retry = partial(self._resend, origin, m, data, sink, timeout, connect_timeout)
+
+    def _resend(self, origin: Origin, method: bytes, data: bytes, sink: Sink, timeout: float,
+                connect_timeout: float | None) -> None:
+        """:meth:`send` again on a fresh connection (the idle one it took was stale)."""
+        asyncio.get_running_loop().create_task(self._send_fresh(origin, method, data, sink, timeout, connect_timeout))
 
     def _start(self, conn: _Conn, method: bytes, data: bytes, timeout: float,
                loop: asyncio.AbstractEventLoop) -> UpstreamResponse:
@@ -338,7 +348,8 @@ class UpstreamClient:
             conn.resp = None
             loop_time = asyncio.get_running_loop().time()
             self._idle.setdefault(conn.origin.key, {})[conn] = loop_time
-            self._wake()
+            if self._waiters:
+                self._wake()
         else:
             conn.close()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from aiohttp import web
 
@@ -17,6 +17,7 @@ __all__ = [
     "forward_request_headers",
     "forwarder",
     "join_upstream",
+    "raw_forwarder",
     "strip_query_param",
 ]
 
@@ -110,12 +111,12 @@ def _forward_with(
 forward_request_headers = _forward_with(_FORWARD_MEMO, _forward_learn)
 
 
-def forwarder(dialect: Dialect) -> Callable[[Mapping[str, str]], dict[str, str]]:
-    """:func:`forward_request_headers` for a pool of ``dialect``: the common allow-list plus the
-    dialect's own headers (Anthropic: ``anthropic-*``), never one of its credential headers."""
+def _dialect_test(dialect: Dialect) -> Callable[[str], int] | None:
+    """The allow-list test for a pool of ``dialect`` (``None``: the common one): the common list
+    plus the dialect's own headers (Anthropic: ``anthropic-*``), never one of its credential headers."""
     names, prefixes, creds = dialect.forward_headers, dialect.forward_prefixes, dialect.auth_header_names
     if not names and not prefixes:
-        return forward_request_headers
+        return None
 
     def test(lk: str) -> int:
         if lk in creds:
@@ -124,8 +125,48 @@ def forwarder(dialect: Dialect) -> Callable[[Mapping[str, str]], dict[str, str]]
             return _KEEP
         return _forward_test(lk)
 
+    return test
+
+
+def forwarder(dialect: Dialect) -> Callable[[Mapping[str, str]], dict[str, str]]:
+    """:func:`forward_request_headers` for a pool of ``dialect``: the common allow-list plus the
+    dialect's own headers (Anthropic: ``anthropic-*``), never one of its credential headers."""
+    test = _dialect_test(dialect)
+    if test is None:
+        return forward_request_headers
     memo, learn = _memo(test)
     return _forward_with(memo, learn)
+
+
+_USER_AGENT_RAW = USER_AGENT.encode("latin-1")
+
+
+def raw_forwarder(dialect: Dialect) -> Callable[[Iterable[tuple[bytes, bytes]]], dict[bytes, bytes]]:
+    """:func:`forwarder` over header lines as parsed (bytes, as the lean server has them): the
+    same decisions, the same lines in the same order, nothing decoded or encoded again."""
+    test = _dialect_test(dialect) or _forward_test
+    memo: dict[bytes, int] = {}
+    known = memo.get
+
+    def forward(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+        out = {}
+        ua = False
+        for k, v in raw:
+            keep = known(k)
+            if keep is None:
+                if len(memo) >= 4096:
+                    memo.clear()
+                keep = memo[k] = test(k.decode("latin-1").lower())
+            if keep:
+                out[k] = v
+                if keep == _KEEP_UA:
+                    ua = True
+        out[b"Accept-Encoding"] = b"identity"
+        if not ua:
+            out[b"User-Agent"] = _USER_AGENT_RAW
+        return out
+
+    return forward
 
 
 def error_response(

@@ -4,12 +4,12 @@ relay flow (``runtime/flow.py``) driven from callbacks.
 A pool request whose body came with its head and whose token is known (the usual case) runs
 with no coroutine at all: the server calls :meth:`LeanGateway.handle`, which checks the request
 as :meth:`Proxy.handle <keyrelay.server.proxy.Proxy.handle>` does and starts a
-:class:`_Relay`; the upstream client's callbacks (``UpstreamClient.send``) feed the flow its
-answers, and the flow's replies and streams go out through the response writer. A token to
-look up in the store, a body still arriving, or outcomes still being written
-(``pool.writing``) take a coroutine for that step only. Every other path (``/healthz``,
-``/readyz``, ``/metrics``, ``/admin``, unknown ones) is answered by the aiohttp server, to which
-the connection is handed over (``http1/handover.py``).
+:class:`~keyrelay.server.lean_relay.Relay`; the upstream client's callbacks
+(``UpstreamClient.send``) feed the flow its answers, and the flow's replies and streams go out
+through the response writer. A token to look up in the store, a body still arriving, or
+outcomes still being written (``pool.writing``) take a coroutine for that step only. Every
+other path (``/healthz``, ``/readyz``, ``/metrics``, ``/admin``, unknown ones) is answered by
+the aiohttp server, to which the connection is handed over (``http1/handover.py``).
 """
 
 from __future__ import annotations
@@ -17,19 +17,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable
-from urllib.parse import unquote
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from keyrelay.http1.errors import BodyError, BodyTooLarge, BodyTooSlow, Busy, MalformedBody
+from keyrelay.http1.headers import RawHeaders
 from keyrelay.http1.request import Request
-from keyrelay.http1.response import UpstreamResponse
 from keyrelay.http1.server import LeanServer, Limits
 from keyrelay.http1.upstream import UpstreamClient
 from keyrelay.http1.writer import ResponseWriter
 from keyrelay.logs import access_log
-from keyrelay.runtime.flow import MORE, PASS, READ, Exchange, Reply, Stream, Want
+from keyrelay.runtime.flow import Exchange
 from keyrelay.runtime.pool import KeyPool
 from keyrelay.server.auth import Caller as Client
 from keyrelay.server.bodies import BodyTooLarge as _AioTooLarge
@@ -37,33 +36,23 @@ from keyrelay.server.bodies import BodyTooSlow as _AioTooSlow
 from keyrelay.server.bodies import Busy as _AioBusy
 from keyrelay.server.bodies import MalformedBody as _AioMalformed
 from keyrelay.server.bodies import refusal
-from keyrelay.server.http import error_response, join_upstream, strip_query_param
+from keyrelay.server.http import error_response, join_upstream, raw_forwarder, strip_query_param
+from keyrelay.server.lean_relay import Relay, header_lines, logged_path
 from keyrelay.server.paths import path_problem
 from keyrelay.server.proxy import Proxy
 
 __all__ = ["LeanGateway", "LeanSite"]
 
-Headers = list[tuple[bytes, bytes]]
-_JSON = [(b"Content-Type", b"application/json")]
+#: what :meth:`LeanGateway.route` found for a request: its pool, path, path under the pool, query
+Routed = tuple[KeyPool, str, str, str]
 #: the aiohttp driver's refusals (bodies.py, which shapes them in the pool's dialect) for ours
 _REFUSAL = {BodyTooLarge: _AioTooLarge, BodyTooSlow: _AioTooSlow, Busy: _AioBusy, MalformedBody: _AioMalformed}
-
-
-def _out(headers: dict[str, str]) -> Headers:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-
-def _logged(req: Request) -> str:
-    """The path as the access log shows it: percent-decoded, as aiohttp's ``request.path`` is
-    (the log escapes what must be; docs/design.md "Secrets")."""
-    path = req.path
-    return unquote(path) if "%" in path else path
 
 
 def _send_response(w: ResponseWriter, resp: web.Response) -> None:
     """An aiohttp-shaped error answer (``error_response``) through the lean writer."""
     body = resp.body if isinstance(resp.body, bytes) else b""
-    w.send(resp.status, _out({k: v for k, v in resp.headers.items() if k.lower() != "content-length"}), body)
+    w.send(resp.status, header_lines({k: v for k, v in resp.headers.items() if k.lower() != "content-length"}), body)
 
 
 class LeanGateway:
@@ -73,20 +62,24 @@ class LeanGateway:
         self.proxy = proxy
         self.runtime = proxy.runtime
         self.client = client
+        #: per pool: the client's header lines that may go upstream (``server/http.py``), as bytes
+        self._forwarders: dict[str, Callable[[RawHeaders], dict[bytes, bytes]]] = {}
 
-    def route(self, target: bytes) -> bool:
-        """Is ``target`` a pool's (answered here)? Others go to the aiohttp server."""
-        path = target.partition(b"?")[0].decode("latin-1")
-        return self.proxy._route(path)[0] is not None
+    def route(self, target: bytes) -> Routed | None:
+        """Is ``target`` a pool's (answered here: its pool, path, the path under the pool and the
+        query, which the server keeps for :meth:`handle`)? ``None``: the aiohttp server answers it."""
+        path, _, query = target.decode("latin-1").partition("?")
+        pool, rest = self.proxy._route(path)
+        return None if pool is None else (pool, path, rest, query)
 
     def handle(self, req: Request, w: ResponseWriter) -> Awaitable[None] | None:
         started = time.perf_counter()
-        target = req.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        pool, rest = self.proxy._route(path)
-        if pool is None:  # the route said otherwise: not reached
-            _send_response(w, error_response(404, f"no pool serves {path!r}", code="unknown_pool"))
+        routed: Routed | None = req.routed if req.routed is not None else self.route(req.target)
+        if routed is None:  # the route said otherwise: not reached
+            _send_response(w, error_response(404, f"no pool serves {req.path!r}", code="unknown_pool"))
             return None
+        req.routed = routed
+        pool, path, rest, query = routed
         dialect = pool.dialect
         if ("/." in path or "%" in path or "\\" in path or not path.isprintable()) and (
             problem := path_problem(path)
@@ -149,7 +142,7 @@ class LeanGateway:
         return False
 
     def _accepted(self, req: Request, w: ResponseWriter, pool: KeyPool, rest: str, query: str, client: Client,
-                  body: bytes, started: float) -> _Relay | None:
+                  body: bytes, started: float) -> Relay | None:
         if self._check(req, w, pool, rest, client, started):
             return None
         limit = pool.settings.retry.max_body_bytes
@@ -160,12 +153,16 @@ class LeanGateway:
         return self._relay(req, w, pool, rest, query, client, body, started)
 
     def _relay(self, req: Request, w: ResponseWriter, pool: KeyPool, rest: str, query: str, client: Client,
-               body: bytes, started: float) -> _Relay:
+               body: bytes, started: float) -> Relay:
         if pool.dialect.credential_query:
             query = strip_query_param(query, pool.dialect.credential_query)
         url = join_upstream(pool.settings.base_url, rest, query)
-        ex = Exchange(pool, req.method, url, self.proxy.forward_headers(pool, req.headers), body)
-        relay = _Relay(self, req, w, ex, pool, client.name, body, started)
+        forward = self._forwarders.get(pool.name)
+        if forward is None:
+            forward = self._forwarders[pool.name] = raw_forwarder(pool.dialect)
+        # the client's headers stay bytes, apart: the exchange holds the key's credentials only
+        ex = Exchange(pool, req.method, url, {}, body)
+        relay = Relay(self, req, w, ex, pool, client.name, body, started, forward(req.raw_headers))
         relay.go()
         return relay
 
@@ -173,171 +170,10 @@ class LeanGateway:
                  started: float) -> None:
         """A request answered before any key was chosen: its access line, its count, the answer."""
         if access_log.enabled:
-            access_log.request(pool, None, req.method, _logged(req), resp.status, outcome, 0, started, client)
+            access_log.request(pool, None, req.method, logged_path(req), resp.status, outcome, 0, started, client)
         if self.proxy.count is not None:
             self.proxy.count((pool, outcome, resp.status, -1.0, -1.0))
         _send_response(w, resp)
-
-
-class _Relay:
-    """One request's attempts, driven by the upstream client's callbacks (its ``Sink``)."""
-
-    __slots__ = ("body", "chunks", "client", "ex", "finished", "gw", "how", "pool", "req", "resp", "started", "stream",
-                 "w", "waiter")
-
-    def __init__(self, gw: LeanGateway, req: Request, w: ResponseWriter, ex: Exchange, pool: KeyPool, client: str,
-                 body: bytes, started: float) -> None:
-        self.gw, self.req, self.w, self.ex, self.pool = gw, req, w, ex, pool
-        self.client, self.body, self.started = client, body, started
-        self.how: Want = READ
-        self.chunks: list[bytes] = []
-        self.stream: Stream | None = None
-        self.resp: UpstreamResponse | None = None
-        self.finished = False
-        self.waiter: asyncio.Future[None] | None = None
-
-    async def wait(self) -> None:
-        """Until the request is over (for a coroutine handler that started the relay)."""
-        if not self.finished:
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
-
-    def go(self) -> None:
-        self.req.on_abort = self.gone
-        reply = self.ex.start()
-        if reply is not None:
-            self.reply(reply)
-        else:
-            self.attempt()
-
-    def attempt(self) -> None:
-        retry = self.pool.settings.retry
-        self.chunks = []
-        self.gw.client.send(self.req.method, self.ex.url, self.ex.headers, self.body, self,
-                            read_timeout=retry.read_timeout, connect_timeout=retry.connect_timeout)
-
-    def next(self, reply: Reply | None) -> None:
-        if reply is None:
-            self.attempt()
-        else:
-            self.reply(reply)
-
-    # -- the upstream client's callbacks --
-
-    def on_head(self, resp: UpstreamResponse) -> None:
-        if self.finished:  # the client hung up while this attempt was connecting
-            resp.release()
-            return
-        self.resp = resp
-        how = self.how = self.ex.head(resp.status, resp.headers)
-        if how is PASS:
-            self.start_stream(self.ex.passthrough())
-
-    def on_data(self, resp: UpstreamResponse, data: bytes) -> None:
-        stream = self.stream
-        if stream is not None:
-            out = stream.chunk(data)
-            if out:
-                self.w.write(out)
-                if self.w.paused:  # the client reads slower than the upstream sends
-                    resp.pause()
-                    self.w.when_drained(resp.resume)
-        elif self.how is READ:
-            self.chunks.append(data)
-        else:
-            self.peeked(resp, self.ex.peek(data))
-
-    def on_end(self, resp: UpstreamResponse) -> None:
-        stream = self.stream
-        if stream is not None:
-            self.end_stream(stream.end())
-            resp.release()
-        elif self.how is READ:
-            resp.release()
-            self.next(self.ex.body(b"".join(self.chunks)))
-        else:
-            self.peeked(resp, self.ex.peek(b""))
-
-    def on_error(self, resp: UpstreamResponse | None, exc: BaseException) -> None:
-        if resp is not None:
-            resp.release()
-        self.resp = None
-        stream = self.stream
-        if self.finished or self.req.aborted:
-            return
-        if stream is not None:
-            self.end_stream(stream.cut(exc))
-        else:
-            self.next(self.ex.failed(exc, broke_off=resp is not None and resp.head_done))
-
-    # -- the flow's steps --
-
-    def peeked(self, resp: UpstreamResponse, step: Reply | Stream | Want | None) -> None:
-        if step is MORE:
-            return
-        if isinstance(step, Stream):
-            self.start_stream(step)
-            return
-        resp.release()  # not read whole: its connection is closed
-        self.resp = None
-        self.next(step if isinstance(step, Reply) else None)
-
-    def start_stream(self, stream: Stream) -> None:
-        self.stream = stream
-        self.w.start(stream.status, _out(stream.headers))
-        if stream.first:
-            self.w.write(stream.first)
-
-    def end_stream(self, tail: bytes) -> None:
-        if tail:
-            self.w.write(tail)
-        self.w.end()
-        self.done(self.stream.status if self.stream is not None else 200)
-
-    def reply(self, reply: Reply) -> None:
-        if self.pool.writing:  # recorded outcomes are written before the caller hears of them
-            asyncio.get_running_loop().create_task(self._settled(reply))
-            return
-        self.w.send(reply.status, _out(reply.headers), reply.body)
-        self.done(reply.status)
-
-    async def _settled(self, reply: Reply) -> None:
-        await self.pool.settle()
-        if not self.req.aborted:
-            self.w.send(reply.status, _out(reply.headers), reply.body)
-        self.done(reply.status)
-
-    def gone(self) -> None:
-        """The client hung up before the answer ended."""
-        resp, self.resp = self.resp, None
-        stream = self.stream
-        if stream is not None:
-            ok = stream.gone()
-            self.done(200 if ok else 499, "ok" if ok else "client_gone")
-        else:
-            self.ex.abandon()
-            self.done(499, "client_gone")
-        if resp is not None:
-            resp.release()
-
-    def done(self, status: int, outcome: str | None = None) -> None:
-        """The request is over: its access line and its count, once."""
-        if self.finished:
-            return
-        self.finished = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-        attempts = self.ex.attempts
-        if outcome is None:
-            outcome = attempts.last.outcome.value if attempts.last else "no_key"
-        if access_log.enabled:
-            access_log.request(self.pool.name, attempts.last_lease, self.req.method, _logged(self.req), status, outcome,
-                               attempts.count, self.started, self.client)
-        count = self.gw.proxy.count
-        if count is not None:
-            end = time.perf_counter()
-            first = attempts.first_byte or end
-            count((self.pool.name, outcome or "error", status, end - self.started, first - self.started))
 
 
 class LeanSite(web.BaseSite):

@@ -142,7 +142,7 @@ def event_out(e: Event) -> EventOut:
 def _before(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit() or not 0 < int(cursor) < 2**62:
+    if not (cursor.isascii() and cursor.isdigit()) or not 0 < int(cursor) < 2**62:
         raise ApiError(404, "cursor_not_found", "no page at this cursor (not one this API gave out)")
     return int(cursor)
 
