@@ -100,7 +100,7 @@ def log_text() -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[tuple[str, Runtime, aiohttp.ClientSession]]:
+async def gateway(engine: str) -> AsyncIterator[tuple[str, Runtime, aiohttp.ClientSession]]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", hostile)
     up_runner = web.AppRunner(app, access_log=None)
@@ -110,7 +110,7 @@ async def gateway() -> AsyncIterator[tuple[str, Runtime, aiohttp.ClientSession]]
     up_port = up_runner.addresses[0][1]
     settings = parse_settings(
         {
-            "server": {"sync_interval": 0.1},
+            "server": {"sync_interval": 0.1, "engine": engine},
             "store": {"url": "memory://"},
             "pools": [{"name": "openai", "base_url": f"http://127.0.0.1:{up_port}/v1",
                        "checker": {"correlated_share": 1.0}}],
@@ -124,7 +124,12 @@ async def gateway() -> AsyncIterator[tuple[str, Runtime, aiohttp.ClientSession]]
     runtime = Runtime(settings, store)
     runner = GatewayRunner(runtime)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    if engine == "lean":  # both engines, as every gateway test (conftest.py)
+        from keyrelay.server.app import lean_site
+
+        site: web.BaseSite = lean_site(runner, "127.0.0.1", 0)
+    else:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
     async with aiohttp.ClientSession() as session:
