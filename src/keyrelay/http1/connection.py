@@ -38,8 +38,8 @@ class _Stop(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = (
         "_drain", "_loop", "cur", "due", "final", "head_bytes", "head_since", "head_size", "idle_since", "limits", "on_drained",
-        "parser", "pending", "queue",
-        "read_paused", "remote", "run", "seen", "server", "stopped", "task", "timer", "transport", "write_paused",
+        "parser", "pending", "queue", "read_paused", "remote", "run", "seen", "server", "stopped", "task", "timer", "transport",
+        "write_paused",
     )
 
     def __init__(self, server: ServerLike) -> None:

@@ -18,7 +18,7 @@ import random
 import re
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
@@ -26,8 +26,10 @@ from keyrelay.config import PoolSettings
 from keyrelay.core.correlation import Admission, CorrelationGuard
 from keyrelay.core.exclusions import ModelExclusions
 from keyrelay.core.machine import ENABLED_BY_A_PERSON, UNVERIFIED, on_outcome
-from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord, KeyState, Outcome, Transition, Verdict
+from keyrelay.core.model import Counters, KeyRecord, KeyState, Outcome, Transition, Verdict
 from keyrelay.core.pool import Lease, PoolState
+from keyrelay.core.tally import OUTCOME_INDEX, merge_sums
+from keyrelay.core.tally import sum_tally as sum_counts
 from keyrelay.exceptions import NoKeyAvailable, StoreUnavailable
 from keyrelay.providers import Dialect, Usage, get_dialect
 from keyrelay.runtime import redactor
@@ -38,18 +40,6 @@ __all__ = ["KeyPool", "Lease"]
 
 log = logging.getLogger("keyrelay.pool")
 
-_OUTCOME_COUNTER = {
-    Outcome.OK: "successes",
-    Outcome.RATE_LIMITED: "rate_limited",
-    Outcome.QUOTA_EXHAUSTED: "quota_exhausted",
-    Outcome.INVALID_KEY: "invalid_key",
-    Outcome.UPSTREAM_FAULT: "upstream_fault",
-    Outcome.NETWORK_ERROR: "network_error",
-    Outcome.CLIENT_ERROR: "client_error",
-}
-_FIELD_INDEX = {f: i for i, f in enumerate(COUNTER_FIELDS)}
-_OUTCOME_INDEX = {o: _FIELD_INDEX[f] for o, f in _OUTCOME_COUNTER.items()}
-_PROMPT, _COMPLETION = _FIELD_INDEX["prompt_tokens"], _FIELD_INDEX["completion_tokens"]
 _OUT_OF_TRAFFIC = frozenset({KeyState.COOLING, KeyState.EXHAUSTED, KeyState.INVALID})
 
 
@@ -246,9 +236,9 @@ class KeyPool:
         if outcome is Outcome.CLIENT_GONE:
             return
         if usage is None:
-            self._tally.append((key_id, _OUTCOME_INDEX[outcome], 0, 0))
+            self._tally.append((key_id, OUTCOME_INDEX[outcome], 0, 0))
         else:
-            self._tally.append((key_id, _OUTCOME_INDEX[outcome], usage.prompt_tokens, usage.completion_tokens))
+            self._tally.append((key_id, OUTCOME_INDEX[outcome], usage.prompt_tokens, usage.completion_tokens))
 
     def take_counters(self) -> dict[str, Counters]:
         """The counters gathered since the last call (for a batched store write)."""
@@ -273,39 +263,15 @@ class KeyPool:
         count them for /metrics."""
         if self.telemetry is not None and tally:
             self.telemetry.add_tally(self.name, tally)
-        width = len(COUNTER_FIELDS)
-        prompts = completions = 0
-        for kid, index, prompt, completion in tally:
-            row = rows.get(kid)
-            if row is None:
-                row = rows[kid] = [0] * width
-            row[0] += 1  # requests
-            row[index] += 1
-            row[_PROMPT] += prompt
-            row[_COMPLETION] += completion
-            prompts += prompt
-            completions += completion
-        if total is not None and tally:
-            total[0] += len(tally)
-            for index, n in Counter(t[1] for t in tally).items():
-                total[index] += n
-            total[_PROMPT] += prompts
-            total[_COMPLETION] += completions
+        sum_counts(tally, rows, total)
 
     def keep_sums(self, sums: dict[str, list[int]]) -> None:
         """Per-key sums not written yet (not due, or the store was down) go back into the batch."""
         with self.lock:
-            carry = self._carry
-            if not carry:
+            if self._carry:
+                merge_sums(self._carry, sums)
+            else:
                 self._carry = sums
-                return
-            for kid, row in sums.items():
-                mine = carry.get(kid)
-                if mine is None:
-                    carry[kid] = row
-                else:
-                    for i, v in enumerate(row):
-                        mine[i] += v
 
     async def drain_backlog(self) -> None:
         """Retry the transitions queued while the store was unreachable, oldest first."""
