@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pytest
 
 from keyrelay.config import parse_settings
-from keyrelay.core.model import Counters, Verdict
+from keyrelay.core.model import Verdict
 from keyrelay.core.pool import Lease
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime.process import COUNTER_ROWS_PER_SECOND, FLUSH_SLICE, MAX_COUNTER_LAG, Runtime
@@ -83,13 +83,13 @@ async def test_a_big_flush_leaves_the_event_loop_free_between_slices() -> None:
             ticks += 1
 
     writes: list[int] = []
-    add = rt.store.add_counters
+    add = rt.store.add_key_sums
 
-    async def add_counters(deltas: Mapping[str, Counters]) -> None:
-        writes.append(len(deltas))
-        await add(deltas)
+    async def add_key_sums(at: float, sums: Mapping[str, Sequence[int]]) -> None:
+        writes.append(len(sums))
+        await add(at, sums)
 
-    rt.store.add_counters = add_counters  # type: ignore[method-assign]
+    rt.store.add_key_sums = add_key_sums  # type: ignore[method-assign]
     beat = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     try:
@@ -104,17 +104,17 @@ async def test_a_big_flush_leaves_the_event_loop_free_between_slices() -> None:
 async def test_a_store_lost_in_the_middle_of_a_flush_loses_and_doubles_nothing() -> None:
     n = 2 * FLUSH_SLICE + 3
     rt = await _runtime_with_busy_keys(n)
-    add = rt.store.add_counters
+    add = rt.store.add_key_sums
     calls = 0
 
-    async def add_counters(deltas: Mapping[str, Counters]) -> None:
+    async def add_key_sums(at: float, sums: Mapping[str, Sequence[int]]) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise StoreUnavailable("lost")
-        await add(deltas)
+        await add(at, sums)
 
-    rt.store.add_counters = add_counters  # type: ignore[method-assign]
+    rt.store.add_key_sums = add_key_sums  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailable):
         await rt.flush()
     assert sum(r.counters.requests for r in await rt.store.load("openai")) == FLUSH_SLICE
@@ -126,19 +126,19 @@ async def test_a_store_lost_in_the_middle_of_a_flush_loses_and_doubles_nothing()
 async def test_a_flush_cancelled_in_the_middle_loses_nothing_at_shutdown() -> None:
     n = 3 * FLUSH_SLICE
     rt = await _runtime_with_busy_keys(n)
-    add = rt.store.add_counters
+    add = rt.store.add_key_sums
     started = asyncio.Event()
     gate = asyncio.Event()
     written: list[int] = []
 
-    async def add_counters(deltas: Mapping[str, Counters]) -> None:
+    async def add_key_sums(at: float, sums: Mapping[str, Sequence[int]]) -> None:
         if written:  # the second slice waits, as a slow store would
             started.set()
             await gate.wait()
-        await add(deltas)
-        written.append(sum(c.requests for c in deltas.values()))
+        await add(at, sums)
+        written.append(sum(row[0] for row in sums.values()))  # requests
 
-    rt.store.add_counters = add_counters  # type: ignore[method-assign]
+    rt.store.add_key_sums = add_key_sums  # type: ignore[method-assign]
     flush = asyncio.create_task(rt.flush())
     await started.wait()
     flush.cancel()  # shutting down while the second slice is being written

@@ -6,6 +6,7 @@ import pytest
 
 from keyrelay.core.model import Counters, Event, KeyRecord, KeyState, Transition
 from keyrelay.stores.base import Changes, Store, hash_token, key_id_for
+from keyrelay.stores.usage import HOUR, MINUTE, key_scope
 
 NOW = 1_700_000_000.0
 
@@ -305,6 +306,28 @@ async def test_counters_add_up_and_do_not_count_as_changes(store: Store) -> None
     assert got[a.id] == Counters(requests=3, successes=2, rate_limited=1, prompt_tokens=30, completion_tokens=7)
     assert got[b.id] == Counters(requests=5)
     assert await store.changes(cursor) == Changes(cursor)
+
+
+async def test_a_flush_of_key_sums_adds_to_counters_and_to_the_keys_usage(store: Store) -> None:
+    """``add_key_sums`` (the gateway's counter flush): one row per key, in COUNTER_FIELDS order."""
+    at = 1_800_000_020.0  # usage buckets in the future: Redis lets past ones expire at once
+    a = await add_one(store, "sk-sums-a")
+    b = await add_one(store, "sk-sums-b")
+    await store.add_counters({a.id: Counters(requests=1, successes=1)})
+    first = Counters(requests=3, successes=2, rate_limited=1, prompt_tokens=30, completion_tokens=12)
+
+    await store.add_key_sums(at, {a.id: list(first.values()), b.id: list(Counters(requests=2, network_error=2).values()),
+                                   "k-missing": list(Counters(requests=9).values())})
+    await store.add_key_sums(at + 1, {a.id: list(Counters(requests=1, successes=1).values())})
+    await store.add_key_sums(at, {})
+
+    got = {r.id: r.counters for r in await store.load()}
+    assert got[a.id] == Counters(requests=5, successes=4, rate_limited=1, prompt_tokens=30, completion_tokens=12)
+    assert got[b.id] == Counters(requests=2, network_error=2)
+    minutes = await store.usage(key_scope(a.id), MINUTE, at - MINUTE, at + MINUTE)
+    assert [c for _, c in minutes] == [first.plus(Counters(requests=1, successes=1))]  # at and at + 1: one minute
+    hours = await store.usage(key_scope(b.id), HOUR, at - HOUR, at + HOUR)
+    assert [c for _, c in hours] == [Counters(requests=2, network_error=2)]
 
 
 async def test_a_key_removed_and_added_again_starts_counting_from_zero(store: Store) -> None:

@@ -21,7 +21,7 @@ from keyrelay.runtime.pool import KeyPool
 from keyrelay.runtime.telemetry import Telemetry
 from keyrelay.stores import Store, open_store
 from keyrelay.stores.base import Watchable
-from keyrelay.stores.usage import key_usage_rows, pool_scope
+from keyrelay.stores.usage import pool_scope
 
 __all__ = ["Runtime"]
 
@@ -36,7 +36,7 @@ BIG_REDACTION = 20_000
 COUNTER_ROWS_PER_SECOND = 1000.0
 MAX_COUNTER_LAG = 60.0
 #: keys summed, then written, per turn of the event loop in a counter flush (``_flush_counters``)
-FLUSH_SLICE = 2000
+FLUSH_SLICE = 500
 
 
 class Runtime:
@@ -228,12 +228,12 @@ class Runtime:
             if not keys:
                 pool.keep_sums(sums)
                 return 0
-            order = sorted(sums)
+            order = list(sums)
             for i in range(0, len(order), FLUSH_SLICE):
                 if i:
                     await asyncio.sleep(0)
-                deltas = {kid: Counters(*sums[kid]) for kid in order[i : i + FLUSH_SLICE]}
-                write = asyncio.ensure_future(self.store.add_counters(deltas))
+                part = sorted(order[i : i + FLUSH_SLICE])  # in key order: the store's index walked, not jumped about
+                write = asyncio.ensure_future(self.store.add_key_sums(keys_at, {kid: sums[kid] for kid in part}))
                 self._writing.add(write)  # a flush cancelled (shutting down) still writes this slice: stop() waits
                 write.add_done_callback(self._writing.discard)
                 try:
@@ -241,11 +241,7 @@ class Runtime:
                 finally:
                     failed = write.done() and (write.cancelled() or write.exception() is not None)
                     if not failed:  # written, or being written
-                        done = i + len(deltas)
-                try:  # each key's usage over time
-                    await self.store.add_usage(keys_at, key_usage_rows(deltas))
-                except StoreUnavailable:
-                    pass  # the counters are written; only the keys' charts miss them
+                        done = i + len(part)
         except BaseException:
             pool.sum_tally(tally[summed:], sums, total)
             rest = order[done:] if order else list(sums)

@@ -147,6 +147,13 @@ class Store(Protocol):
         """Add each scope's counters to its minute and hour buckets of ``at``; prune old buckets."""
         ...
 
+    async def add_key_sums(self, at: float, sums: Mapping[str, Sequence[int]]) -> None:
+        """A counter flush's rows for keys, in one write: each key's counts (in
+        :data:`~keyrelay.core.model.COUNTER_FIELDS` order) added to its counters (unknown ids
+        ignored) and to its usage buckets of ``at`` (scope ``key:<id>``). The gateway's flush
+        writes tens of thousands of these with many keys: no object per row on the way."""
+        ...
+
     async def usage(self, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
         """The buckets of ``scope`` with ``step`` starting in ``[since, until)``, oldest first
         (only buckets that hold something)."""

@@ -9,7 +9,7 @@ from dataclasses import replace
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
 from keyrelay.stores.base import AddResult, Changes, TokenRecord, coalesces, key_id_for, refuse_import
 from keyrelay.stores.evidence import scrub_event, scrub_transition
-from keyrelay.stores.usage import RETENTION, STEPS, EventQuery, bucket_start, page_of
+from keyrelay.stores.usage import RETENTION, STEPS, EventQuery, add_key_sums_by_parts, bucket_start, page_of
 
 __all__ = ["MemoryStore"]
 
@@ -130,6 +130,9 @@ class MemoryStore:
                 cutoff = at - RETENTION[step]
                 for k in [k for k in self._usage if k[1] == step and k[2] + step <= cutoff]:
                     del self._usage[k]
+
+    async def add_key_sums(self, at: float, sums: Mapping[str, Sequence[int]]) -> None:
+        await add_key_sums_by_parts(self, at, sums)
 
     async def usage(self, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:
         found = [(t, c) for (s, st, t), c in self._usage.items() if s == scope and st == step and since <= t < until]

@@ -70,6 +70,7 @@ from keyrelay.stores.redis_schema import open_schema, rotate
 from keyrelay.stores.redis_scripts import GUARDED, LOST, LUA
 from keyrelay.stores.redis_tokens import TokenMixin
 from keyrelay.stores.redis_usage import UsageMixin
+from keyrelay.stores.usage import add_key_sums_by_parts
 
 __all__ = ["RedisStore", "default_key_file"]
 
@@ -289,6 +290,9 @@ class RedisStore(UsageMixin, TokenMixin):
             if done >= 0:
                 return done == 1
         raise StoreError(f"key {key_id} kept changing while being removed")
+
+    async def add_key_sums(self, at: float, sums: Mapping[str, Sequence[int]]) -> None:
+        await add_key_sums_by_parts(self, at, sums)  # two pipelines of BATCH keys: the keys' hashes, their buckets
 
     @edge
     async def add_counters(self, deltas: Mapping[str, Counters]) -> None:

@@ -26,6 +26,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from operator import add
 from typing import TypeVar
 
 from keyrelay.core.model import Counters, Event, KeyRecord, Transition
@@ -46,7 +47,7 @@ from keyrelay.stores.sqlite_schema import (
     reencrypt,
 )
 from keyrelay.stores.sqlite_tokens import SQLiteTokens
-from keyrelay.stores.sqlite_usage import events_sql, read_usage, write_usage
+from keyrelay.stores.sqlite_usage import events_sql, read_usage, write_key_sums, write_usage
 from keyrelay.stores.usage import EventQuery
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -254,6 +255,11 @@ class SQLiteStore(SQLiteTokens):
             return
         rows = [(kid, *d.values()) for kid, d in deltas.items()]
         await self._write(lambda conn: conn.executemany(ADD_COUNTERS, rows))
+
+    async def add_key_sums(self, at: float, sums: Mapping[str, Sequence[int]]) -> None:
+        if sums:
+            rows = list(map(add, zip(sums), map(tuple, sums.values())))  # (id, *counts), built in C
+            await self._write(partial(write_key_sums, at, rows))
 
     async def set_balance(self, key_id: str, balance: float | None, currency: str) -> None:
         sql = "UPDATE keys SET balance = ?, currency = ? WHERE id = ?"

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import add
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters
-from keyrelay.stores.sqlite_schema import EVENT_COLUMNS, HOUR_OF, KEYS_FROM, KEYS_TO
+from keyrelay.stores.sqlite_schema import ADD_COUNTERS, EVENT_COLUMNS, HOUR_OF, KEYS_FROM, KEYS_TO
 from keyrelay.stores.usage import HOUR, MINUTE, RETENTION, EventQuery, bucket_start
 
-__all__ = ["events_sql", "read_usage", "write_usage"]
+__all__ = ["events_sql", "read_usage", "write_key_sums", "write_usage"]
 
 _COLS = ", ".join(COUNTER_FIELDS)
+_SET_SUMS = ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTER_FIELDS)
 _UPSERT = (
     f"INSERT INTO usage(step, t, scope, {_COLS}) VALUES (?, ?, ?, {', '.join('?' * len(COUNTER_FIELDS))}) "
-    f"ON CONFLICT(step, t, scope) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in COUNTER_FIELDS)}"
+    f"ON CONFLICT(step, t, scope) DO UPDATE SET {_SET_SUMS}"
 )
 
 
+#: a key's counts (?1: its id, then the counts) into its minute bucket ?{width + 2}
+_KEY_MINUTE = (
+    f"INSERT INTO usage(step, t, scope, {_COLS}) VALUES ({MINUTE}, ?{len(COUNTER_FIELDS) + 2}, '{KEYS_FROM}' || ?1, "
+    f"{', '.join(f'?{i + 2}' for i in range(len(COUNTER_FIELDS)))}) ON CONFLICT(step, t, scope) DO UPDATE SET {_SET_SUMS}"
+)
 #: a key's minutes of the hours before ?1, summed into its hour buckets
 _FOLD = (
     f"INSERT INTO usage(step, t, scope, {_COLS}) SELECT {HOUR}, {HOUR_OF} AS h, scope, "
     f"{', '.join(f'sum({c})' for c in COUNTER_FIELDS)} FROM usage "
     f"WHERE step = {MINUTE} AND t < ?1 AND scope >= '{KEYS_FROM}' AND scope < '{KEYS_TO}' GROUP BY h, scope "
-    f"ON CONFLICT(step, t, scope) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in COUNTER_FIELDS)}"
+    f"ON CONFLICT(step, t, scope) DO UPDATE SET {_SET_SUMS}"
 )
 
 
@@ -54,6 +62,14 @@ def write_usage(at: float, rows: Mapping[str, Counters], conn: sqlite3.Connectio
     if conn.execute(f"SELECT 1 FROM usage WHERE step = {MINUTE} AND t < ? LIMIT 1", (folded,)).fetchone():
         conn.execute(_FOLD, (folded,))
         conn.execute(f"DELETE FROM usage WHERE step = {MINUTE} AND t < ?", (folded,))
+
+
+def write_key_sums(at: float, rows: Sequence[Sequence[object]], conn: sqlite3.Connection) -> None:
+    """Keys' counts ``(id, *counts)`` added to their counters and their minute buckets of ``at``
+    (their hours are folded from the minutes: :func:`write_usage`)."""
+    conn.executemany(ADD_COUNTERS, rows)
+    minute = (bucket_start(at, MINUTE),)
+    conn.executemany(_KEY_MINUTE, map(add, rows, repeat(minute)))
 
 
 def read_usage(conn: sqlite3.Connection, scope: str, step: int, since: float, until: float) -> list[tuple[float, Counters]]:

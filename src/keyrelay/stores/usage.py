@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import Protocol
 
 from keyrelay.core.model import COUNTER_FIELDS, Counters, Event
 
@@ -24,6 +25,7 @@ __all__ = [
     "RETENTION",
     "STEPS",
     "EventQuery",
+    "add_key_sums_by_parts",
     "bucket_start",
     "key_scope",
     "key_usage_rows",
@@ -41,6 +43,11 @@ RETENTION: dict[int, float] = {MINUTE: 6 * 3600.0, HOUR: 8 * 86400.0}
 _VALUES = attrgetter(*COUNTER_FIELDS)  # Counters.values() without the call
 
 
+class _CountingStore(Protocol):
+    async def add_counters(self, deltas: Mapping[str, Counters]) -> None: ...
+    async def add_usage(self, at: float, rows: Mapping[str, Counters]) -> None: ...
+
+
 def bucket_start(at: float, step: int) -> float:
     return float(int(at // step) * step)
 
@@ -51,6 +58,13 @@ def pool_scope(pool: str) -> str:
 
 def key_scope(key_id: str) -> str:
     return f"key:{key_id}"
+
+
+async def add_key_sums_by_parts(store: _CountingStore, at: float, sums: Mapping[str, Sequence[int]]) -> None:
+    """``Store.add_key_sums`` for a store with no quicker way: its counters, then its usage rows."""
+    deltas = {kid: Counters(*row) for kid, row in sums.items()}
+    await store.add_counters(deltas)
+    await store.add_usage(at, key_usage_rows(deltas))
 
 
 def key_usage_rows(deltas: Mapping[str, Counters]) -> dict[str, Counters]:
