@@ -166,6 +166,15 @@ class UpstreamClient:
         self._live: set[UpstreamResponse] = set()
         self.tick = max(0.05, min(1.0, read_timeout / 10))
         self._ticker: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this client works on, kept: ``asyncio.get_running_loop()`` asks the kernel
+        for the process id each call (CPython 3.11), twice a request on the hot path."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -227,7 +236,7 @@ class UpstreamClient:
         origin, target = self._origin(url)
         data = serialize(m, target, origin, headers, body, more)
         timeout = self.read_timeout if read_timeout is None else read_timeout
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         if self._closed:
             sink.on_error(None, UpstreamError("the client is closed"))
             return
@@ -346,8 +355,7 @@ class UpstreamClient:
         """An answer is over: its connection goes back to the pool (``keep``) or is closed."""
         if keep and not self._closed and not conn.closed and conn.transport is not None:
             conn.resp = None
-            loop_time = asyncio.get_running_loop().time()
-            self._idle.setdefault(conn.origin.key, {})[conn] = loop_time
+            self._idle.setdefault(conn.origin.key, {})[conn] = self._running_loop().time()
             if self._waiters:
                 self._wake()
         else:

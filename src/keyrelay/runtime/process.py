@@ -33,8 +33,8 @@ log = logging.getLogger("keyrelay.runtime.process")
 BIG_REDACTION = 20_000
 
 #: The pace of counter writes with many busy keys (rows per second, on average); see ``_paced_flush``.
-COUNTER_ROWS_PER_SECOND = 1000.0
-MAX_COUNTER_LAG = 60.0
+COUNTER_ROWS_PER_SECOND = 500.0
+MAX_COUNTER_LAG = 300.0
 #: keys summed, then written, per turn of the event loop in a counter flush (``_flush_counters``)
 FLUSH_SLICE = 500
 
