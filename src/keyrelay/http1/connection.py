@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from keyrelay.http1.answers import error_answer
-from keyrelay.http1.errors import BodyError, BodyTooLarge, MalformedBody
+from keyrelay.http1.errors import BodyTooLarge, MalformedBody
+from keyrelay.http1.handling import raised, run_handler
 from keyrelay.http1.handover import Run, hand_over
 from keyrelay.http1.limits import ServerLike, malformed_answer
 from keyrelay.http1.request import Request
 from keyrelay.http1.writer import ResponseWriter
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
 __all__ = ["Connection"]
 
@@ -231,39 +232,10 @@ class Connection(asyncio.Protocol):
         w = ResponseWriter(self, req)
         try:
             result = self.server.handler(req, w)
-        except Exception as exc:  # noqa: BLE001 - answered as _run answers it
-            result = _raise(exc)
+        except Exception as exc:  # noqa: BLE001 - answered as a coroutine's failure is (handling.py)
+            result = raised(exc)
         if result is not None:
-            self.task = self._loop.create_task(self._run(req, w, result))
-
-    async def _run(self, req: Request, w: ResponseWriter, answer: Awaitable[None]) -> None:
-        try:
-            await answer
-        except BodyError as exc:
-            if not w.started:
-                w.close_after = True
-                self._answer_error(req, w, error_answer(exc.status, str(exc) or exc.code, exc.code,
-                                                   "server_error" if exc.status >= 500 else "invalid_request_error"))
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("the request handler failed (%s %s)", req.method, req.path)
-            if not w.started:
-                self._answer_error(req, w, error_answer(500, "internal error", "internal_error", "server_error"))
-            else:
-                self.close()
-        else:
-            if not w.ended:
-                if w.started:
-                    w.end()
-                else:
-                    log.error("the request handler returned without an answer (%s %s)", req.method, req.path)
-                    self._answer_error(req, w, error_answer(500, "no answer", "internal_error", "server_error"))
-
-    def _answer_error(self, req: Request, w: ResponseWriter, answer: bytes) -> None:
-        w.started = w.ended = True
-        self.write(answer)
-        self.answered(req, True)
+            self.task = self._loop.create_task(run_handler(self, req, w, result))
 
     def answered(self, req: Request, close: bool) -> None:
         """The answer to ``req`` (the first in the queue) is written whole."""
@@ -396,8 +368,3 @@ class Connection(asyncio.Protocol):
                 self.timer.cancel()
             self.due = due
             self.timer = self._loop.call_at(due, self._tick)
-
-
-async def _raise(exc: Exception) -> None:
-    """A handler's synchronous exception, raised where its coroutine's would be."""
-    raise exc
