@@ -25,6 +25,41 @@ def _wait_summary(p: Page, text: str) -> None:
     p.page.wait_for_function("t => document.querySelector('#keys-summary')?.textContent.includes(t)", arg=text)
 
 
+def test_a_page_answered_late_does_not_replace_the_page_asked_for_after_it(make_page: Any, site: Site) -> None:
+    """Two clicks faster than the server: the first page's answer, held back until the second's
+    is shown, must not overwrite the table (nor leave rows and summary of different pages)."""
+    p = make_page()
+    p.sign_in()
+    p.go("keys?pool=big")
+    _wait_summary(p, f"1–50 of {BIG:,} keys")
+    first = p.page.eval_on_selector_all("tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)")
+    p.page.click("#next")
+    _wait_summary(p, f"51–100 of {BIG:,} keys")
+    p.page.click("#next")
+    _wait_summary(p, f"101–150 of {BIG:,} keys")
+    held: list[Any] = []
+
+    def hold_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # page 2's answer waits
+
+    p.page.route("**/admin/api/v1/keys?*", hold_first)
+    p.page.click("#prev")  # page 2, held
+    p.page.wait_for_function("() => document.querySelector('tbody').getAttribute('aria-busy') === 'true'")
+    p.page.click("#prev")  # page 1, answered
+    _wait_summary(p, f"1–50 of {BIG:,} keys")
+    with p.page.expect_response("**/admin/api/v1/keys?*"):
+        held[0].continue_()
+    p.page.wait_for_timeout(200)  # the late answer has been handled
+    assert p.page.eval_on_selector_all("tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)") == first
+    assert f"1–50 of {BIG:,} keys" in p.page.text_content("#keys-summary")
+    assert p.page.get_attribute("tbody", "aria-busy") is None
+    p.page.unroute("**/admin/api/v1/keys?*")
+    assert not p.errors, p.errors
+
+
 def test_sign_in_refuses_a_bad_token_and_signs_out(make_page: Any, site: Site) -> None:
     p = make_page()
     p.page.goto(site.url + "/admin/")

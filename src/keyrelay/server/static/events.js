@@ -28,7 +28,14 @@ export async function renderEvents(main, { api, query }) {
   const more = h('button', { type: 'button', class: 'btn' }, 'Older events');
   let cursor = null;
   async function page() {
-    const r = await api('GET', `/events${params({ pool, limit: 100, cursor })}`);
+    if (more.disabled) return; // a second click while a page is on its way would append it twice
+    more.disabled = true;
+    let r;
+    try {
+      r = await api('GET', `/events${params({ pool, limit: 100, cursor })}`);
+    } finally {
+      more.disabled = false;
+    }
     for (const ev of r.data) list.append(eventItem(ev));
     cursor = r.next_cursor;
     more.hidden = !cursor;

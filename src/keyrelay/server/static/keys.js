@@ -74,27 +74,30 @@ export async function renderKeys(main, { api, query }) {
     allBox.checked = rows.length > 0 && rows.every((k) => selected.has(k.id));
   }
 
+  let loads = 0; // a load answered after a newer one began (clicks faster than the server) is dropped
   async function load() {
-    const q = params({ pool: f.pool, state: f.state, reason: f.reason, q: f.q, sort: f.sort, order: f.order, limit: f.limit, cursor: cursors[page] });
+    const at = page;
+    const mine = ++loads;
+    const q = params({ pool: f.pool, state: f.state, reason: f.reason, q: f.q, sort: f.sort, order: f.order, limit: f.limit, cursor: cursors[at] });
     tbody.setAttribute('aria-busy', 'true');
     let r;
     try {
       r = await api('GET', `/keys${q}`);
     } catch (e) {
-      clear(tbody).append(h('tr', null, h('td', { colspan: 10, class: 'error' }, e.message)));
+      if (mine === loads) clear(tbody).append(h('tr', null, h('td', { colspan: 10, class: 'error' }, e.message)));
       return;
     } finally {
-      tbody.removeAttribute('aria-busy');
+      if (mine === loads) tbody.removeAttribute('aria-busy');
     }
-    if (closed) return;
+    if (closed || mine !== loads) return;
     rows = r.data;
-    cursors[page + 1] = r.next_cursor;
+    cursors[at + 1] = r.next_cursor;
     clear(tbody);
     if (!rows.length) tbody.append(h('tr', null, h('td', { colspan: 10, class: 'muted empty' }, 'No keys match.')));
     for (const k of rows) tbody.append(keyRow(k, selected, toggle));
-    const first = page * f.limit + (rows.length ? 1 : 0);
-    summary.textContent = `${num(first)}–${num(page * f.limit + rows.length)} of ${num(r.total)} keys · page ${page + 1} of ${num(Math.max(1, Math.ceil(r.total / f.limit)))}`;
-    prev.disabled = page === 0;
+    const first = at * f.limit + (rows.length ? 1 : 0);
+    summary.textContent = `${num(first)}–${num(at * f.limit + rows.length)} of ${num(r.total)} keys · page ${at + 1} of ${num(Math.max(1, Math.ceil(r.total / f.limit)))}`;
+    prev.disabled = at === 0;
     next.disabled = !r.next_cursor;
     toggle('', false);
   }
