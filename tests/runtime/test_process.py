@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
@@ -18,9 +18,9 @@ from keyrelay.stores.usage import HOUR, MINUTE, key_scope, pool_scope
 pytestmark = pytest.mark.asyncio
 
 
-async def _runtime_with_busy_keys(n: int) -> Runtime:
+async def _runtime_with_busy_keys(n: int, clock: Callable[[], float] = time.time) -> Runtime:
     doc = {"store": {"url": "memory://"}, "pools": [{"name": "openai", "base_url": "http://127.0.0.1:9/v1"}]}
-    rt = Runtime(parse_settings(doc, {}))
+    rt = Runtime(parse_settings(doc, {}), clock=clock)
     await rt.store.open()
     await rt.store.add_keys("openai", [f"sk-busy-{i:06d}-abcdefghijklmnop" for i in range(n)], time.time())
     await rt.sync()
@@ -32,40 +32,67 @@ async def _runtime_with_busy_keys(n: int) -> Runtime:
 
 async def test_a_few_busy_keys_are_flushed_every_interval() -> None:
     rt = await _runtime_with_busy_keys(10)
-    now = time.time()
-    await rt._paced_flush()
-    assert rt._keys_due < now + rt.settings.server.flush_interval  # due again at the next run
+    assert await rt._paced_flush() is None
     counted = {r.id: r.counters.requests for r in await rt.store.load("openai")}
     assert set(counted.values()) == {1}
-
-
-@pytest.mark.parametrize("n", [8_000, 50_000, 100_000])
-async def test_many_busy_keys_space_their_writes_out_while_the_pools_charts_keep_up(n: int) -> None:
-    rt = await _runtime_with_busy_keys(n)
-    t0 = time.time()
-    await rt._paced_flush()
-    wait = rt._keys_due - t0
-    assert min(MAX_COUNTER_LAG, n / COUNTER_ROWS_PER_SECOND) - 1 <= wait <= min(MAX_COUNTER_LAG, n / COUNTER_ROWS_PER_SECOND) + 1
-    assert wait > rt.settings.server.flush_interval
-    # nothing was lost by waiting: every key's request is in the store
-    assert sum(r.counters.requests for r in await rt.store.load("openai")) == n
-
-    # before the keys are due again: the pool's usage row is written, the keys' sums wait
     pool = rt.pools["openai"]
     rec = pool.records()[0]
-    for _ in range(3):
-        pool.observe(Lease(rec.id, pool.name, rec.secret, rec.version, rec.masked), Verdict.ok(200))
-    await rt._paced_flush()
-    assert (await rt.store.get(rec.id)).counters.requests == 1  # type: ignore[union-attr]
-    minutes = await rt.store.usage(pool_scope("openai"), MINUTE, t0 - HOUR, t0 + HOUR)
-    assert sum(c.requests for _, c in minutes) == n + 3
-    assert sum(c.requests for _, c in await rt.store.usage(key_scope(rec.id), MINUTE, t0 - HOUR, t0 + HOUR)) == 1
-    rt._keys_due = 0.0  # due: the sums kept are written, once
-    await rt._paced_flush()
-    assert (await rt.store.get(rec.id)).counters.requests == 4  # type: ignore[union-attr]
-    assert sum(c.requests for _, c in await rt.store.usage(key_scope(rec.id), MINUTE, t0 - HOUR, t0 + HOUR)) == 4
-    assert sum(r.counters.requests for r in await rt.store.load("openai")) == n + 3
-    assert sum(c.requests for _, c in await rt.store.usage(pool_scope("openai"), MINUTE, t0 - HOUR, t0 + HOUR)) == n + 3
+    pool.observe(Lease(rec.id, pool.name, rec.secret, rec.version, rec.masked), Verdict.ok(200))
+    await rt._paced_flush()  # the next second: written again at once
+    assert (await rt.store.get(rec.id)).counters.requests == 2  # type: ignore[union-attr]
+
+
+async def test_many_busy_keys_are_written_a_pace_a_second_oldest_first_while_the_pools_charts_keep_up() -> None:
+    n = 5_000
+    clock = _Clock()
+    rt = await _runtime_with_busy_keys(n, clock)
+    pool = rt.pools["openai"]
+    burst = int(COUNTER_ROWS_PER_SECOND * 2)
+    assert await rt.flush(paced=True) == burst  # the saved-up budget: two seconds' worth
+    written = {r.id for r in await rt.store.load("openai") if r.counters.requests}
+    assert len(written) == burst
+    # a key busy again now waits behind the keys busy before it
+    again = next(r for r in pool.records() if r.id in written)
+    pool.observe(Lease(again.id, pool.name, again.secret, again.version, again.masked), Verdict.ok(200))
+    for second in range(1, 100):
+        clock.now += 1.0
+        rows = await rt.flush(paced=True)
+        assert rows <= COUNTER_ROWS_PER_SECOND + 1
+        if rows == 0:
+            break
+    assert {r.counters.requests for r in await rt.store.load("openai")} == {1} | {2}
+    assert (await rt.store.get(again.id)).counters.requests == 2  # type: ignore[union-attr]
+    assert second == -(-(n + 1 - burst) // int(COUNTER_ROWS_PER_SECOND)) + 1  # the last second wrote nothing left
+    # the pool's own rows were written every second, whole
+    minutes = await rt.store.usage(pool_scope("openai"), MINUTE, clock.now - HOUR, clock.now + HOUR)
+    assert sum(c.requests for _, c in minutes) == n + 1
+    other = next(r for r in pool.records() if r.id != again.id)
+    assert sum(c.requests for _, c in await rt.store.usage(key_scope(other.id), MINUTE, 0, clock.now + HOUR)) == 1
+    assert sum(c.requests for _, c in await rt.store.usage(key_scope(again.id), MINUTE, 0, clock.now + HOUR)) == 2
+
+
+async def test_no_busy_key_waits_longer_than_the_longest_lag() -> None:
+    n = 3_000
+    clock = _Clock()
+    rt = await _runtime_with_busy_keys(n, clock)
+    await rt.flush(paced=True)  # the first burst
+    clock.now += MAX_COUNTER_LAG  # a flush loop that stalled for that long (a suspended VM)
+    assert await rt.flush(paced=True) == n - int(COUNTER_ROWS_PER_SECOND * 2)  # every key overdue: all at once
+    assert {r.counters.requests for r in await rt.store.load("openai")} == {1}
+
+
+async def test_a_full_flush_writes_every_key_at_once() -> None:
+    rt = await _runtime_with_busy_keys(3_000)
+    assert await rt.flush() == 3_000
+    assert {r.counters.requests for r in await rt.store.load("openai")} == {1}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 # -- a big flush: in slices, the loop free between them, nothing lost or counted twice -----------

@@ -12,9 +12,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from itertools import islice
 
 from keyrelay.config import Settings
 from keyrelay.core.model import COUNTER_FIELDS, Counters, KeyRecord
+from keyrelay.core.pacing import Pacer
 from keyrelay.exceptions import StoreUnavailable
 from keyrelay.runtime import redactor
 from keyrelay.runtime.pool import KeyPool
@@ -32,7 +34,8 @@ log = logging.getLogger("keyrelay.runtime.process")
 #: second of CPU at 100,000 keys, which on the loop would stall every request)
 BIG_REDACTION = 20_000
 
-#: The pace of counter writes with many busy keys (rows per second, on average); see ``_paced_flush``.
+#: The pace of key rows (counters and usage) with many busy keys, on average, and the longest a
+#: busy key's counters wait; see ``_paced_flush`` and ``core/pacing.py``.
 COUNTER_ROWS_PER_SECOND = 500.0
 MAX_COUNTER_LAG = 300.0
 #: keys summed, then written, per turn of the event loop in a counter flush (``_flush_counters``)
@@ -55,8 +58,7 @@ class Runtime:
         #: store said: server/auth.py)
         self.on_sync: list[Callable[[], None]] = []
         self._writing: set[asyncio.Future[None]] = set()
-        self._keys_due = 0.0  # when the keys' counters are next written (_paced_flush)
-        self._keys_since = 0.0  # when they were last written
+        self._pacers: dict[str, Pacer] = {}  # per pool: how many key rows a flush writes (core/pacing.py)
         self._wake = asyncio.Event()  # set by the store's change notices: sync now
         #: counts for /metrics and events for [[alerts]] (telemetry.py); None when neither is on
         self.telemetry: Telemetry | None = None
@@ -173,23 +175,17 @@ class Runtime:
             hook()
 
     async def _paced_flush(self) -> None:
-        """Every ``flush_interval``: sum what every pool counted, write the pools' own usage rows
-        and, when due, every busy key's counters and usage rows. With many keys busy a key write
-        is a row per key: written every second that cost several per cent of a core at 100,000
-        keys, so the next one is due late enough that key rows are written at about
-        :data:`COUNTER_ROWS_PER_SECOND` at most (a key's counters then lag by up to
-        :data:`MAX_COUNTER_LAG` seconds; the pools' charts and /metrics do not)."""
-        now = self.clock()
-        due = now >= self._keys_due
-        rows = await self.flush(keys=due)
-        if due:
-            self._keys_due = now + min(MAX_COUNTER_LAG, rows / COUNTER_ROWS_PER_SECOND)
+        """Every ``flush_interval``: sum what every pool counted (into /metrics and the pools'
+        own usage rows, up to the second) and write the busy keys' counter and usage rows as
+        each pool's :class:`~keyrelay.core.pacing.Pacer` allows: the longest-waiting first,
+        about :data:`COUNTER_ROWS_PER_SECOND` a second, none later than :data:`MAX_COUNTER_LAG`."""
+        await self.flush(paced=True)
 
-    async def flush(self, *, keys: bool = True) -> int:
-        """Sum the batched counters of every pool and write them (with ``keys`` false, the
-        pools' usage rows only: the keys' sums wait for the next write), and any transitions
-        queued while the store was unreachable. If the store is still down, everything stays
-        queued (bounded). Returns how many key rows were written."""
+    async def flush(self, *, paced: bool = False) -> int:
+        """Sum the batched counters of every pool and write them (``paced``: the keys' rows only
+        as the pools' pacers allow, the rest kept for later), and any transitions queued while
+        the store was unreachable. If the store is still down, everything stays queued.
+        Returns how many key rows were written."""
         if getattr(self.store, "epoch", 0) != self._epoch:
             await self.sync()  # a store re-initialised after losing its data: read it before writing
         for pool in self.pools.values():
@@ -197,20 +193,24 @@ class Runtime:
                 await pool.drain_backlog()
         rows = 0
         at = self.clock()
-        since, self._keys_since = self._keys_since, at if keys else self._keys_since
         for pool in self.pools.values():
-            rows += await self._flush_counters(pool, keys, (since + at) / 2 if since else at)
+            rows += await self._flush_counters(pool, at, paced)
         return rows
 
-    async def _flush_counters(self, pool: KeyPool, keys: bool, keys_at: float) -> int:
-        """Sum one pool's tally into per-key sums, write the pool's usage row, and with ``keys``
-        write the keys' counters and usage rows (``keys_at``: the middle of the time they cover)
-        in slices of :data:`FLUSH_SLICE` keys, the event loop free between slices: with 100,000
-        keys that may be tens of thousands of rows, which in one piece stalled every stream for
-        tens of milliseconds (docs/design.md, "100,000 keys"). Rows go in key order (the store's
-        index is walked, not jumped about). What is not written (not due, the store is down, the
-        flush is cancelled) stays in the batch."""
+    async def _flush_counters(self, pool: KeyPool, at: float, paced: bool) -> int:
+        """Sum one pool's tally into its per-key sums (kept, oldest-busy first, until written),
+        write the pool's usage row, and write the keys' counters and usage rows (all of them, or
+        ``paced``: as many as the pacer says, the longest-waiting first; dated the middle of the
+        time they cover) in slices of :data:`FLUSH_SLICE` keys, the event loop free between
+        slices: a lump of tens of thousands of rows stalled every stream for tens of
+        milliseconds (docs/design.md, "100,000 keys"). Each slice goes in key order (the store's
+        index walked, not jumped about). What is not written (not its turn, the store is down,
+        the flush is cancelled) stays in the batch."""
         tally, sums = pool.take_tally()
+        pacer = self._pacers.get(pool.name)
+        if pacer is None:
+            pacer = self._pacers[pool.name] = Pacer(COUNTER_ROWS_PER_SECOND, MAX_COUNTER_LAG, at)
+        busy = len(sums)
         total = [0] * len(COUNTER_FIELDS)
         summed = done = 0  # entries of ``tally`` summed, keys of ``order`` written
         order: list[str] = []
@@ -220,15 +220,16 @@ class Runtime:
                     await asyncio.sleep(0)
                 pool.sum_tally(tally[summed : summed + FLUSH_SLICE], sums, total)
                 summed += FLUSH_SLICE
+            pacer.arrived(len(sums) - busy, at)  # new keys join the end of ``sums``, as of now
+            busy = len(sums)
             if total[0]:
                 try:  # the pool's usage over time (the admin API's charts), shared by every worker and gateway
                     await self.store.add_usage(self.clock(), {pool_scope(pool.name): Counters(*total)})
                 except StoreUnavailable:
                     pass  # only this minute's chart misses them
-            if not keys:
-                pool.keep_sums(sums)
-                return 0
-            order = list(sums)
+            n, since = pacer.take(at, every=not paced)
+            order = list(islice(sums, n))
+            keys_at = (since + at) / 2
             for i in range(0, len(order), FLUSH_SLICE):
                 if i:
                     await asyncio.sleep(0)
@@ -242,12 +243,15 @@ class Runtime:
                     failed = write.done() and (write.cancelled() or write.exception() is not None)
                     if not failed:  # written, or being written
                         done = i + len(part)
-        except BaseException:
-            pool.sum_tally(tally[summed:], sums, total)
-            rest = order[done:] if order else list(sums)
-            if len(rest) < 100_000:  # bounded: a long outage loses counters rather than memory
-                pool.keep_sums({kid: sums[kid] for kid in rest})
-            raise
+        finally:
+            if summed < len(tally):  # cancelled or failed while summing: the rest is summed too
+                pool.sum_tally(tally[summed:], sums, total)
+            pacer.spent(done)
+            for kid in order[:done]:
+                del sums[kid]
+            if sums:  # one entry per key at most: bounded by the pool's size, whatever the outage
+                pool.keep_sums(sums)
+            pacer.left(len(sums), at)
         return done
 
     def records(self) -> list[KeyRecord]:
