@@ -31,7 +31,7 @@ def main() -> None:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        path = request.path[3:] if request.path.startswith("/v1") else request.path
+        path = request.path.removeprefix("/v1")
         async with state["s"].request(
             request.method,
             upstream + path,

@@ -6,7 +6,8 @@ installed, else keyrelay's fake upstream) and the load generator (wrk when insta
 aiohttp client) share core 1. Each proxy gets the same load: non-streaming chat completions and
 streaming ones (SSE), then keyrelay again with 10,000 keys in its pool.
 
-Prints requests/s and p50/p99 latency for each, and keyrelay's ratio to the baseline: the
+Prints requests/s and p50/p99 latency for each (and what each adds to the upstream's own p50, measured direct in
+the same round: at ``--connections 1``, issue 16's latency figure), and keyrelay's ratio to the baseline: the
 median over several rounds of the ratio within a round, as the machine's speed drifts; then
 keyrelay's ratios to the lean reference (req/s, and CPU time per request). Also
 each proxy's CPU time per request (from /proc) and how busy its core was: near 1.0 when the
@@ -269,6 +270,9 @@ def measure(port: int, pid: int, args: argparse.Namespace) -> tuple[Result, Resu
 def one_round(upstream: str, tmp: Path, args: argparse.Namespace) -> dict[str, tuple[Result, Result]]:
     """Baseline, lean reference, keyrelay with 1 key and with 10,000 keys, one after the other."""
     out: dict[str, tuple[Result, Result]] = {}
+    # the upstream without a proxy: what each proxy adds to its latency
+    out[DIRECT] = (run_load(upstream + "/chat/completions", args.seconds, args.connections),
+                   run_load(upstream + "/sse", args.seconds, args.connections))
     for name, script in ((BASE, "baseline_proxy.py"), (LEAN, "lean_passthrough.py")):
         p, port = start_baseline(upstream, script)
         try:
@@ -329,6 +333,7 @@ def big_pool(upstream: str, tmp: Path, args: argparse.Namespace) -> None:
 
 BASE = "bare aiohttp proxy"
 LEAN = "lean reference"
+DIRECT = "upstream, direct"
 
 
 def main() -> None:
@@ -361,7 +366,7 @@ def main() -> None:
                 rounds.append(one_round(upstream, tmp, args))
         finally:
             stop(up)
-    names = list(rounds[0])
+    names = [n for n in rounds[0] if n != DIRECT]
     print(f"\nmedians over {len(rounds)} round(s); ratio = median of the per-round ratios to the baseline")
     print(f"{'':24} {'non-streaming':>32}   {'streaming':>32}")
     print(f"{'':24} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6}   {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6}")
@@ -392,6 +397,11 @@ def main() -> None:
         cpu = [median([r[name][i].cpu_us / r[LEAN][i].cpu_us for r in rounds]) for i in (0, 1)]
         print(f"  {name:22} non-streaming {rps[0]:.2f}x req/s, {cpu[0]:.2f}x CPU   "
               f"streaming {rps[1]:.2f}x req/s, {cpu[1]:.2f}x CPU")
+    print(f"\np50 latency each proxy adds to the upstream's own ({median([r[DIRECT][0].p50_ms for r in rounds]):.3f} / "
+          f"{median([r[DIRECT][1].p50_ms for r in rounds]):.3f} ms direct), median of paired rounds, non-streaming / streaming:")
+    for name in names:
+        added = [median([r[name][i].p50_ms - r[DIRECT][i].p50_ms for r in rounds]) for i in (0, 1)]
+        print(f"  {name:22} {added[0]:.3f} / {added[1]:.3f} ms")
     one, many = names[2], names[3]
     sel = [median([r[many][i].rps / r[one][i].rps for r in rounds]) for i in (0, 1)]
     print(f"\nselection from 10,000 keys vs 1 key (median of paired rounds): non-streaming {sel[0]:.3f}x, "
