@@ -200,3 +200,28 @@ async def test_keys_arriving_in_a_big_pool_are_redacted_without_a_rebuild_on_the
     assert built and built[0] != "MainThread"  # built off the loop
     assert redactor._cached[0] == redactor._generation  # nothing left to rebuild on the next use
     assert fresh not in redactor.current().text(f"upstream said: bad key {fresh}")
+
+
+async def test_a_flush_asked_for_returns_with_what_a_background_flush_was_still_writing() -> None:
+    """``Pool.flush()``, shutdown, a test: all counted before the call is written when it
+    returns, even while the background flush holds some of the counts in a slow write."""
+    rt = await _runtime_with_busy_keys(10)
+    add = rt.store.add_key_sums
+    writing = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def slow(at: float, sums: Mapping[str, Sequence[int]]) -> None:
+        writing.set()
+        await gate.wait()
+        await add(at, sums)
+
+    rt.store.add_key_sums = slow  # type: ignore[method-assign]
+    background = asyncio.create_task(rt._paced_flush())
+    await writing.wait()
+    asked = asyncio.create_task(rt.flush())
+    await asyncio.sleep(0.05)
+    assert not asked.done()  # it waits for the write under way
+    gate.set()
+    await asked
+    assert {r.counters.requests for r in await rt.store.load("openai")} == {1}
+    await background

@@ -59,6 +59,9 @@ class Runtime:
         self.on_sync: list[Callable[[], None]] = []
         self._writing: set[asyncio.Future[None]] = set()
         self._pacers: dict[str, Pacer] = {}  # per pool: how many key rows a flush writes (core/pacing.py)
+        #: a flush asked for (shutdown, ``Pool.flush()``, a test) waits for the background one under way,
+        #: which holds some of the counts while it writes them
+        self._flushing = asyncio.Lock()
         self._wake = asyncio.Event()  # set by the store's change notices: sync now
         #: counts for /metrics and events for [[alerts]] (telemetry.py); None when neither is on
         self.telemetry: Telemetry | None = None
@@ -186,16 +189,17 @@ class Runtime:
         as the pools' pacers allow, the rest kept for later), and any transitions queued while
         the store was unreachable. If the store is still down, everything stays queued.
         Returns how many key rows were written."""
-        if getattr(self.store, "epoch", 0) != self._epoch:
-            await self.sync()  # a store re-initialised after losing its data: read it before writing
-        for pool in self.pools.values():
-            if pool.backlog:
-                await pool.drain_backlog()
-        rows = 0
-        at = self.clock()
-        for pool in self.pools.values():
-            rows += await self._flush_counters(pool, at, paced)
-        return rows
+        async with self._flushing:  # one at a time: a flush returns with what came before it written
+            if getattr(self.store, "epoch", 0) != self._epoch:
+                await self.sync()  # a store re-initialised after losing its data: read it before writing
+            for pool in self.pools.values():
+                if pool.backlog:
+                    await pool.drain_backlog()
+            rows = 0
+            at = self.clock()
+            for pool in self.pools.values():
+                rows += await self._flush_counters(pool, at, paced)
+            return rows
 
     async def _flush_counters(self, pool: KeyPool, at: float, paced: bool) -> int:
         """Sum one pool's tally into its per-key sums (kept, oldest-busy first, until written),
