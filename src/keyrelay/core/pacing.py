@@ -64,7 +64,7 @@ class Pacer:
 
     def left(self, n: int, now: float) -> None:
         """``n`` busy keys still wait after a flush: the oldest cohorts beyond them were
-        written. (Two flushes at once may merge what each kept: then the count is made true.)"""
+        written; keys beyond those counted (summed in after a failed flush) join as of ``now``."""
         cohorts = self._cohorts
         extra = self.waiting - n
         while extra > 0 and cohorts:

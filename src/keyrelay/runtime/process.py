@@ -225,7 +225,6 @@ class Runtime:
                 pool.sum_tally(tally[summed : summed + FLUSH_SLICE], sums, total)
                 summed += FLUSH_SLICE
             pacer.arrived(len(sums) - busy, at)  # new keys join the end of ``sums``, as of now
-            busy = len(sums)
             if total[0]:
                 try:  # the pool's usage over time (the admin API's charts), shared by every worker and gateway
                     await self.store.add_usage(self.clock(), {pool_scope(pool.name): Counters(*total)})
@@ -255,7 +254,7 @@ class Runtime:
                 del sums[kid]
             if sums:  # one entry per key at most: bounded by the pool's size, whatever the outage
                 pool.keep_sums(sums)
-            pacer.left(len(sums), at)
+            pacer.left(len(sums), at)  # also counts keys summed in after a failure
         return done
 
     def records(self) -> list[KeyRecord]:
